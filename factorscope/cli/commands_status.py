@@ -1,0 +1,62 @@
+"""`factorscope status`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from factorscope.cli.app import DEFAULT_DB, DbOption, app
+
+
+def _print_state(console: Console, title: str, state: dict) -> None:
+    if state.get("busy"):
+        console.print(f"[bold]{title}[/]: a writer is working on it right now")
+        return
+    run = state.get("run")
+    if run is None:
+        console.print(f"[bold]{title}[/]: empty (no ingest run)")
+        return
+    console.print(
+        f"[bold]{title}[/]: model [cyan]{run['model']}[/] over corpus [cyan]{run['corpus']}[/], "
+        f"{run['n_layers']} layers x {run['hidden_size']} dims"
+    )
+    table = Table(show_header=True, header_style="bold")
+    for column in ("stage", "state", "progress", "rows", "seconds"):
+        table.add_column(column)
+    table.add_row(
+        "ingest",
+        run["status"],
+        f"{state['chunks_ingested']}/{run['n_chunks']} chunks",
+        f"{state['sentences_ingested']:,} sentences, {state['tokens_ingested']:,} tokens, "
+        f"{state['vectors_sampled']:,} sampled vectors",
+        f"{run['ingest_seconds'] or 0:.1f}",
+    )
+    for d in state["dictionaries"]:
+        table.add_row(
+            f"dictionary {d['dictionary_id']}",
+            d["status"],
+            f"{d['chunks_encoded']}/{run['n_chunks']} chunks encoded",
+            f"{d['n_factors']:,} factors, lambda {d['lambda1']:g}, {d['n_codes']:,} codes",
+            f"fit {d['fit_seconds'] or 0:.1f}, encode {d['encode_seconds']:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def status(db: DbOption = DEFAULT_DB) -> None:
+    """Print what each run in the database holds and how far each stage got."""
+    from factorscope.warehouse.status import database_status
+
+    report = database_status(db)
+    console = Console()
+    console.print(f"database [bold]{report['db_path']}[/]")
+    if report["published"] is not None:
+        _print_state(console, "published", report["published"])
+    else:
+        console.print("[bold]published[/]: nothing yet")
+    if report["staging"] is not None:
+        _print_state(
+            console, "unfinished work (resume by re-running the command)", report["staging"]
+        )
+    typer.echo("")

@@ -1,0 +1,1 @@
+"""Text in, hidden states out: corpus readers and the model runner."""

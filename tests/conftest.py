@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny random BERT, small corpora, and real pipeline databases.
+
+The tiny BERT is built from a ``BertConfig`` and saved next to the packaged MiniLM
+tokenizer, so every test runs the real ``from_pretrained`` path in a fraction of the
+packaged model's time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["FACTORSCOPE_PROGRESS"] = "0"
+
+SENTENCES = [
+    "He left the bank after the meeting.",
+    "She turned left at the old church.",
+    "They play football in the park every Sunday.",
+    "The river bank was covered in snow.",
+    "Please leave the door open when you go.",
+    "The right answer was hidden in the book.",
+    "We watched a play about a lonely king.",
+    "My left hand is weaker than my right hand.",
+    "The committee will meet again next Tuesday.",
+    "A cup of hot tea is what I need now.",
+    "Dogs bark loudly when strangers walk by.",
+    "He thinks about the meaning of life often.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-dim random BERT with the packaged MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from factorscope.ingest.model import default_model_path
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sentence_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "sentences.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    return path
+
+
+def _copy_db(src: Path, dst_dir: Path) -> Path:
+    dst = dst_dir / src.name
+    shutil.copyfile(src, dst)
+    return dst

@@ -1,0 +1,428 @@
+"""Reads and writes of the pipeline stages (ingest, learn, encode).
+
+Every chunk a stage writes goes in one transaction together with its row in the
+stage's ``*_chunks`` table, so a killed process leaves either the whole chunk or
+nothing, and a resumed one skips exactly the chunks already there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from factorscope.errors import WarehouseError
+
+TOKEN_ID_STRIDE = 1024
+"""token_id = sentence_idx * TOKEN_ID_STRIDE + position (positions stay below 1024)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.Array:
+    """An (n, d) float32 array as an Arrow list column without a Python loop."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = vectors.shape
+    offsets = np.arange(0, (n + 1) * d, d, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vectors.reshape(-1)))
+
+
+def arrow_to_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """The inverse of :func:`vectors_to_arrow`: a list column as an (n, dim) float32 array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(-1, dim)
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.con.execute("BEGIN TRANSACTION")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def transaction(con: duckdb.DuckDBPyConnection) -> _Transaction:
+    """``with transaction(con):`` commits on success and rolls back on any error."""
+    return _Transaction(con)
+
+
+def _one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> dict | None:
+    cur = con.execute(sql, params)
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([c[0] for c in cur.description], row, strict=True))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def get_run(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """The database's ingest run, or None for a fresh database."""
+    run = _one_dict(con, "SELECT * FROM runs ORDER BY run_id LIMIT 1", [])
+    if run is not None:
+        run["config"] = json.loads(run["config"])
+    return run
+
+
+def require_run(con: duckdb.DuckDBPyConnection, *, ingested: bool = True) -> dict:
+    run = get_run(con)
+    if run is None:
+        raise WarehouseError("this database holds no ingest run (run `factorscope ingest` first)")
+    if ingested and run["status"] != "ingested":
+        raise WarehouseError(
+            "the ingest run in this database is unfinished: run the same "
+            "`factorscope ingest` command again to resume it"
+        )
+    return run
+
+
+def create_run(con: duckdb.DuckDBPyConnection, **fields: Any) -> None:
+    fields = dict(fields)
+    fields["config"] = json.dumps(fields["config"], sort_keys=True)
+    names = list(fields)
+    placeholders = ", ".join(f"${n}" for n in names)
+    # Column names come from this module's callers (fixed keyword names), never from users.
+    con.execute(
+        f"INSERT INTO runs (run_id, {', '.join(names)}) VALUES (1, {placeholders})",
+        fields,
+    )
+
+
+def finish_run(con: duckdb.DuckDBPyConnection, seconds: float) -> None:
+    con.execute(
+        "UPDATE runs SET status = 'ingested', finished_at = current_timestamp, "
+        "ingest_seconds = coalesce(ingest_seconds, 0) + ? WHERE run_id = 1",
+        [seconds],
+    )
+
+
+def add_ingest_seconds(con: duckdb.DuckDBPyConnection, seconds: float) -> None:
+    con.execute(
+        "UPDATE runs SET ingest_seconds = coalesce(ingest_seconds, 0) + ? WHERE run_id = 1",
+        [seconds],
+    )
+
+
+def done_ingest_chunks(con: duckdb.DuckDBPyConnection) -> set[int]:
+    return {row[0] for row in con.execute("SELECT chunk FROM ingest_chunks").fetchall()}
+
+
+def write_ingest_chunk(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    chunk: int,
+    sentences: pa.Table,
+    tokens: pa.Table,
+    sample_layers: np.ndarray,
+    sample_token_ids: np.ndarray,
+    sample_vectors: np.ndarray,
+    seconds: float,
+) -> None:
+    """Store one chunk's sentences, tokens and sampled hidden states atomically."""
+    states = pa.table(
+        {
+            "layer": pa.array(np.asarray(sample_layers, dtype=np.int16)),
+            "token_id": pa.array(np.asarray(sample_token_ids, dtype=np.int64)),
+            "vector": vectors_to_arrow(sample_vectors),
+        }
+    )
+    with transaction(con):
+        con.register("chunk_sentences", sentences)
+        con.register("chunk_tokens", tokens)
+        con.register("chunk_states", states)
+        try:
+            con.execute(
+                "INSERT INTO sentences BY NAME "
+                "SELECT sentence_idx, sentence_id, source, text, n_tokens FROM chunk_sentences"
+            )
+            con.execute("INSERT INTO tokens BY NAME SELECT * FROM chunk_tokens")
+            con.execute(
+                "INSERT INTO hidden_states BY NAME SELECT layer, token_id, vector FROM chunk_states"
+            )
+            con.execute(
+                "INSERT INTO ingest_chunks (chunk, n_sentences, n_tokens, n_sampled, seconds) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [chunk, sentences.num_rows, tokens.num_rows, states.num_rows, seconds],
+            )
+        finally:
+            for name in ("chunk_sentences", "chunk_tokens", "chunk_states"):
+                con.unregister(name)
+
+
+def read_sentences(con: duckdb.DuckDBPyConnection, start: int, stop: int) -> list[tuple[int, str]]:
+    """(sentence_idx, text) for start <= sentence_idx < stop, in order."""
+    return con.execute(
+        "SELECT sentence_idx, text FROM sentences "
+        "WHERE sentence_idx >= ? AND sentence_idx < ? ORDER BY sentence_idx",
+        [start, stop],
+    ).fetchall()
+
+
+def read_token_ids(con: duckdb.DuckDBPyConnection, start: int, stop: int) -> np.ndarray:
+    """Stored token ids of sentences start..stop-1, in order."""
+    return con.execute(
+        "SELECT token_id FROM tokens WHERE sentence_idx >= ? AND sentence_idx < ? "
+        "ORDER BY token_id",
+        [start, stop],
+    ).fetchnumpy()["token_id"]
+
+
+def read_hidden_sample(
+    con: duckdb.DuckDBPyConnection, *, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stored token x layer sample as (vectors (n, d) float32, layers (n,) int)."""
+    run = require_run(con)
+    sql = "SELECT layer, vector FROM hidden_states ORDER BY layer, token_id"
+    params: list[Any] = []
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    table = con.execute(sql, params).to_arrow_table()
+    if table.num_rows == 0:
+        raise WarehouseError("the database holds no hidden-state sample to learn from")
+    vectors = arrow_to_vectors(table.column("vector"), run["hidden_size"])
+    layers = table.column("layer").to_numpy().astype(np.int64)
+    return vectors, layers
+
+
+# ----------------------------------------------------------------------------- dictionaries
+
+
+@dataclass(frozen=True)
+class DictionaryRecord:
+    """A stored dictionary: what encode and the live analyzer need to reproduce codes."""
+
+    dictionary_id: int
+    components: np.ndarray  # (n_factors, hidden_size), unit-norm rows
+    lambda1: float
+    preprocessing: dict
+    params: dict
+    status: str
+    source: str
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.components.shape[0])
+
+
+def save_dictionary(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    components: np.ndarray,
+    lambda1: float,
+    preprocessing: dict,
+    params: dict,
+    seed: int | None,
+    fit_seconds: float | None,
+    source: str,
+) -> int:
+    """Store a new dictionary (status 'learned') and return its id."""
+    components = np.asarray(components, dtype=np.float32)
+    n_factors, hidden = components.shape
+    atoms = pa.table(
+        {
+            "factor": pa.array(np.arange(n_factors, dtype=np.int32)),
+            "vector": vectors_to_arrow(components),
+        }
+    )
+    with transaction(con):
+        dictionary_id = con.execute(
+            "SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries"
+        ).fetchone()[0]
+        con.execute(
+            "INSERT INTO dictionaries (dictionary_id, run_id, n_factors, hidden_size, lambda1, "
+            "preprocessing, seed, fit_seconds, source, params, status) "
+            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, 'learned')",
+            [
+                dictionary_id,
+                n_factors,
+                hidden,
+                float(lambda1),
+                json.dumps(preprocessing, sort_keys=True),
+                seed,
+                fit_seconds,
+                source,
+                json.dumps(params, sort_keys=True, default=str),
+            ],
+        )
+        con.register("new_atoms", atoms)
+        try:
+            con.execute(
+                "INSERT INTO dictionary_atoms (dictionary_id, factor, vector) "
+                "SELECT ?, factor, vector FROM new_atoms",
+                [dictionary_id],
+            )
+        finally:
+            con.unregister("new_atoms")
+    return int(dictionary_id)
+
+
+def latest_dictionary_id(
+    con: duckdb.DuckDBPyConnection, *, status: tuple[str, ...] | None = None
+) -> int | None:
+    sql = "SELECT max(dictionary_id) FROM dictionaries"
+    params: list[Any] = []
+    if status:
+        sql += " WHERE list_contains(?, status)"
+        params.append(list(status))
+    return con.execute(sql, params).fetchone()[0]
+
+
+def load_dictionary(
+    con: duckdb.DuckDBPyConnection, dictionary_id: int | None = None
+) -> DictionaryRecord:
+    """A stored dictionary (the newest one when no id is given)."""
+    if dictionary_id is None:
+        dictionary_id = latest_dictionary_id(con)
+        if dictionary_id is None:
+            raise WarehouseError("this database holds no dictionary (run `factorscope learn`)")
+    meta = _one_dict(con, "SELECT * FROM dictionaries WHERE dictionary_id = ?", [dictionary_id])
+    if meta is None:
+        raise WarehouseError(f"no dictionary with id {dictionary_id}")
+    table = con.execute(
+        "SELECT vector FROM dictionary_atoms WHERE dictionary_id = ? ORDER BY factor",
+        [dictionary_id],
+    ).to_arrow_table()
+    return DictionaryRecord(
+        dictionary_id=int(dictionary_id),
+        components=arrow_to_vectors(table.column("vector"), meta["hidden_size"]),
+        lambda1=float(meta["lambda1"]),
+        preprocessing=json.loads(meta["preprocessing"]),
+        params=json.loads(meta["params"]),
+        status=meta["status"],
+        source=meta["source"],
+    )
+
+
+# ----------------------------------------------------------------------------- encode
+
+
+def begin_encoding(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> None:
+    """Make ``dictionary_id`` the one whose codes the ``codes`` table holds.
+
+    Codes of another dictionary are dropped (one database serves one set of codes);
+    codes already written for this dictionary are kept, which is what resume needs.
+    """
+    with transaction(con):
+        stale = con.execute(
+            "SELECT DISTINCT dictionary_id FROM encode_chunks WHERE dictionary_id <> ?",
+            [dictionary_id],
+        ).fetchall()
+        if stale:
+            con.execute("DELETE FROM codes")
+            con.execute("DELETE FROM encode_chunks WHERE dictionary_id <> ?", [dictionary_id])
+            con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id <> ?", [dictionary_id])
+            con.execute(
+                "UPDATE dictionaries SET status = 'learned' "
+                "WHERE dictionary_id <> ? AND status <> 'learned'",
+                [dictionary_id],
+            )
+        con.execute(
+            "UPDATE dictionaries SET status = 'encoding' WHERE dictionary_id = ?",
+            [dictionary_id],
+        )
+
+
+def done_encode_chunks(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> set[int]:
+    rows = con.execute(
+        "SELECT chunk FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def write_encode_chunk(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    dictionary_id: int,
+    chunk: int,
+    codes: pa.Table,
+    stats: pa.Table,
+    seconds: float,
+) -> None:
+    """Store one chunk's non-zero codes (layer, factor, token_id, alpha) and its layer sums."""
+    with transaction(con):
+        con.register("chunk_codes", codes)
+        con.register("chunk_stats", stats)
+        try:
+            con.execute(
+                "INSERT INTO codes BY NAME SELECT layer, factor, token_id, alpha FROM chunk_codes"
+            )
+            con.execute(
+                "INSERT INTO encode_chunk_stats BY NAME "
+                "SELECT ? AS dictionary_id, ? AS chunk, * FROM chunk_stats",
+                [dictionary_id, chunk],
+            )
+            con.execute(
+                "INSERT INTO encode_chunks (dictionary_id, chunk, n_codes, seconds) "
+                "VALUES (?, ?, ?, ?)",
+                [dictionary_id, chunk, codes.num_rows, seconds],
+            )
+        finally:
+            con.unregister("chunk_codes")
+            con.unregister("chunk_stats")
+
+
+def finish_encoding(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> None:
+    """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality."""
+    meta = _one_dict(
+        con, "SELECT n_factors, lambda1 FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
+    )
+    with transaction(con):
+        con.execute(
+            "CREATE OR REPLACE TABLE codes_sorted AS "
+            "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, alpha DESC"
+        )
+        con.execute("DROP TABLE codes")
+        con.execute("ALTER TABLE codes_sorted RENAME TO codes")
+        con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
+        con.execute(
+            """
+            INSERT INTO layer_quality
+            WITH sums AS (
+                SELECT layer,
+                       sum(n_vectors) AS n,
+                       sum(sq_residual) AS sq_residual,
+                       sum(sq_norm) AS sq_norm,
+                       list_reduce(list(sum_x), lambda a, b: list_transform(
+                           list_zip(a, b), lambda p: p[1] + p[2])) AS sum_x,
+                       sum(sum_l0) AS sum_l0,
+                       sum(n_zero_codes) AS n_zero
+                FROM encode_chunk_stats
+                WHERE dictionary_id = $dictionary_id
+                GROUP BY layer
+            ),
+            active AS (
+                SELECT layer, count(DISTINCT factor) AS n_active FROM codes GROUP BY layer
+            )
+            SELECT $dictionary_id,
+                   s.layer,
+                   s.n,
+                   s.sq_residual / greatest(
+                       s.sq_norm - list_sum(list_transform(s.sum_x, lambda v: v * v)) / s.n, 1e-30),
+                   s.sum_l0 / s.n,
+                   s.n_zero / s.n,
+                   $n_factors - coalesce(a.n_active, 0),
+                   $lambda1
+            FROM sums s LEFT JOIN active a USING (layer)
+            """,
+            {
+                "dictionary_id": dictionary_id,
+                "n_factors": meta["n_factors"],
+                "lambda1": meta["lambda1"],
+            },
+        )
+        con.execute(
+            "UPDATE dictionaries SET status = 'encoded' WHERE dictionary_id = ?", [dictionary_id]
+        )
