@@ -147,7 +147,7 @@ def explain(
     weights = dict(exp.local_exp[0])
     spans = []
     for i in range(indexed.num_words()):
-        start = int(indexed.string_position(i))
+        start = int(indexed.string_start[indexed.positions[i]])
         word = indexed.word(i)
         spans.append(
             {
@@ -183,24 +183,24 @@ def explain_cached(
     *,
     n_samples: int = 2000,
     seed: int = 0,
+    sentence_idx: int | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """:func:`explain`, reading and writing the database's ``lime_cache``.
 
     The key covers the dictionary, sentence, word, layer, factor, sample count and seed,
-    so a new dictionary never serves a stale map. The result carries ``cached``.
+    so a new dictionary never serves a stale map. ``sentence_idx`` (None for free text)
+    is stored alongside. The result carries ``cached``.
     """
     from factorscope.warehouse import queries
 
     reader = queries.WarehouseReader(db_path)
     with reader.connect() as con:
-        dictionary_id = queries.run_overview(con).get("dictionary_id")
+        dictionary_id = queries.active_dictionary_id(con)
         key = cache_key(dictionary_id, text, word_index, layer, factor, n_samples, seed)
         hit = queries.lime_cache_get(con, key)
     if hit is not None:
-        result = dict(hit.get("result", hit)) if isinstance(hit, dict) else dict(hit)
-        result["cached"] = True
-        return result
+        return {**hit["result"], "cached": True}
     result = explain(
         analyzer,
         text,
@@ -211,29 +211,17 @@ def explain_cached(
         seed=seed,
         progress=progress,
     )
-    _cache_put(queries, db_path, key, dictionary_id, result)
+    queries.lime_cache_put(
+        db_path,
+        key,
+        factor=result["factor"],
+        layer=result["layer"],
+        sentence_idx=sentence_idx,
+        word_index=result["word_index"],
+        n_samples=result["n_samples"],
+        result=result,
+    )
     return {**result, "cached": False}
-
-
-def _cache_put(
-    queries: Any, db_path: str | Path, key: str, dictionary_id: Any, result: dict
-) -> None:
-    import inspect
-
-    params = inspect.signature(queries.lime_cache_put).parameters
-    known = {
-        "dictionary_id": dictionary_id,
-        "sentence": result["text"],
-        "text": result["text"],
-        "word_index": result["word_index"],
-        "layer": result["layer"],
-        "factor": result["factor"],
-        "n_samples": result["n_samples"],
-        "seed": result["seed"],
-        "result": result,
-    }
-    kwargs = {name: value for name, value in known.items() if name in params}
-    queries.lime_cache_put(db_path, key, **kwargs)
 
 
 def _finite(value: Any) -> float:

@@ -28,7 +28,7 @@ from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_s
 from factorscope.ingest.sampling import in_sample, sample_threshold
 from factorscope.progress import progress_bar
 from factorscope.warehouse import store
-from factorscope.warehouse.connection import connect
+from factorscope.warehouse.connection import connect, schema_version
 from factorscope.warehouse.publish import staged_database, wip_path
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ def existing_run(db_path: Path) -> dict | None:
         if candidate.exists():
             con = connect(candidate, read_only=True)
             try:
-                has_runs = con.execute(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
-                ).fetchone()[0]
-                return store.get_run(con) if has_runs else None
+                return store.get_run(con) if schema_version(con) >= 1 else None
             finally:
                 con.close()
     return None

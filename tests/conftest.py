@@ -65,7 +65,38 @@ def sentence_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _copy_db(src: Path, dst_dir: Path) -> Path:
+TINY_FACTORS = 48
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_db(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, sentence_corpus: Path
+) -> Path:
+    """A real database made by the real pipeline (ingest -> learn -> encode) on a tiny BERT.
+
+    Treat it as read-only; copy it (``copy_db``) before writing.
+    """
+    from factorscope.encode import run_encode
+    from factorscope.ingest.corpus import CorpusConfig
+    from factorscope.ingest.pipeline import IngestConfig, run_ingest
+    from factorscope.learn import LearnConfig, run_learn
+
+    db = tmp_path_factory.mktemp("pipeline") / "tiny.duckdb"
+    run_ingest(
+        db,
+        IngestConfig(
+            corpus=CorpusConfig(source=str(sentence_corpus), split="lines", max_sentences=None),
+            model=str(tiny_model_dir),
+            chunk_size=4,
+            sample_size=None,
+        ),
+    )
+    run_learn(db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
+    run_encode(db)
+    return db
+
+
+def copy_db(src: Path, dst_dir: Path) -> Path:
     dst = dst_dir / src.name
     shutil.copyfile(src, dst)
     return dst

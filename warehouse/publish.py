@@ -127,7 +127,7 @@ def carry_app_tables(
                 # Table names come from APP_TABLES above, never from a caller.
                 con.execute(f"DELETE FROM main.{table}")
                 con.execute(f"INSERT INTO main.{table} BY NAME SELECT * FROM published.{table}")
-                copied += con.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
+                copied += con.execute(f"SELECT count(*) FROM main.{table}").fetchall()[0][0]
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

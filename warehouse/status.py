@@ -19,7 +19,7 @@ def _describe(con: duckdb.DuckDBPyConnection) -> dict:
     chunks = con.execute(
         "SELECT count(*), coalesce(sum(n_sentences), 0), coalesce(sum(n_tokens), 0), "
         "coalesce(sum(n_sampled), 0) FROM ingest_chunks"
-    ).fetchone()
+    ).fetchall()[0]
     dictionaries = con.execute(
         """
         SELECT d.dictionary_id, d.n_factors, d.lambda1, d.source, d.status, d.fit_seconds,

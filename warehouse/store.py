@@ -59,10 +59,10 @@ def transaction(con: duckdb.DuckDBPyConnection) -> _Transaction:
 
 def _one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> dict | None:
     cur = con.execute(sql, params)
-    row = cur.fetchone()
-    if row is None:
+    rows = cur.fetchall()  # fetchall, not fetchone: it leaves no unfinished result behind
+    if not rows:
         return None
-    return dict(zip([c[0] for c in cur.description], row, strict=True))
+    return dict(zip([c[0] for c in cur.description], rows[0], strict=True))
 
 
 # ----------------------------------------------------------------------------- runs
@@ -189,7 +189,7 @@ def read_hidden_sample(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(int(limit))
-    table = con.execute(sql, params).to_arrow_table()
+    table = con.sql(sql, params=params).to_arrow_table()
     if table.num_rows == 0:
         raise WarehouseError("the database holds no hidden-state sample to learn from")
     vectors = arrow_to_vectors(table.column("vector"), run["hidden_size"])
@@ -240,7 +240,7 @@ def save_dictionary(
     with transaction(con):
         dictionary_id = con.execute(
             "SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         con.execute(
             "INSERT INTO dictionaries (dictionary_id, run_id, n_factors, hidden_size, lambda1, "
             "preprocessing, seed, fit_seconds, source, params, status) "
@@ -277,7 +277,7 @@ def latest_dictionary_id(
     if status:
         sql += " WHERE list_contains(?, status)"
         params.append(list(status))
-    return con.execute(sql, params).fetchone()[0]
+    return con.execute(sql, params).fetchall()[0][0]
 
 
 def load_dictionary(
@@ -291,9 +291,9 @@ def load_dictionary(
     meta = _one_dict(con, "SELECT * FROM dictionaries WHERE dictionary_id = ?", [dictionary_id])
     if meta is None:
         raise WarehouseError(f"no dictionary with id {dictionary_id}")
-    table = con.execute(
+    table = con.sql(
         "SELECT vector FROM dictionary_atoms WHERE dictionary_id = ? ORDER BY factor",
-        [dictionary_id],
+        params=[dictionary_id],
     ).to_arrow_table()
     return DictionaryRecord(
         dictionary_id=int(dictionary_id),
@@ -340,6 +340,40 @@ def done_encode_chunks(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> se
         "SELECT chunk FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id]
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def tokens_in_chunks(con: duckdb.DuckDBPyConnection, chunks: list[int]) -> int:
+    """Stored tokens of the given ingest chunks (for progress totals)."""
+    if not chunks:
+        return 0
+    return int(
+        con.execute(
+            "SELECT coalesce(sum(n_tokens), 0) FROM ingest_chunks WHERE list_contains(?, chunk)",
+            [chunks],
+        ).fetchall()[0][0]
+    )
+
+
+def layer_quality_rows(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> list[dict]:
+    """Per-layer FVU, mean L0, all-zero share and dead factors of one dictionary."""
+    cur = con.execute(
+        "SELECT layer, fvu, mean_l0, zero_code_share, dead_factors, lambda1 FROM layer_quality "
+        "WHERE dictionary_id = ? ORDER BY layer",
+        [dictionary_id],
+    )
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def list_dictionaries(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every stored dictionary's id, source and params (JSON decoded), oldest first."""
+    rows = con.execute(
+        "SELECT dictionary_id, source, params, status FROM dictionaries ORDER BY dictionary_id"
+    ).fetchall()
+    return [
+        {"dictionary_id": r[0], "source": r[1], "params": json.loads(r[2]), "status": r[3]}
+        for r in rows
+    ]
 
 
 def write_encode_chunk(

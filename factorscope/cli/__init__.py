@@ -12,7 +12,12 @@ import sys
 
 import click
 
-from factorscope.cli import commands_ingest, commands_status  # noqa: F401  (register commands)
+from factorscope.cli import (  # noqa: F401  (importing registers the commands)
+    commands_ingest,
+    commands_pipeline,
+    commands_status,
+    commands_warehouse,
+)
 from factorscope.cli.app import app
 from factorscope.errors import FactorscopeError
 from factorscope.progress import stderr_console

@@ -1,0 +1,254 @@
+"""Rendering helpers shared by the pages: tables, figures, the LIME map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+import plotly.graph_objects as go
+import polars as pl
+from dash import dcc, html
+
+from factorscope.dash_app.logic import factor_href
+
+LEVEL_COLORS = {"low": "info", "mid": "warning", "high": "danger"}
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def error_alert(message: str, **kwargs: Any) -> dbc.Alert:
+    return dbc.Alert(message, color="danger", className="mb-2", **kwargs)
+
+
+def level_badge(level: str | None) -> dbc.Badge:
+    if not level:
+        return dbc.Badge("no level", color="secondary", className="ms-1")
+    return dbc.Badge(f"{level} level", color=LEVEL_COLORS.get(level, "secondary"), className="ms-1")
+
+
+def highlighted_context(context: str, start: int | None, end: int | None) -> html.Span:
+    """The context string with ``context[start:end]`` in a <mark>."""
+    if start is None or end is None or not 0 <= start <= end <= len(context):
+        return html.Span(context)
+    return html.Span(
+        [context[:start], html.Mark(context[start:end], className="fs-hit"), context[end:]],
+        className="fs-context",
+    )
+
+
+def contexts_table(frame: pl.DataFrame) -> html.Table | html.P:
+    if frame.height == 0:
+        return html.P("This factor is never active at this layer.", className="text-muted")
+    rows = [
+        html.Tr(
+            [
+                html.Td(str(r["rank"]), className="text-muted text-end fs-rank"),
+                html.Td(f"{r['alpha']:.3f}", className="text-end font-monospace"),
+                html.Td(
+                    highlighted_context(
+                        r["context"], r.get("highlight_start"), r.get("highlight_end")
+                    )
+                ),
+            ],
+            className="fs-context-row",
+        )
+        for r in frame.iter_rows(named=True)
+    ]
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th("#", className="text-end"),
+                html.Th("α", className="text-end"),
+                html.Th("word in context"),
+            ]
+        )
+    )
+    return dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="fs-contexts")
+
+
+def importance_figure(frame: pl.DataFrame, *, factor: int, layer: int) -> go.Figure:
+    fig = go.Figure()
+    xs = frame["layer"].to_list() if frame.height else []
+    ys = frame["importance"].to_list() if frame.height else []
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name="IS", line={"width": 2}))
+    if layer in xs:
+        fig.add_trace(
+            go.Scatter(
+                x=[layer],
+                y=[ys[xs.index(layer)]],
+                mode="markers",
+                marker={"size": 13, "symbol": "circle-open", "line": {"width": 2}},
+                name="shown layer",
+            )
+        )
+    fig.update_layout(
+        title={"text": f"Importance score of factor {factor}", "font": {"size": 14}},
+        xaxis={"title": "layer", "dtick": 1},
+        yaxis={"title": "IS (mean of top α)", "rangemode": "tozero"},
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        height=260,
+        showlegend=False,
+        template="plotly_white",
+    )
+    return fig
+
+
+def histogram_figure(frame: pl.DataFrame, *, layer: int) -> go.Figure:
+    fig = go.Figure()
+    if frame.height:
+        lows = frame["bin_low"].to_list()
+        highs = frame["bin_high"].to_list()
+        fig.add_trace(
+            go.Bar(
+                x=[(a + b) / 2 for a, b in zip(lows, highs, strict=True)],
+                y=frame["count"].to_list(),
+                width=[b - a for a, b in zip(lows, highs, strict=True)],
+                marker={"line": {"width": 0}},
+            )
+        )
+    fig.update_layout(
+        title={"text": f"Non-zero α at layer {layer}", "font": {"size": 14}},
+        xaxis={"title": "α"},
+        yaxis={"title": "tokens", "type": "log", "dtick": 1},
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        height=260,
+        bargap=0,
+        template="plotly_white",
+    )
+    return fig
+
+
+def graph(graph_id: str, figure: go.Figure) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, figure=figure, config=_PLOT_CONFIG)
+
+
+def factor_link(factor: int, layer: int | None = None, *, label: str | None = None) -> dcc.Link:
+    text = f"f{factor}"
+    return dcc.Link(text, href=factor_href(factor, layer), title=label or f"factor {factor}")
+
+
+def neighbors_table(frame: pl.DataFrame | None, *, layer: int) -> Any:
+    if frame is None or frame.height == 0:
+        return html.P("No neighbours.", className="text-muted")
+    head = html.Thead(html.Tr([html.Th("factor"), html.Th("cosine"), html.Th("co-activation")]))
+    body = []
+    for r in frame.iter_rows(named=True):
+        co = r.get("coactivation")
+        body.append(
+            html.Tr(
+                [
+                    html.Td(factor_link(int(r["neighbor"]), layer)),
+                    html.Td(f"{r['cosine']:.3f}" if r.get("cosine") is not None else "–"),
+                    html.Td(f"{co:.3f}" if co is not None else "–"),
+                ]
+            )
+        )
+    return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, className="mb-0")
+
+
+def intervals_block(intervals: list[dict[str, Any]]) -> Any:
+    """Contexts sampled from α intervals, strongest interval first."""
+    if not intervals:
+        return html.P("No activations to sample from.", className="text-muted")
+    groups: dict[int, list[dict]] = {}
+    for row in intervals:
+        groups.setdefault(int(row.get("interval") or 0), []).append(row)
+    blocks = []
+    for interval in sorted(groups, reverse=True):
+        rows = sorted(groups[interval], key=lambda r: -r["alpha"])
+        low, high = rows[-1]["alpha"], rows[0]["alpha"]
+        title = f"Interval {interval + 1} · α {low:.3f} – {high:.3f}"
+        items = [
+            html.Li(
+                [
+                    html.Span(f"{r['alpha']:.3f}", className="font-monospace text-muted me-2"),
+                    highlighted_context(
+                        r.get("context") or r.get("word", ""),
+                        r.get("highlight_start"),
+                        r.get("highlight_end"),
+                    ),
+                ],
+                className="small",
+            )
+            for r in rows
+        ]
+        blocks.append(
+            dbc.Col(
+                [html.H6(title, className="mt-2 mb-1"), html.Ul(items, className="ps-3")],
+                md=6,
+            )
+        )
+    return dbc.Row(blocks)
+
+
+def frame_table(frame: pl.DataFrame, *, max_rows: int = 200) -> Any:
+    if frame is None or frame.height == 0:
+        return html.P("No rows.", className="text-muted")
+    head = html.Thead(html.Tr([html.Th(c) for c in frame.columns]))
+    body = [html.Tr([html.Td(_fmt(v)) for v in row]) for row in frame.head(max_rows).iter_rows()]
+    return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, striped=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def lime_map(result: dict[str, Any]) -> html.Div:
+    """A sentence with each word tinted by its LIME weight: red raises α, green lowers it."""
+    words = result.get("words", [])
+    text = result.get("text", "")
+    scale = max((abs(w["weight"]) for w in words), default=0.0) or 1.0
+    parts: list[Any] = []
+    cursor = 0
+    for w in words:
+        if w["start"] > cursor:
+            parts.append(text[cursor : w["start"]])
+        strength = min(1.0, abs(w["weight"]) / scale)
+        if w["weight"] > 0:
+            color = f"rgba(220, 53, 69, {0.12 + 0.78 * strength:.2f})"
+        elif w["weight"] < 0:
+            color = f"rgba(25, 135, 84, {0.12 + 0.78 * strength:.2f})"
+        else:
+            color = "transparent"
+        style = {"backgroundColor": color}
+        class_name = "fs-lime-word" + (" fs-lime-target" if w.get("target") else "")
+        parts.append(
+            html.Span(w["word"], style=style, className=class_name, title=f"{w['weight']:+.4f}")
+        )
+        cursor = w["end"]
+    if cursor < len(text):
+        parts.append(text[cursor:])
+    caption = (
+        f"α = {result.get('alpha', 0.0):.3f} at layer {result.get('layer')} · "
+        f"{result.get('n_samples')} samples · local R² = {result.get('score', 0.0):.2f}"
+        + (" · cached" if result.get("cached") else f" · {result.get('seconds', 0):.1f} s")
+    )
+    return html.Div(
+        [
+            html.Div(parts, className="fs-lime-sentence"),
+            html.Div(caption, className="small text-muted"),
+        ],
+        className="fs-lime mb-3",
+    )
+
+
+def lime_legend() -> html.Div:
+    return html.Div(
+        [
+            html.Span(
+                "raises α",
+                className="fs-lime-word me-2",
+                style={"backgroundColor": "rgba(220,53,69,.6)"},
+            ),
+            html.Span(
+                "lowers α",
+                className="fs-lime-word me-2",
+                style={"backgroundColor": "rgba(25,135,84,.6)"},
+            ),
+            html.Span("target word", className="fs-lime-word fs-lime-target"),
+        ],
+        className="small mb-2",
+    )

@@ -1,0 +1,73 @@
+"""Every component id of the app, in one place.
+
+Pages import these names instead of spelling ids inline, so a renamed id breaks at
+import time rather than silently in the browser.
+"""
+
+from __future__ import annotations
+
+# Shell (app.py)
+URL = "fs-url"
+NAVBAR = "fs-navbar"
+
+# Factor explorer (pages/factor.py)
+FACTOR_INPUT = "factor-input"
+FACTOR_GO = "factor-go"
+FACTOR_FEEDBACK = "factor-feedback"
+FACTOR_STATE = "factor-state"  # dcc.Store: {"factor": int, "layer": int} of the rendered page
+LAYER_SELECT = "factor-layer-select"
+RANDOM_LOW = "factor-random-low"
+RANDOM_MID = "factor-random-mid"
+RANDOM_HIGH = "factor-random-high"
+RANDOM_FEEDBACK = "factor-random-feedback"
+CONTEXTS_PAGE = "factor-contexts-page"  # dbc.Pagination
+CONTEXTS_TABLE = "factor-contexts-table"
+CONTEXTS_TOTAL = "factor-contexts-total"
+IS_GRAPH = "factor-is-graph"
+HIST_GRAPH = "factor-hist-graph"
+LEVEL_BADGE = "factor-level"
+LABEL_INPUT = "factor-label-input"
+LABEL_SAVE = "factor-label-save"
+LABEL_FEEDBACK = "factor-label-feedback"
+INTERVALS = "factor-intervals"
+NEIGHBORS = "factor-neighbors"
+
+# LIME (on the factor explorer)
+LIME_SAMPLES = "lime-samples"
+LIME_COUNT = "lime-count"
+LIME_RUN = "lime-run"
+LIME_JOB = "lime-job"  # dcc.Store: the running job's id
+LIME_POLL = "lime-poll"  # dcc.Interval
+LIME_PROGRESS = "lime-progress"
+LIME_OUTPUT = "lime-output"
+LIME_FEEDBACK = "lime-feedback"
+
+# Analyze a sentence (pages/analyze.py)
+ANALYZE_TEXT = "analyze-text"
+ANALYZE_TOP = "analyze-top"
+ANALYZE_RUN = "analyze-run"
+ANALYZE_OUTPUT = "analyze-output"
+
+# Search (pages/search.py)
+SEARCH_WORD = "search-word"
+SEARCH_WORD_LAYER = "search-word-layer"
+SEARCH_WORD_GO = "search-word-go"
+SEARCH_WORD_OUTPUT = "search-word-output"
+SEARCH_LABEL = "search-label"
+SEARCH_LABEL_GO = "search-label-go"
+SEARCH_LABEL_OUTPUT = "search-label-output"
+
+# SQL console (pages/sql.py)
+SQL_EXAMPLES = "sql-examples"
+SQL_TEXT = "sql-text"
+SQL_RUN = "sql-run"
+SQL_FEEDBACK = "sql-feedback"
+SQL_TABLE = "sql-table"
+SQL_DOWNLOAD_BTN = "sql-download-btn"
+SQL_DOWNLOAD = "sql-download"
+SQL_RESULT = "sql-result"  # dcc.Store: last successful query text
+
+# Run overview (pages/run.py)
+RUN_SUMMARY = "run-summary"
+RUN_QUALITY = "run-quality"
+RUN_LEVELS = "run-levels"

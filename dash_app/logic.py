@@ -1,0 +1,440 @@
+"""The plain functions behind the callbacks: inputs in, data out, no Dash.
+
+Every function takes the database path and opens its own short-lived read-only
+connection through :class:`factorscope.warehouse.queries.WarehouseReader`; the
+callbacks in ``pages/`` only unpack inputs, call one of these and render the result.
+User mistakes raise :class:`factorscope.errors.InputError` with a message meant to be
+shown as is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import polars as pl
+
+from factorscope.errors import FactorscopeError, InputError
+from factorscope.warehouse import queries
+from factorscope.warehouse.queries import WarehouseReader
+from factorscope.warehouse.safe_sql import run_safe_query
+
+CONTEXTS_PER_PAGE = 50
+TOP_CONTEXTS = 200
+LEVELS = ("low", "mid", "high")
+_INT = re.compile(r"^[+-]?\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+SQL_EXAMPLES: dict[str, str] = {
+    "Tables and views": (
+        "SELECT table_name, table_type\nFROM information_schema.tables\nORDER BY table_name"
+    ),
+    "Run": "SELECT model, corpus, n_layers, hidden_size, n_sentences, n_tokens\nFROM runs",
+    "Top tokens of factor 0 at layer 0": (
+        "SELECT c.alpha, t.word, s.text\n"
+        "FROM codes c\n"
+        "JOIN tokens t USING (token_id)\n"
+        "JOIN sentences s USING (sentence_idx)\n"
+        "WHERE c.layer = 0 AND c.factor = 0\n"
+        "ORDER BY c.alpha DESC\n"
+        "LIMIT 20"
+    ),
+    "Most active factors per layer": (
+        "SELECT layer, factor, count(*) AS hits, avg(alpha) AS mean_alpha\n"
+        "FROM codes\n"
+        "GROUP BY layer, factor\n"
+        "QUALIFY row_number() OVER (PARTITION BY layer ORDER BY count(*) DESC) <= 5\n"
+        "ORDER BY layer, hits DESC"
+    ),
+    "Words that activate factor 0 most": (
+        "SELECT t.word, count(*) AS hits, max(c.alpha) AS max_alpha\n"
+        "FROM codes c JOIN tokens t USING (token_id)\n"
+        "WHERE c.factor = 0\n"
+        "GROUP BY t.word\n"
+        "ORDER BY hits DESC\n"
+        "LIMIT 20"
+    ),
+    "Layer quality": "SELECT * FROM layer_quality ORDER BY dictionary_id, layer",
+    "Sentences containing 'left'": (
+        "SELECT sentence_idx, text\nFROM sentences\nWHERE text ILIKE '%left%'\nLIMIT 20"
+    ),
+}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_factor(raw: Any, n_factors: int) -> int:
+    """The factor number a user typed, or :class:`InputError` saying what is wrong.
+
+    Accepts an int or a string of digits (surrounding spaces allowed); refuses empty
+    input, letters, fractions, negatives and numbers past the dictionary's size.
+    """
+    top = n_factors - 1
+    allowed = f"enter a whole number from 0 to {top}"
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise InputError(f"No factor given: {allowed}.")
+    if isinstance(raw, bool):
+        raise InputError(f"{raw!r} is not a factor number: {allowed}.")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float):
+        if not raw.is_integer():
+            raise InputError(f"{raw:g} is not a whole number: {allowed}.")
+        value = int(raw)
+    else:
+        text = str(raw).strip()
+        if _INT.match(text):
+            value = int(text)
+        elif _NUMBER.match(text):
+            raise InputError(f"{_short(text)} is not a whole number: {allowed}.")
+        else:
+            raise InputError(f"{_short(text)!r} is not a factor number: {allowed}.")
+    if value < 0:
+        raise InputError(f"Factor {_short(str(value))} is negative: {allowed}.")
+    if value > top:
+        raise InputError(
+            f"Factor {_short(str(value))} does not exist: this dictionary has "
+            f"{n_factors} factors ({allowed})."
+        )
+    return value
+
+
+def parse_layer(raw: Any, layers: list[int]) -> int | None:
+    """A layer from the URL, or None when absent; :class:`InputError` when not one of ``layers``."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    text = str(raw).strip()
+    if not _INT.match(text) or int(text) not in layers:
+        shown = ", ".join(str(layer) for layer in layers)
+        raise InputError(f"Layer {_short(text)!r} does not exist: choose one of {shown}.")
+    return int(text)
+
+
+def parse_n_samples(raw: Any, *, low: int = 10, high: int = 10_000, name: str = "Samples") -> int:
+    """LIME's sample count (or another bounded count, named ``name``) from a number box."""
+    try:
+        value = int(str(raw).strip()) if raw is not None else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}.")
+    return value
+
+
+def factor_href(factor: int, layer: int | None = None) -> str:
+    """The shareable URL of a factor's page."""
+    query = f"?{urlencode({'layer': layer})}" if layer is not None else ""
+    return f"/factor/{int(factor)}{query}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- factor page
+
+
+@dataclass
+class FactorView:
+    """Everything the factor page shows on first render."""
+
+    factor: int
+    layer: int
+    layers: list[int]
+    n_factors: int
+    peak_layer: int | None
+    level: str | None
+    label: str | None
+    importance: pl.DataFrame
+    contexts: pl.DataFrame
+    total_contexts: int
+    histogram: pl.DataFrame
+    intervals: list[dict[str, Any]] = field(default_factory=list)
+    neighbors: pl.DataFrame | None = None
+
+
+def dictionary_size(db_path: str | Path) -> int:
+    with WarehouseReader(db_path).connect() as con:
+        return int(queries.dictionary_size(con))
+
+
+def default_factor(db_path: str | Path) -> int:
+    """The factor ``/`` shows: a random high-level factor if any, else a mid, else 0."""
+    with WarehouseReader(db_path).connect() as con:
+        for level in ("high", "mid", "low"):
+            picked = queries.random_factor(con, level, seed=0)
+            if picked is not None:
+                return int(picked)
+    return 0
+
+
+def factor_view(db_path: str | Path, factor_raw: Any, layer_raw: Any = None) -> FactorView:
+    """Validate ``factor_raw`` / ``layer_raw`` and gather the factor page's data.
+
+    The layer defaults to the factor's importance-score peak.
+    """
+    with WarehouseReader(db_path).connect() as con:
+        n_factors = int(queries.dictionary_size(con))
+        factor = parse_factor(factor_raw, n_factors)
+        layers = [int(x) for x in queries.layers(con)]
+        if not layers:
+            raise InputError("This database has no encoded layers yet (run `factorscope encode`).")
+        layer = parse_layer(layer_raw, layers)
+        level_info = queries.factor_level(con, factor) or {}
+        peak = level_info.get("peak_layer")
+        peak = int(peak) if peak is not None else None
+        if layer is None:
+            layer = peak if peak in layers else layers[0]
+        importance = queries.importance_curve(con, factor)
+        contexts = queries.top_contexts(con, factor, layer, k=CONTEXTS_PER_PAGE, offset=0)
+        total = count_contexts(con, factor, layer)
+        histogram = queries.factor_histogram(con, factor, layer, bins=30)
+        intervals = _rows(queries.interval_samples(con, factor, layer))
+        neighbors = queries.factor_neighbors(con, factor, limit=10)
+        label_info = queries.factor_label(con, factor) or {}
+    return FactorView(
+        factor=factor,
+        layer=layer,
+        layers=layers,
+        n_factors=n_factors,
+        peak_layer=peak,
+        level=level_info.get("level"),
+        label=label_info.get("label"),
+        importance=importance,
+        contexts=contexts,
+        total_contexts=total,
+        histogram=histogram,
+        intervals=intervals,
+        neighbors=neighbors,
+    )
+
+
+def count_contexts(con: Any, factor: int, layer: int) -> int:
+    """How many of the top-200 contexts exist (fewer when the factor is rarely active)."""
+    counter = getattr(queries, "count_top_contexts", None)
+    if counter is not None:
+        return min(int(counter(con, factor, layer)), TOP_CONTEXTS)
+    # Without a counting query: fetch the last page's worth of ids only once.
+    tail = queries.top_contexts(con, factor, layer, k=1, offset=TOP_CONTEXTS - 1)
+    if tail.height:
+        return TOP_CONTEXTS
+    return int(queries.top_contexts(con, factor, layer, k=TOP_CONTEXTS, offset=0).height)
+
+
+def contexts_page(
+    db_path: str | Path, factor: int, layer: int, page: int, *, per_page: int = CONTEXTS_PER_PAGE
+) -> pl.DataFrame:
+    """One page (1-based) of the factor's top-200 contexts at ``layer``."""
+    page = max(1, int(page or 1))
+    offset = (page - 1) * per_page
+    if offset >= TOP_CONTEXTS:
+        raise InputError(f"Page {page} is past the top {TOP_CONTEXTS} contexts.")
+    k = min(per_page, TOP_CONTEXTS - offset)
+    with WarehouseReader(db_path).connect() as con:
+        return queries.top_contexts(con, int(factor), int(layer), k=k, offset=offset)
+
+
+def pick_random(db_path: str | Path, level: str, *, seed: int | None = None) -> int:
+    """A random factor of ``level``; :class:`InputError` if that level has none."""
+    if level not in LEVELS:
+        raise InputError(f"Unknown level {level!r}: choose one of {', '.join(LEVELS)}.")
+    with WarehouseReader(db_path).connect() as con:
+        picked = queries.random_factor(con, level, seed=seed)
+    if picked is None:
+        raise InputError(f"No {level}-level factor in this dictionary.")
+    return int(picked)
+
+
+def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
+    """Store a factor's label (empty clears it); returns a confirmation to show."""
+    text = (label or "").strip()
+    if len(text) > 200:
+        raise InputError("A label can be at most 200 characters.")
+    queries.set_label(db_path, int(factor), text)
+    return f"Saved label of factor {int(factor)}." if text else f"Cleared label of {int(factor)}."
+
+
+def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) -> list[dict]:
+    """The top ``count`` contexts as LIME inputs: sentence text and the target word's index."""
+    with WarehouseReader(db_path).connect() as con:
+        top = queries.top_contexts(con, int(factor), int(layer), k=int(count), offset=0)
+        targets = []
+        for row in top.iter_rows(named=True):
+            sentence = queries.token_context(con, int(row["sentence_idx"]))
+            word_index = _word_index_of(sentence, int(row["token_id"]))
+            if word_index is None:
+                continue
+            targets.append(
+                {
+                    "text": sentence["text"],
+                    "sentence_idx": int(row["sentence_idx"]),
+                    "word_index": word_index,
+                    "word": row["word"],
+                    "layer": int(layer),
+                    "factor": int(factor),
+                    "alpha": float(row["alpha"]),
+                }
+            )
+    return targets
+
+
+def _word_index_of(sentence: dict, token_id: int) -> int | None:
+    for token in sentence.get("tokens", []):
+        if int(token["token_id"]) == token_id:
+            value = token.get("word_index")
+            return int(value) if value is not None else None
+    return None
+
+
+def _rows(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, pl.DataFrame):
+        return value.to_dicts()
+    return list(value)
+
+
+# --------------------------------------------------------------------------- other pages
+
+
+def overview(db_path: str | Path) -> dict[str, Any]:
+    """The run overview page's data: the run, per-layer quality and level counts."""
+    with WarehouseReader(db_path).connect() as con:
+        info = dict(queries.run_overview(con))
+        quality = queries.layer_quality(con)
+        levels = queries.level_counts(con)
+    info["quality"] = quality
+    info["levels"] = _level_dict(levels)
+    return info
+
+
+def _level_dict(levels: Any) -> dict[str, int]:
+    if isinstance(levels, dict):
+        return {str(k): int(v) for k, v in levels.items()}
+    if isinstance(levels, pl.DataFrame):
+        cols = levels.columns
+        name = "level" if "level" in cols else cols[0]
+        count = "n_factors" if "n_factors" in cols else ("count" if "count" in cols else cols[-1])
+        return {str(r[name]): int(r[count]) for r in levels.iter_rows(named=True)}
+    return {}
+
+
+def search_word(db_path: str | Path, word: Any, layer: Any = None) -> pl.DataFrame:
+    """The factors a word activates most, per layer."""
+    text = (word or "").strip() if isinstance(word, str) else ""
+    if not text:
+        raise InputError("Type a word to search for.")
+    if len(text) > 100:
+        raise InputError("A word can be at most 100 characters.")
+    with WarehouseReader(db_path).connect() as con:
+        layer_value = parse_layer(layer, [int(x) for x in queries.layers(con)])
+        return queries.word_factors(con, text, layer=layer_value, limit=20)
+
+
+def search_labels(db_path: str | Path, text: Any) -> pl.DataFrame:
+    """Factors whose label matches ``text``."""
+    query = (text or "").strip() if isinstance(text, str) else ""
+    if not query:
+        raise InputError("Type some text to search the labels for.")
+    with WarehouseReader(db_path).connect() as con:
+        return _frame(queries.search_labels(con, query, limit=50))
+
+
+def _frame(value: Any) -> pl.DataFrame:
+    if isinstance(value, pl.DataFrame):
+        return value
+    return pl.DataFrame(list(value or []))
+
+
+@dataclass
+class SqlResult:
+    frame: pl.DataFrame | None
+    truncated: bool = False
+    error: str | None = None
+
+
+def run_console_query(db_path: str | Path, sql: Any, *, row_cap: int = 1000) -> SqlResult:
+    """Run a read-only console query; a refused or failing one comes back as ``error``."""
+    text = sql if isinstance(sql, str) else ""
+    if not text.strip():
+        return SqlResult(None, error="Type a query, or pick an example above.")
+    try:
+        frame, truncated = run_safe_query(db_path, text, row_cap=row_cap)
+    except FactorscopeError as e:
+        return SqlResult(None, error=str(e))
+    return SqlResult(frame, truncated=bool(truncated))
+
+
+def analyze_text(analyzer: Any, db_path: str | Path, text: Any, *, top: int = 8) -> list[dict]:
+    """Decompose a sentence live; each factor gets its label when one is stored.
+
+    Returns one dict per stored token: ``word``, ``piece``, ``position``, ``word_index``
+    and ``layers`` = ``[{"layer", "factors": [{"factor", "alpha", "label"}]}]``.
+    """
+    sentence = text.strip() if isinstance(text, str) else ""
+    if not sentence:
+        raise InputError("Type a sentence to analyze.")
+    if len(sentence) > 2000:
+        raise InputError("A sentence can be at most 2000 characters.")
+    tokens = analyzer.decompose(sentence, top=int(top))
+    wanted = {int(f) for tok in tokens for lay in tok["layers"] for f, _a in lay["factors"]}
+    labels = factor_labels(db_path, wanted)
+    out = []
+    for tok in tokens:
+        layers = [
+            {
+                "layer": int(lay["layer"]),
+                "factors": [
+                    {"factor": int(f), "alpha": float(a), "label": labels.get(int(f))}
+                    for f, a in lay["factors"]
+                ],
+            }
+            for lay in tok["layers"]
+        ]
+        out.append(
+            {
+                **{k: tok.get(k) for k in ("word", "piece", "position", "word_index")},
+                "layers": layers,
+            }
+        )
+    return out
+
+
+def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:
+    """Labels of the given factors (those without a label are left out)."""
+    if not factors:
+        return {}
+    bulk = getattr(queries, "factor_labels", None)
+    with WarehouseReader(db_path).connect() as con:
+        if bulk is not None:
+            found = bulk(con, sorted(factors))
+            if isinstance(found, pl.DataFrame):
+                return {int(r["factor"]): r["label"] for r in found.iter_rows(named=True)}
+            return {int(k): v for k, v in dict(found).items()}
+        labels = {}
+        for factor in sorted(factors):
+            info = queries.factor_label(con, factor)
+            if info and info.get("label"):
+                labels[factor] = info["label"]
+        return labels
+
+
+def layer_list(db_path: str | Path) -> list[int]:
+    with WarehouseReader(db_path).connect() as con:
+        return [int(x) for x in queries.layers(con)]
+
+
+def frame_to_csv(frame: pl.DataFrame) -> str:
+    """CSV text of a query result; nested values (lists, structs) written as text."""
+    nested = [
+        name for name, dtype in frame.schema.items() if dtype.is_nested() or dtype == pl.Object
+    ]
+    if nested:
+        frame = frame.with_columns(
+            pl.col(name).map_elements(str, return_dtype=pl.String) for name in nested
+        )
+    return frame.write_csv()

@@ -1,0 +1,479 @@
+"""Factor explorer: ``/factor/<c>?layer=L`` (``/`` shows a default factor).
+
+The URL is the page's state: typing a factor, switching layers or pressing a random
+button navigates (without a reload) to the new URL, and the layout is rebuilt from it,
+so every view can be shared as a link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+
+from factorscope.dash_app import components as ui
+from factorscope.dash_app import config, ids, lime_jobs, logic
+from factorscope.errors import FactorscopeError, InputError
+
+dash.register_page(
+    __name__,
+    path="/",
+    path_template="/factor/<factor>",
+    redirect_from=["/factor"],
+    name="Factors",
+    title="factorscope · factor",
+)
+
+LIME_COUNT_DEFAULT = 3
+
+
+def layout(factor: str | None = None, layer: str | None = None, **_query: Any) -> html.Div:
+    db_path = config.db_path()
+    try:
+        if factor is None:
+            factor = logic.default_factor(db_path)
+        view = logic.factor_view(db_path, factor, layer)
+    except FactorscopeError as e:
+        return html.Div(
+            [_header(factor, None), ui.error_alert(str(e), id=ids.FACTOR_FEEDBACK + "-page")]
+        )
+    return html.Div(
+        [
+            _header(view.factor, view.n_factors),
+            _title(view),
+            _layer_bar(view),
+            dbc.Row(
+                [
+                    dbc.Col(_contexts_card(view), lg=7, className="mb-3"),
+                    dbc.Col(_side_cards(view), lg=5, className="mb-3"),
+                ]
+            ),
+            _lime_card(view),
+            dbc.Card(
+                [
+                    dbc.CardHeader("Contexts sampled from activation intervals"),
+                    dbc.CardBody(ui.intervals_block(view.intervals), id=ids.INTERVALS),
+                ],
+                className="mb-3 fs-card",
+            ),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- layout parts
+
+
+def _header(factor: Any, n_factors: int | None) -> dbc.Row:
+    hint = f"0 – {n_factors - 1}" if n_factors else "factor number"
+    return dbc.Row(
+        [
+            dbc.Col(
+                [
+                    dbc.InputGroup(
+                        [
+                            dbc.InputGroupText("Factor"),
+                            dbc.Input(
+                                id=ids.FACTOR_INPUT,
+                                type="text",
+                                inputMode="numeric",
+                                value=str(factor) if factor is not None else "",
+                                placeholder=hint,
+                                debounce=False,
+                                autoComplete="off",
+                            ),
+                            dbc.Button("Go", id=ids.FACTOR_GO, color="primary"),
+                        ],
+                        size="sm",
+                    ),
+                    html.Div(id=ids.FACTOR_FEEDBACK, className="small text-danger mt-1"),
+                ],
+                md=5,
+                lg=4,
+            ),
+            dbc.Col(
+                [
+                    html.Span("Random factor: ", className="small text-muted me-2"),
+                    dbc.ButtonGroup(
+                        [
+                            dbc.Button("low", id=ids.RANDOM_LOW, color="info", outline=True),
+                            dbc.Button("mid", id=ids.RANDOM_MID, color="warning", outline=True),
+                            dbc.Button("high", id=ids.RANDOM_HIGH, color="danger", outline=True),
+                        ],
+                        size="sm",
+                    ),
+                    html.Div(id=ids.RANDOM_FEEDBACK, className="small text-danger mt-1"),
+                ],
+                md=7,
+                lg=8,
+                className="text-md-end mt-2 mt-md-0",
+            ),
+        ],
+        className="mb-3 align-items-start",
+    )
+
+
+def _title(view: logic.FactorView) -> dbc.Row:
+    peak = f"IS peaks at layer {view.peak_layer}" if view.peak_layer is not None else ""
+    return dbc.Row(
+        [
+            dbc.Col(
+                [
+                    html.H3(
+                        [f"Factor {view.factor}", ui.level_badge(view.level)],
+                        className="mb-0",
+                        id=ids.LEVEL_BADGE,
+                    ),
+                    html.Div(peak, className="small text-muted"),
+                ],
+                md=5,
+            ),
+            dbc.Col(
+                [
+                    dbc.InputGroup(
+                        [
+                            dbc.InputGroupText("Label"),
+                            dbc.Input(
+                                id=ids.LABEL_INPUT,
+                                value=view.label or "",
+                                placeholder="describe this factor…",
+                                maxLength=200,
+                            ),
+                            dbc.Button("Save", id=ids.LABEL_SAVE, color="secondary"),
+                        ],
+                        size="sm",
+                    ),
+                    html.Div(id=ids.LABEL_FEEDBACK, className="small text-success mt-1"),
+                ],
+                md=7,
+            ),
+        ],
+        className="mb-3 align-items-center",
+    )
+
+
+def _layer_bar(view: logic.FactorView) -> html.Div:
+    return html.Div(
+        [
+            html.Span("Layer ", className="small text-muted me-2"),
+            dbc.RadioItems(
+                id=ids.LAYER_SELECT,
+                options=[{"label": str(layer), "value": layer} for layer in view.layers],
+                value=view.layer,
+                inline=True,
+                className="btn-group fs-layer-group",
+                inputClassName="btn-check",
+                labelClassName="btn btn-outline-primary btn-sm",
+                labelCheckedClassName="active",
+            ),
+            dcc.Store(id=ids.FACTOR_STATE, data={"factor": view.factor, "layer": view.layer}),
+        ],
+        className="mb-3 d-flex align-items-center flex-wrap",
+    )
+
+
+def _contexts_card(view: logic.FactorView) -> dbc.Card:
+    pages = max(1, -(-view.total_contexts // logic.CONTEXTS_PER_PAGE))
+    return dbc.Card(
+        [
+            dbc.CardHeader(
+                [
+                    html.Span(f"Top contexts at layer {view.layer}"),
+                    html.Span(
+                        f"{view.total_contexts} contexts",
+                        id=ids.CONTEXTS_TOTAL,
+                        className="badge text-bg-light ms-2",
+                    ),
+                ]
+            ),
+            dbc.CardBody(
+                [
+                    dbc.Pagination(
+                        id=ids.CONTEXTS_PAGE,
+                        max_value=pages,
+                        active_page=1,
+                        size="sm",
+                        fully_expanded=True,
+                        className="mb-2",
+                    ),
+                    dcc.Loading(
+                        html.Div(ui.contexts_table(view.contexts), id=ids.CONTEXTS_TABLE),
+                        type="dot",
+                        delay_show=300,
+                    ),
+                ]
+            ),
+        ],
+        className="fs-card h-100",
+    )
+
+
+def _side_cards(view: logic.FactorView) -> html.Div:
+    return html.Div(
+        [
+            dbc.Card(
+                dbc.CardBody(
+                    ui.graph(
+                        ids.IS_GRAPH,
+                        ui.importance_figure(view.importance, factor=view.factor, layer=view.layer),
+                    ),
+                    className="p-1",
+                ),
+                className="mb-3 fs-card",
+            ),
+            dbc.Card(
+                dbc.CardBody(
+                    ui.graph(ids.HIST_GRAPH, ui.histogram_figure(view.histogram, layer=view.layer)),
+                    className="p-1",
+                ),
+                className="mb-3 fs-card",
+            ),
+            dbc.Card(
+                [
+                    dbc.CardHeader("Neighbours"),
+                    dbc.CardBody(
+                        ui.neighbors_table(view.neighbors, layer=view.layer), id=ids.NEIGHBORS
+                    ),
+                ],
+                className="fs-card",
+            ),
+        ]
+    )
+
+
+def _lime_card(view: logic.FactorView) -> dbc.Card:
+    cfg = config.get_config()
+    job_id = None
+    if view.level == "high" and cfg.lime_auto_contexts > 0 and view.total_contexts:
+        try:
+            job_id = _start_lime(
+                view.factor, view.layer, cfg.lime_auto_contexts, cfg.lime_default_samples
+            )
+        except FactorscopeError:
+            job_id = None  # the button still offers it, with the error shown then
+    return dbc.Card(
+        [
+            dbc.CardHeader("LIME saliency of the top contexts"),
+            dbc.CardBody(
+                [
+                    html.P(
+                        "Which words make this factor fire? Each sample replaces some words "
+                        "by [UNK] and re-encodes the sentence; a ridge fit gives every word "
+                        "a weight.",
+                        className="small text-muted mb-2",
+                    ),
+                    dbc.Row(
+                        [
+                            dbc.Col(
+                                dbc.InputGroup(
+                                    [
+                                        dbc.InputGroupText("samples"),
+                                        dbc.Input(
+                                            id=ids.LIME_SAMPLES,
+                                            type="number",
+                                            min=10,
+                                            max=10000,
+                                            step=10,
+                                            value=cfg.lime_default_samples,
+                                        ),
+                                    ],
+                                    size="sm",
+                                ),
+                                xs=6,
+                                md=3,
+                            ),
+                            dbc.Col(
+                                dbc.InputGroup(
+                                    [
+                                        dbc.InputGroupText("contexts"),
+                                        dbc.Input(
+                                            id=ids.LIME_COUNT,
+                                            type="number",
+                                            min=1,
+                                            max=10,
+                                            step=1,
+                                            value=LIME_COUNT_DEFAULT,
+                                        ),
+                                    ],
+                                    size="sm",
+                                ),
+                                xs=6,
+                                md=3,
+                            ),
+                            dbc.Col(
+                                dbc.Button(
+                                    "Explain with LIME", id=ids.LIME_RUN, color="primary", size="sm"
+                                ),
+                                md=3,
+                                className="mt-2 mt-md-0",
+                            ),
+                        ],
+                        className="mb-2 g-2",
+                    ),
+                    html.Div(id=ids.LIME_FEEDBACK, className="small text-danger"),
+                    dbc.Progress(
+                        id=ids.LIME_PROGRESS,
+                        value=0,
+                        striped=True,
+                        animated=True,
+                        className="mb-2" if job_id else "mb-2 d-none",
+                    ),
+                    ui.lime_legend(),
+                    html.Div(id=ids.LIME_OUTPUT),
+                    dcc.Store(id=ids.LIME_JOB, data=job_id),
+                    dcc.Interval(id=ids.LIME_POLL, interval=500, disabled=job_id is None),
+                ]
+            ),
+        ],
+        className="mb-3 fs-card",
+    )
+
+
+def _start_lime(factor: int, layer: int, count: int, n_samples: int) -> str:
+    cfg = config.get_config()
+    targets = logic.lime_targets(cfg.db_path, factor, layer, count=count)
+    return lime_jobs.start(cfg.db_path, cfg.analyzer, targets, n_samples)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+@callback(
+    Output(ids.URL, "href", allow_duplicate=True),
+    Output(ids.FACTOR_FEEDBACK, "children"),
+    Input(ids.FACTOR_GO, "n_clicks"),
+    Input(ids.FACTOR_INPUT, "n_submit"),
+    State(ids.FACTOR_INPUT, "value"),
+    prevent_initial_call=True,
+)
+def go_to_factor(clicks: Any, submit: Any, raw: Any) -> tuple[Any, str]:
+    # The URL lives outside the page, so Dash calls this when the page is inserted;
+    # only a real click or Enter (a count) navigates.
+    if not clicks and not submit:
+        return no_update, no_update
+    try:
+        factor = logic.parse_factor(raw, logic.dictionary_size(config.db_path()))
+    except InputError as e:
+        return no_update, str(e)
+    return logic.factor_href(factor), ""
+
+
+@callback(
+    Output(ids.URL, "href", allow_duplicate=True),
+    Output(ids.RANDOM_FEEDBACK, "children"),
+    Input(ids.RANDOM_LOW, "n_clicks"),
+    Input(ids.RANDOM_MID, "n_clicks"),
+    Input(ids.RANDOM_HIGH, "n_clicks"),
+    prevent_initial_call=True,
+)
+def random_factor(*clicks: Any) -> tuple[Any, str]:
+    buttons = {ids.RANDOM_LOW: "low", ids.RANDOM_MID: "mid", ids.RANDOM_HIGH: "high"}
+    level = buttons.get(ctx.triggered_id)
+    if level is None or not any(clicks):  # the page was inserted, nothing was clicked
+        return no_update, no_update
+    try:
+        factor = logic.pick_random(config.db_path(), level)
+    except InputError as e:
+        return no_update, str(e)
+    return logic.factor_href(factor), ""
+
+
+@callback(
+    Output(ids.URL, "href", allow_duplicate=True),
+    Input(ids.LAYER_SELECT, "value"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def switch_layer(layer: Any, state: dict | None) -> Any:
+    if not state or layer is None or int(layer) == state.get("layer"):
+        return no_update
+    return logic.factor_href(state["factor"], int(layer))
+
+
+@callback(
+    Output(ids.CONTEXTS_TABLE, "children"),
+    Input(ids.CONTEXTS_PAGE, "active_page"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def show_contexts_page(page: Any, state: dict | None) -> Any:
+    if not state:
+        return no_update
+    try:
+        frame = logic.contexts_page(config.db_path(), state["factor"], state["layer"], page or 1)
+    except FactorscopeError as e:
+        return ui.error_alert(str(e))
+    return ui.contexts_table(frame)
+
+
+@callback(
+    Output(ids.LABEL_FEEDBACK, "children"),
+    Output(ids.LABEL_FEEDBACK, "className"),
+    Input(ids.LABEL_SAVE, "n_clicks"),
+    Input(ids.LABEL_INPUT, "n_submit"),
+    State(ids.LABEL_INPUT, "value"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def save_label(_clicks: Any, _submit: Any, label: Any, state: dict | None) -> tuple[str, str]:
+    if not state:
+        return no_update, no_update
+    try:
+        message = logic.save_label(config.db_path(), state["factor"], label)
+    except FactorscopeError as e:
+        return str(e), "small text-danger mt-1"
+    return message, "small text-success mt-1"
+
+
+@callback(
+    Output(ids.LIME_JOB, "data"),
+    Output(ids.LIME_POLL, "disabled"),
+    Output(ids.LIME_FEEDBACK, "children"),
+    Input(ids.LIME_RUN, "n_clicks"),
+    State(ids.LIME_SAMPLES, "value"),
+    State(ids.LIME_COUNT, "value"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def run_lime(_clicks: Any, samples: Any, count: Any, state: dict | None) -> tuple[Any, Any, str]:
+    if not state:
+        return no_update, no_update, ""
+    try:
+        n_samples = logic.parse_n_samples(samples)
+        n_contexts = logic.parse_n_samples(count, low=1, high=10, name="Contexts")
+        job_id = _start_lime(state["factor"], state["layer"], n_contexts, n_samples)
+    except FactorscopeError as e:
+        return no_update, no_update, str(e)
+    return job_id, False, ""
+
+
+@callback(
+    Output(ids.LIME_PROGRESS, "value"),
+    Output(ids.LIME_PROGRESS, "label"),
+    Output(ids.LIME_PROGRESS, "className"),
+    Output(ids.LIME_OUTPUT, "children"),
+    Output(ids.LIME_POLL, "disabled", allow_duplicate=True),
+    Input(ids.LIME_POLL, "n_intervals"),
+    State(ids.LIME_JOB, "data"),
+    prevent_initial_call=True,
+)
+def poll_lime(_n: Any, job_id: str | None) -> tuple:
+    state = lime_jobs.status(job_id)
+    if state is None:
+        return 0, "", "mb-2 d-none", no_update, True
+    percent = round(100 * state["done"] / state["total"])
+    maps: list[Any] = []
+    for result in state["results"]:
+        word = result.get("word") or ""
+        if word:
+            maps.append(html.Div(f"“{word}”", className="small fw-semibold"))
+        maps.append(ui.lime_map(result))
+    if state["error"]:
+        maps.append(ui.error_alert(state["error"]))
+    if state["finished"]:
+        if not state["results"] and not state["error"]:
+            maps.append(html.P("No contexts to explain.", className="text-muted"))
+        return 100, "done", "mb-2 d-none", maps, True
+    label = f"{len(state['results'])}/{state['n_targets']} maps · {percent}%"
+    return percent, label, "mb-2", maps, False

@@ -1,0 +1,160 @@
+"""Search: ``/search`` finds factors by a word they fire on or by their label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+import polars as pl
+from dash import Input, Output, State, callback, dcc, html
+
+from factorscope.dash_app import components as ui
+from factorscope.dash_app import config, ids, logic
+from factorscope.errors import FactorscopeError
+
+dash.register_page(__name__, path="/search", name="Search", title="factorscope · search")
+
+
+def layout(word: str | None = None, q: str | None = None, **_query: Any) -> html.Div:
+    try:
+        layers = logic.layer_list(config.db_path())
+    except FactorscopeError as e:
+        return ui.error_alert(str(e))
+    layer_options = [{"label": "all layers", "value": "all"}] + [
+        {"label": f"layer {layer}", "value": str(layer)} for layer in layers
+    ]
+    return html.Div(
+        [
+            html.H3("Search factors"),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dbc.Card(
+                            [
+                                dbc.CardHeader("By word: the factors a word activates most"),
+                                dbc.CardBody(
+                                    [
+                                        dbc.InputGroup(
+                                            [
+                                                dbc.Input(
+                                                    id=ids.SEARCH_WORD,
+                                                    value=word or "",
+                                                    placeholder="a word, e.g. left",
+                                                ),
+                                                dbc.Select(
+                                                    id=ids.SEARCH_WORD_LAYER,
+                                                    options=layer_options,
+                                                    value="all",
+                                                    style={"maxWidth": "9em"},
+                                                ),
+                                                dbc.Button(
+                                                    "Search", id=ids.SEARCH_WORD_GO, color="primary"
+                                                ),
+                                            ],
+                                            className="mb-3",
+                                        ),
+                                        dcc.Loading(html.Div(id=ids.SEARCH_WORD_OUTPUT)),
+                                    ]
+                                ),
+                            ],
+                            className="fs-card mb-3",
+                        ),
+                        lg=7,
+                    ),
+                    dbc.Col(
+                        dbc.Card(
+                            [
+                                dbc.CardHeader("By label"),
+                                dbc.CardBody(
+                                    [
+                                        dbc.InputGroup(
+                                            [
+                                                dbc.Input(
+                                                    id=ids.SEARCH_LABEL,
+                                                    value=q or "",
+                                                    placeholder="text in a factor's label",
+                                                ),
+                                                dbc.Button(
+                                                    "Search",
+                                                    id=ids.SEARCH_LABEL_GO,
+                                                    color="primary",
+                                                ),
+                                            ],
+                                            className="mb-3",
+                                        ),
+                                        dcc.Loading(html.Div(id=ids.SEARCH_LABEL_OUTPUT)),
+                                    ]
+                                ),
+                            ],
+                            className="fs-card mb-3",
+                        ),
+                        lg=5,
+                    ),
+                ]
+            ),
+        ]
+    )
+
+
+def render_word_factors(frame: pl.DataFrame) -> Any:
+    if frame.height == 0:
+        return html.P(
+            "No factor fires on this word (is it in the corpus?).", className="text-muted"
+        )
+    head = html.Thead(
+        html.Tr([html.Th("layer"), html.Th("factor"), html.Th("mean α"), html.Th("hits")])
+    )
+    body = [
+        html.Tr(
+            [
+                html.Td(str(r["layer"])),
+                html.Td(ui.factor_link(int(r["factor"]), int(r["layer"]))),
+                html.Td(f"{r['mean_alpha']:.3f}"),
+                html.Td(str(r["hits"])),
+            ]
+        )
+        for r in frame.iter_rows(named=True)
+    ]
+    return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, striped=True)
+
+
+def render_label_hits(frame: pl.DataFrame) -> Any:
+    if frame.height == 0:
+        return html.P("No label matches.", className="text-muted")
+    items = [
+        html.Li([ui.factor_link(int(r["factor"])), " ", html.Span(str(r.get("label") or ""))])
+        for r in frame.iter_rows(named=True)
+    ]
+    return html.Ul(items, className="list-unstyled")
+
+
+@callback(
+    Output(ids.SEARCH_WORD_OUTPUT, "children"),
+    Input(ids.SEARCH_WORD_GO, "n_clicks"),
+    Input(ids.SEARCH_WORD, "n_submit"),
+    State(ids.SEARCH_WORD, "value"),
+    State(ids.SEARCH_WORD_LAYER, "value"),
+    prevent_initial_call=True,
+)
+def search_word(_clicks: Any, _submit: Any, word: Any, layer: Any) -> Any:
+    try:
+        frame = logic.search_word(config.db_path(), word, None if layer in (None, "all") else layer)
+    except FactorscopeError as e:
+        return ui.error_alert(str(e))
+    return render_word_factors(frame)
+
+
+@callback(
+    Output(ids.SEARCH_LABEL_OUTPUT, "children"),
+    Input(ids.SEARCH_LABEL_GO, "n_clicks"),
+    Input(ids.SEARCH_LABEL, "n_submit"),
+    State(ids.SEARCH_LABEL, "value"),
+    prevent_initial_call=True,
+)
+def search_labels(_clicks: Any, _submit: Any, text: Any) -> Any:
+    try:
+        frame = logic.search_labels(config.db_path(), text)
+    except FactorscopeError as e:
+        return ui.error_alert(str(e))
+    return render_label_hits(frame)

@@ -1,0 +1,104 @@
+"""`factorscope learn`, `encode` and `pipeline` (ingest -> learn -> encode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from factorscope.cli.app import DEFAULT_DB, DbOption, DeviceOption, ThreadsOption, app, parse_count
+from factorscope.sparse import DEFAULT_LAMBDA1, DEFAULT_N_FACTORS, DEFAULT_PREPROCESSING
+
+
+def _print_quality(quality: list[dict]) -> None:
+    if not quality:
+        return
+    typer.echo("layer   FVU   mean L0  all-zero  dead factors")
+    for q in quality:
+        typer.echo(
+            f"{q['layer']:>5} {q['fvu']:6.3f} {q['mean_l0']:8.1f} {q['zero_code_share']:8.1%} "
+            f"{q['dead_factors']:>12}"
+        )
+
+
+@app.command()
+def learn(
+    db: DbOption = DEFAULT_DB,
+    n_factors: Annotated[int, typer.Option("--n-factors", "-m", min=1)] = DEFAULT_N_FACTORS,
+    lambda1: Annotated[float, typer.Option("--lambda", help="L1 penalty.")] = DEFAULT_LAMBDA1,
+    preprocessing: Annotated[
+        str, typer.Option(help="center-scale, scale or none (per layer).")
+    ] = DEFAULT_PREPROCESSING,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    n_iter: Annotated[int | None, typer.Option(help="Online updates (default: 2 epochs).")] = None,
+    max_vectors: Annotated[
+        str, typer.Option(help="Use at most this many vectors, or 'all'.")
+    ] = "all",
+    seed: int = 0,
+    from_npy: Annotated[
+        Path | None,
+        typer.Option("--from-npy", help="Import a dictionary (d x m or m x d .npy) instead."),
+    ] = None,
+) -> None:
+    """Learn one dictionary shared by all layers from the stored hidden-state sample."""
+    from factorscope.learn import LearnConfig, run_learn
+
+    config = LearnConfig(
+        n_factors=n_factors,
+        lambda1=lambda1,
+        preprocessing=preprocessing,
+        batch_size=batch_size,
+        n_iter=n_iter,
+        seed=seed,
+        max_vectors=parse_count(max_vectors, "--max-vectors"),
+    )
+    typer.echo(run_learn(db, config, from_npy=from_npy).line())
+
+
+@app.command()
+def encode(
+    db: DbOption = DEFAULT_DB,
+    dictionary: Annotated[int | None, typer.Option(help="Dictionary id (default: newest).")] = None,
+    backend: Annotated[str, typer.Option(help="spams (default) or torch.")] = "spams",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Code every stored token at every layer; resumable like ingest."""
+    from factorscope.encode import EncodeConfig, run_encode
+
+    summary = run_encode(
+        db,
+        EncodeConfig(
+            dictionary_id=dictionary,
+            backend=backend,
+            batch_size=batch_size,
+            device=device,
+            threads=threads,
+        ),
+    )
+    typer.echo(summary.line())
+    _print_quality(summary.quality)
+
+
+@app.command()
+def pipeline(
+    db: DbOption = DEFAULT_DB,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML pipeline config (see configs/).")
+    ] = None,
+    corpus: Annotated[str | None, typer.Option(help="Override the config's corpus.")] = None,
+) -> None:
+    """Run ingest -> learn -> encode with one config; finished stages are not redone."""
+    from factorscope.encode import run_encode
+    from factorscope.ingest.pipeline import run_ingest
+    from factorscope.learn import run_learn
+    from factorscope.pipeline_config import load_pipeline_config
+
+    settings = load_pipeline_config(config, corpus=corpus)
+    typer.echo(run_ingest(db, settings.ingest).line())
+    typer.echo(run_learn(db, settings.learn).line())
+    summary = run_encode(db, settings.encode)
+    typer.echo(summary.line())
+    _print_quality(summary.quality)

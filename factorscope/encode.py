@@ -1,0 +1,227 @@
+"""`factorscope encode`: codes of every stored token at every layer.
+
+The corpus streams through the model again chunk by chunk (only the sample of hidden
+states is stored), each chunk's vectors of all layers are coded with the active
+dictionary, and the non-zero codes are committed with the chunk's bookkeeping row.
+Memory stays bounded by one chunk whatever the corpus size; a killed run resumes at
+the first uncommitted chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from factorscope.errors import WarehouseError
+from factorscope.ingest.model import LoadedModel, load_model
+from factorscope.ingest.pipeline import check_db_path_writable
+from factorscope.ingest.runner import MAX_POSITIONS, hidden_states, tokenize
+from factorscope.learn import load_learner
+from factorscope.progress import progress_bar, stderr_console
+from factorscope.sparse import SparseEncoder
+from factorscope.warehouse import store
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.publish import staged_database, wip_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Runtime settings of encode; the results depend only on the stored run and dictionary."""
+
+    dictionary_id: int | None = None
+    backend: str = "spams"
+    batch_size: int = 32
+    device: str | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    dictionary_id: int
+    n_vectors: int
+    n_codes: int
+    seconds: float
+    already_complete: bool
+    quality: list[dict]
+
+    def line(self) -> str:
+        if self.already_complete:
+            return f"encode: dictionary {self.dictionary_id} is already encoded; nothing to do"
+        rate = self.n_vectors / self.seconds if self.seconds else 0.0
+        return (
+            f"encode: {self.n_vectors:,} token x layer vectors -> {self.n_codes:,} non-zero codes "
+            f"in {self.seconds:.1f} s ({rate:,.0f} vectors/s)"
+        )
+
+
+def load_run_model(run: dict, config: EncodeConfig | None = None) -> LoadedModel:
+    """The run's model, by its recorded name first and its recorded path second."""
+    config = config or EncodeConfig()
+    try:
+        return load_model(run["model"], device=config.device, threads=config.threads)
+    except Exception:
+        if run.get("model_path") and Path(run["model_path"]).exists():
+            return load_model(run["model_path"], device=config.device, threads=config.threads)
+        raise
+
+
+def layer_stats(
+    encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray, codes
+) -> dict[str, list]:
+    """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding)."""
+    Xp = encoder.preprocess(X, layers).astype(np.float64)
+    residual = Xp - encoder.reconstruct(codes)
+    sq_res = np.einsum("ij,ij->i", residual, residual)
+    sq_norm = np.einsum("ij,ij->i", Xp, Xp)
+    l0 = np.diff(codes.indptr)
+    out: dict[str, list] = {k: [] for k in ("layer", "n_vectors", "sq_residual", "sq_norm")}
+    out.update({"sum_x": [], "sum_l0": [], "n_zero_codes": []})
+    for layer in np.unique(layers):
+        rows = layers == layer
+        out["layer"].append(int(layer))
+        out["n_vectors"].append(int(rows.sum()))
+        out["sq_residual"].append(float(sq_res[rows].sum()))
+        out["sq_norm"].append(float(sq_norm[rows].sum()))
+        out["sum_x"].append(Xp[rows].sum(axis=0).tolist())
+        out["sum_l0"].append(int(l0[rows].sum()))
+        out["n_zero_codes"].append(int((l0[rows] == 0).sum()))
+    return out
+
+
+def _stats_table(stats: dict[str, list]) -> pa.Table:
+    return pa.table(
+        {
+            "layer": pa.array(stats["layer"], pa.int16()),
+            "n_vectors": pa.array(stats["n_vectors"], pa.int64()),
+            "sq_residual": pa.array(stats["sq_residual"], pa.float64()),
+            "sq_norm": pa.array(stats["sq_norm"], pa.float64()),
+            "sum_x": pa.array(stats["sum_x"], pa.list_(pa.float64())),
+            "sum_l0": pa.array(stats["sum_l0"], pa.int64()),
+            "n_zero_codes": pa.array(stats["n_zero_codes"], pa.int64()),
+        }
+    )
+
+
+def _codes_table(codes, layers: np.ndarray, token_ids: np.ndarray) -> pa.Table:
+    coo = codes.tocoo()
+    return pa.table(
+        {
+            "layer": pa.array(layers[coo.row].astype(np.int16)),
+            "factor": pa.array(coo.col.astype(np.int32)),
+            "token_id": pa.array(token_ids[coo.row].astype(np.int64)),
+            "alpha": pa.array(coo.data.astype(np.float32)),
+        }
+    )
+
+
+def _staged_source(db_path: Path) -> Path:
+    return wip_path(db_path) if wip_path(db_path).exists() else db_path
+
+
+def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> EncodeSummary:
+    """Encode every stored token at every layer with the chosen (default: newest) dictionary."""
+    config = config or EncodeConfig()
+    db_path = Path(db_path)
+    check_db_path_writable(db_path)
+    con = connect(_staged_source(db_path), read_only=True)
+    try:
+        run = store.require_run(con)
+        record = store.load_dictionary(con, config.dictionary_id)
+    finally:
+        con.close()
+    if record.status == "encoded":
+        return EncodeSummary(record.dictionary_id, 0, 0, 0.0, True, [])
+
+    learner = load_learner(record)
+    encoder = SparseEncoder(learner, backend=config.backend)
+    loaded = load_run_model(run, config)
+    if loaded.hidden_size != record.components.shape[1]:
+        raise WarehouseError(
+            f"dictionary {record.dictionary_id} has {record.components.shape[1]}-dim atoms but "
+            f"the model's hidden size is {loaded.hidden_size}"
+        )
+    ingest_config = run["config"]
+    chunk_size = int(ingest_config["chunk_size"])
+    n_chunks = int(run["n_chunks"])
+    started = time.perf_counter()
+    n_vectors = n_codes = 0
+    with staged_database(db_path) as con:
+        store.begin_encoding(con, record.dictionary_id)
+        done = store.done_encode_chunks(con, record.dictionary_id)
+        todo = [c for c in range(n_chunks) if c not in done]
+        total = store.tokens_in_chunks(con, todo)
+        with progress_bar("encode", total=total) as bar:
+            task = bar.task_ids[0]
+            for chunk in todo:
+                t0 = time.perf_counter()
+                lo, hi = chunk * chunk_size, (chunk + 1) * chunk_size
+                rows = store.read_sentences(con, lo, hi)
+                stored_ids = store.read_token_ids(con, lo, hi)
+                tokenized = tokenize(
+                    loaded,
+                    [text for _, text in rows],
+                    max_length=int(ingest_config["max_length"]),
+                    keep_special=bool(ingest_config["keep_special"]),
+                )
+                states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
+                token_ids = np.concatenate(
+                    [
+                        idx * MAX_POSITIONS + ts.positions.astype(np.int64)
+                        for (idx, _), ts in zip(rows, tokenized, strict=True)
+                    ]
+                )
+                if not np.array_equal(np.sort(token_ids), stored_ids):
+                    raise WarehouseError(
+                        f"chunk {chunk}: the model's tokenizer no longer gives the stored tokens "
+                        "(was the model changed since ingest?)"
+                    )
+                n_layers = loaded.n_layers
+                # rows ordered (layer, token): X[l * n + t] = state of token t at layer l
+                X = np.concatenate([s.transpose(1, 0, 2) for s in states], axis=0)  # (n, L, d)
+                n_tok = X.shape[0]
+                X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
+                layers = np.repeat(np.arange(n_layers), n_tok)
+                all_ids = np.tile(token_ids, n_layers)
+                codes = encoder.transform(X, layers)
+                stats = layer_stats(encoder, X, layers, codes)
+                table = _codes_table(codes, layers, all_ids)
+                store.write_encode_chunk(
+                    con,
+                    dictionary_id=record.dictionary_id,
+                    chunk=chunk,
+                    codes=table,
+                    stats=_stats_table(stats),
+                    seconds=time.perf_counter() - t0,
+                )
+                n_vectors += X.shape[0]
+                n_codes += table.num_rows
+                bar.update(
+                    task,
+                    advance=n_tok,
+                    rate=n_vectors / n_layers / max(time.perf_counter() - started, 1e-9),
+                )
+        with stderr_console.status("sorting codes and building summaries"):
+            store.finish_encoding(con, record.dictionary_id)
+            _refresh_summaries(con)
+        quality = store.layer_quality_rows(con, record.dictionary_id)
+    return EncodeSummary(
+        record.dictionary_id,
+        n_vectors,
+        n_codes,
+        time.perf_counter() - started,
+        False,
+        quality,
+    )
+
+
+def _refresh_summaries(con) -> None:
+    from factorscope.warehouse import summaries
+
+    summaries.refresh_summaries(con)

@@ -1,0 +1,167 @@
+"""`factorscope learn`: fit the shared dictionary on the stored hidden-state sample.
+
+The sample holds vectors of every layer, so one dictionary serves all layers, as in
+the reference. Fitting is one step: a killed ``learn`` stores nothing and is simply
+run again; a finished one with the same settings is not repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from factorscope.errors import InputError
+from factorscope.ingest.pipeline import check_db_path_writable
+from factorscope.progress import stderr_console
+from factorscope.sparse import (
+    DEFAULT_LAMBDA1,
+    DEFAULT_N_FACTORS,
+    DEFAULT_PREPROCESSING,
+    PREPROCESSING_CHOICES,
+    DictionaryLearner,
+)
+from factorscope.warehouse import store
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.publish import staged_database, wip_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearnConfig:
+    """Dictionary-learning settings; defaults come from the sweep in docs/SWEEP.md."""
+
+    n_factors: int = DEFAULT_N_FACTORS
+    lambda1: float = DEFAULT_LAMBDA1
+    preprocessing: str = DEFAULT_PREPROCESSING
+    batch_size: int = 256
+    n_iter: int | None = None
+    seed: int = 0
+    max_vectors: int | None = None
+    n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_factors < 1:
+            raise InputError("n_factors must be at least 1")
+        if not self.lambda1 > 0:
+            raise InputError("lambda1 must be positive")
+        if self.preprocessing not in PREPROCESSING_CHOICES:
+            raise InputError(
+                f"preprocessing must be one of {sorted(PREPROCESSING_CHOICES)}, "
+                f"not {self.preprocessing!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LearnSummary:
+    dictionary_id: int
+    n_factors: int
+    n_vectors: int
+    seconds: float
+    reused: bool
+
+    def line(self) -> str:
+        if self.reused:
+            return (
+                f"learn: dictionary {self.dictionary_id} with these settings exists; nothing to do"
+            )
+        return (
+            f"learn: dictionary {self.dictionary_id}, {self.n_factors:,} factors fitted on "
+            f"{self.n_vectors:,} vectors in {self.seconds:.1f} s"
+        )
+
+
+def _read_state(db_path: Path) -> tuple[dict, list[dict]]:
+    """The run and dictionaries, read from wherever the newest data is."""
+    source = wip_path(db_path) if wip_path(db_path).exists() else db_path
+    con = connect(source, read_only=True)
+    try:
+        run = store.require_run(con)
+        dictionaries = store.list_dictionaries(con)
+    finally:
+        con.close()
+    return run, dictionaries
+
+
+def run_learn(
+    db_path: str | Path, config: LearnConfig, *, from_npy: str | Path | None = None
+) -> LearnSummary:
+    """Fit (or import) a dictionary and store it as the newest one."""
+    db_path = Path(db_path)
+    check_db_path_writable(db_path)
+    run, existing = _read_state(db_path)
+    source = "trainDL" if from_npy is None else f"npy:{Path(from_npy).resolve()}"
+    wanted = config.to_dict()
+    for d in existing:
+        if d["source"] == source and d["params"].get("learn_config") == wanted:
+            return LearnSummary(d["dictionary_id"], 0, 0, 0.0, True)
+
+    if from_npy is not None:
+        learner = _import_npy(Path(from_npy), run["hidden_size"], config)
+        n_vectors = 0
+    else:
+        con = connect(wip_path(db_path) if wip_path(db_path).exists() else db_path, read_only=True)
+        try:
+            X, layers = store.read_hidden_sample(con, limit=config.max_vectors)
+        finally:
+            con.close()
+        n_vectors = X.shape[0]
+        learner = DictionaryLearner(
+            config.n_factors,
+            lambda1=config.lambda1,
+            batch_size=config.batch_size,
+            n_iter=config.n_iter,
+            seed=config.seed,
+            n_jobs=config.n_jobs,
+            preprocessing=config.preprocessing,
+        )
+        with stderr_console.status(
+            f"learning {config.n_factors:,} factors on {n_vectors:,} vectors "
+            f"(~{n_vectors * 2 / 800:.0f} s at ~800 vectors/s)"
+        ):
+            learner.fit(X, layers)
+
+    state = learner.to_dict()
+    state["learn_config"] = wanted
+    with staged_database(db_path) as con:
+        dictionary_id = store.save_dictionary(
+            con,
+            components=learner.components_,
+            lambda1=config.lambda1,
+            preprocessing=state["preprocessor"] or {},
+            params=state,
+            seed=config.seed,
+            fit_seconds=learner.fit_seconds_,
+            source=source,
+        )
+    return LearnSummary(
+        dictionary_id, learner.components_.shape[0], n_vectors, learner.fit_seconds_, False
+    )
+
+
+def _import_npy(path: Path, hidden_size: int, config: LearnConfig) -> DictionaryLearner:
+    """A user's dictionary (d x m or m x d); it acts on raw hidden states."""
+    if not path.is_file():
+        raise InputError(f"dictionary file {path} not found")
+    try:
+        phi = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path} is not a NumPy .npy array: {e}") from e
+    t0 = time.perf_counter()
+    learner = DictionaryLearner.from_array(
+        phi, n_features=hidden_size, lambda1=config.lambda1, n_jobs=config.n_jobs
+    )
+    learner.fit_seconds_ = time.perf_counter() - t0
+    return learner
+
+
+def load_learner(record: store.DictionaryRecord) -> DictionaryLearner:
+    """Rebuild the fitted learner (atoms and preprocessing) from its stored record."""
+    return DictionaryLearner.from_dict(record.params, record.components)

@@ -1,0 +1,301 @@
+"""Browser smoke tests: the real app in a subprocess, driven by headless Debian Chromium.
+
+Each page is opened, used as a person would, screenshotted into SCREENSHOTS, and the
+browser console must stay free of errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 20_000
+
+if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+    pytest.skip("Debian chromium is not installed", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SERVER_SCRIPT = """
+import sys
+from factorscope.dash_app import serve
+serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), lime_default_samples=40)
+"""
+
+
+@pytest.fixture
+def start_server(tmp_path: Path):
+    """Start ``serve(db)`` in a subprocess; returns the base URL. Stopped after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(db: Path) -> str:
+        port = _free_port()
+        log = (tmp_path / f"server-{port}.log").open("w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER_SCRIPT, str(db), str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {(tmp_path / log.name).read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/_dash-layout", timeout=2):
+                    return url
+            except OSError:
+                time.sleep(0.25)
+        raise AssertionError("server did not start in 60 s")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page that records console errors; the test must call ``check_console``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.console_errors = []
+    pg.on(
+        "console",
+        lambda msg: pg.console_errors.append(msg.text) if msg.type == "error" else None,
+    )
+    pg.on("pageerror", lambda exc: pg.console_errors.append(str(exc)))
+    yield pg
+    context.close()
+
+
+def check_console(pg) -> None:
+    assert pg.console_errors == [], pg.console_errors
+
+
+def shot(pg, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def syn_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from factorscope.warehouse.synthetic import build_synthetic_db
+
+    path = tmp_path_factory.mktemp("browser") / "synthetic.duckdb"
+    return build_synthetic_db(path, n_sentences=600, n_layers=5, n_factors=128)
+
+
+def _busy_factor(db: Path) -> tuple[int, int]:
+    from factorscope.dash_app import logic
+    from factorscope.warehouse.queries import WarehouseReader
+
+    try:
+        for factor in range(128):
+            view = logic.factor_view(db, factor)
+            if view.total_contexts == logic.TOP_CONTEXTS and view.level != "high":
+                return factor, view.layer
+    finally:
+        # The reader keeps one connection per process; let the server's label save write.
+        WarehouseReader(db).close()
+    raise AssertionError("no busy factor")
+
+
+def _wait_rows(pg, n: int) -> None:
+    pg.wait_for_function(
+        f"document.querySelectorAll('#factor-contexts-table tr.fs-context-row').length === {n}"
+    )
+
+
+def test_factor_explorer(start_server, page, syn_db):
+    factor, layer = _busy_factor(syn_db)
+    base = start_server(syn_db)
+    pg = page
+
+    pg.goto(f"{base}/factor/{factor}?layer={layer}")
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
+    pg.locator("#factor-is-graph .js-plotly-plot .scatterlayer").wait_for()
+    pg.locator("#factor-hist-graph .js-plotly-plot").wait_for()
+    assert pg.locator("#factor-contexts-total").inner_text() == "200 contexts"
+
+    # 200 contexts, 50 a page, each with its word highlighted.
+    seen = 0
+    for number in range(1, 5):
+        if number > 1:
+            pg.locator("#factor-contexts-page").get_by_text(str(number), exact=True).click()
+            pg.wait_for_function(
+                "document.querySelector('#factor-contexts-table td.fs-rank')"
+                f".textContent === '{(number - 1) * 50 + 1}'"
+            )
+        _wait_rows(pg, 50)
+        seen += pg.locator("#factor-contexts-table tr.fs-context-row").count()
+        assert pg.locator("#factor-contexts-table mark").count() == 50
+    assert seen == 200
+    shot(pg, "factor")
+
+    # Bad input: a message, no navigation.
+    box = pg.locator("#factor-input")
+    for raw, message in (
+        ("abc", "is not a factor number"),
+        ("-4", "negative"),
+        ("99999", "does not exist"),
+    ):
+        box.fill(raw)
+        box.press("Enter")
+        pg.locator("#factor-feedback").get_by_text(re.compile(message)).wait_for()
+    assert pg.url.endswith(f"/factor/{factor}?layer={layer}")
+    shot(pg, "factor-bad-input")
+
+    # Label editing.
+    pg.locator("#factor-label-input").fill("the browser's label")
+    pg.locator("#factor-label-save").click()
+    pg.wait_for_function("document.querySelector('#factor-label-feedback').textContent !== ''")
+    assert pg.locator("#factor-label-feedback").inner_text() == f"Saved label of factor {factor}."
+
+    # A good one navigates, to the factor's peak layer.
+    box.fill("5")
+    pg.locator("#factor-go").click()
+    pg.wait_for_url(re.compile(r"/factor/5$"))
+    pg.get_by_role("heading", name=re.compile("Factor 5")).wait_for()
+
+    # Switch layers.
+    other = (
+        "0"
+        if pg.locator("#factor-layer-select input:checked").get_attribute("value") != "0"
+        else "1"
+    )
+    pg.locator("#factor-layer-select label").get_by_text(other, exact=True).click()
+    pg.wait_for_url(re.compile(rf"/factor/5\?layer={other}$"))
+    pg.get_by_text(f"Top contexts at layer {other}").wait_for()
+
+    # Random high-level factor.
+    pg.locator("#factor-random-high").click()
+    pg.wait_for_function("location.search === ''")
+    pg.locator("h3 .badge").get_by_text("high level").wait_for()
+    pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
+    shot(pg, "factor-random-high")
+
+    # Home shows a factor too; a bad URL shows a message.
+    pg.goto(f"{base}/")
+    pg.get_by_role("heading", name=re.compile(r"Factor \d+")).wait_for()
+    pg.goto(f"{base}/factor/banana")
+    pg.get_by_text("is not a factor number").wait_for()
+    check_console(pg)
+
+
+def test_sql_console(start_server, page, syn_db):
+    base = start_server(syn_db)
+    pg = page
+    pg.goto(f"{base}/sql")
+    pg.locator("#sql-run").click()
+    pg.locator("#sql-table .dash-spreadsheet-container").wait_for()
+    pg.locator("#sql-examples").select_option("Layer quality")
+    pg.wait_for_function("document.querySelector('#sql-text').value.includes('layer_quality')")
+    pg.locator("#sql-run").click()
+    pg.locator("#sql-feedback").get_by_text("5 rows").wait_for()
+    assert pg.locator("#sql-download-btn").is_enabled()
+    with pg.expect_download() as download:
+        pg.locator("#sql-download-btn").click()
+    assert download.value.suggested_filename == "factorscope-query.csv"
+    shot(pg, "sql")
+    pg.locator("#sql-text").fill("DROP TABLE codes")
+    pg.locator("#sql-run").click()
+    pg.locator(".fs-sql-error").wait_for()
+    assert pg.locator("#sql-download-btn").is_disabled()
+    pg.locator("#sql-text").fill("SELEC nonsense")
+    pg.locator("#sql-run").click()
+    pg.locator(".fs-sql-error").wait_for()
+    shot(pg, "sql-refused")
+    check_console(pg)
+
+
+def test_run_and_search(start_server, page, syn_db):
+    base = start_server(syn_db)
+    pg = page
+    pg.goto(f"{base}/run")
+    pg.get_by_text("Reconstruction quality per layer").wait_for()
+    assert pg.locator("#run-quality tbody tr").count() == 5
+    shot(pg, "run")
+    pg.locator("#nav-search").click()
+    pg.wait_for_url(re.compile("/search$"))
+    pg.locator("#search-word").fill("the")
+    pg.locator("#search-word-go").click()
+    pg.locator("#search-word-output a").first.wait_for()
+    shot(pg, "search")
+    pg.locator("#search-word-output a").first.click()
+    pg.wait_for_url(re.compile(r"/factor/\d+\?layer=\d+$"))
+    pg.get_by_role("heading", name=re.compile(r"Factor \d+")).wait_for()
+    check_console(pg)
+
+
+@pytest.fixture
+def pipeline_db(request) -> Path:
+    try:
+        return request.getfixturevalue("tiny_pipeline_db")
+    except pytest.FixtureLookupError:
+        pytest.skip("the tiny_pipeline_db fixture is not available")
+
+
+def test_analyze_and_lime(start_server, page, pipeline_db):
+    base = start_server(pipeline_db)
+    pg = page
+    pg.goto(f"{base}/analyze")
+    pg.locator("#analyze-text").fill("He left the bank.")
+    pg.locator("#analyze-run").click()
+    link = pg.locator("#analyze-output a").first
+    link.wait_for(timeout=60_000)
+    assert re.search(r"\d+·", pg.locator("#analyze-output").inner_text())
+    shot(pg, "analyze")
+    link.click()
+    pg.wait_for_url(re.compile(r"/factor/\d+\?layer=\d+$"))
+    pg.get_by_role("heading", name=re.compile(r"Factor \d+")).wait_for()
+    pg.locator("#lime-samples").fill("40")
+    pg.locator("#lime-count").fill("1")
+    pg.locator("#lime-run").click()
+    pg.locator("#lime-output .fs-lime-target").first.wait_for(timeout=90_000)
+    assert pg.locator("#lime-output .fs-lime-word").count() >= 2
+    shot(pg, "lime")
+    check_console(pg)

@@ -1,0 +1,363 @@
+"""The plain functions behind the Dash callbacks, on a synthetic database."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import dash
+import numpy as np
+import pytest
+
+from factorscope import saliency
+from factorscope.dash_app import components as ui
+from factorscope.dash_app import lime_jobs, logic
+from factorscope.errors import InputError
+from factorscope.warehouse import queries
+from factorscope.warehouse.queries import WarehouseReader
+from factorscope.warehouse.synthetic import build_synthetic_db
+
+N_FACTORS = 128
+N_LAYERS = 5
+
+
+@pytest.fixture(scope="module")
+def syn_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dash") / "synthetic.duckdb"
+    return build_synthetic_db(path, n_sentences=600, n_layers=N_LAYERS, n_factors=N_FACTORS)
+
+
+@pytest.fixture(scope="module")
+def app(syn_db: Path) -> dash.Dash:
+    from factorscope.dash_app import create_app
+
+    return create_app(
+        syn_db, analyzer_factory=lambda _path: KeywordAnalyzer(), lime_auto_contexts=0
+    )
+
+
+def _levels(db: Path) -> dict[int, str]:
+    with WarehouseReader(db).connect() as con:
+        out = {}
+        for factor in range(N_FACTORS):
+            info = queries.factor_level(con, factor)
+            if info and info.get("level"):
+                out[factor] = info["level"]
+        return out
+
+
+def _text(component) -> str:
+    """All the text a Dash component tree renders (for asserting on messages)."""
+    return json.dumps(component.to_plotly_json(), default=lambda o: o.to_plotly_json())
+
+
+class KeywordAnalyzer:
+    """α = 1 when 'cat' survives the masking, minus 0.5 when 'not' does; decompose is fixed."""
+
+    n_layers = N_LAYERS
+    n_factors = N_FACTORS
+
+    def alpha_for(self, texts, word_index, layer, factor):
+        words = [saliency.split_words(t) for t in texts]
+        return np.array([("cat" in w) - 0.5 * ("not" in w) for w in words], dtype=float)
+
+    def decompose(self, text, *, top=8):
+        return [
+            {
+                "word": w,
+                "piece": w,
+                "position": i + 1,
+                "word_index": i,
+                "layers": [
+                    {"layer": layer, "factors": [(i % N_FACTORS, 0.5), (7, 0.25)][:top]}
+                    for layer in range(N_LAYERS)
+                ],
+            }
+            for i, w in enumerate(saliency.split_words(text))
+        ]
+
+
+# --------------------------------------------------------------------------- factor input
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("abc", "is not a factor number"),
+        ("12abc", "is not a factor number"),
+        ("-3", "is negative"),
+        ("99999999999999999999999", "does not exist"),
+        (str(N_FACTORS), "does not exist"),
+        ("", "No factor given"),
+        ("   ", "No factor given"),
+        (None, "No factor given"),
+        ("3.5", "is not a whole number"),
+        ("2.0", "is not a whole number"),
+        ("1e3", "is not a whole number"),
+        (3.25, "is not a whole number"),
+        (True, "is not a factor number"),
+    ],
+)
+def test_parse_factor_refuses_with_a_clear_message(raw, fragment):
+    with pytest.raises(InputError, match=re.escape(fragment)) as info:
+        logic.parse_factor(raw, N_FACTORS)
+    assert f"0 to {N_FACTORS - 1}" in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "want"), [("0", 0), (" 17 ", 17), ("+5", 5), (42, 42), (3.0, 3)])
+def test_parse_factor_accepts_whole_numbers(raw, want):
+    assert logic.parse_factor(raw, N_FACTORS) == want
+
+
+def test_parse_layer():
+    assert logic.parse_layer(None, [0, 1, 2]) is None
+    assert logic.parse_layer("2", [0, 1, 2]) == 2
+    for bad in ("9", "x", "-1", "1.5"):
+        with pytest.raises(InputError, match="does not exist: choose one of 0, 1, 2"):
+            logic.parse_layer(bad, [0, 1, 2])
+
+
+def test_parse_n_samples():
+    assert logic.parse_n_samples("200") == 200
+    for bad in (None, "", "abc", "5", "100000", "2.5"):
+        with pytest.raises(InputError, match="Samples must be a whole number"):
+            logic.parse_n_samples(bad)
+
+
+def test_factor_href():
+    assert logic.factor_href(5) == "/factor/5"
+    assert logic.factor_href(5, 3) == "/factor/5?layer=3"
+
+
+# --------------------------------------------------------------------------- factor page data
+
+
+def test_layer_defaults_to_peak(syn_db):
+    for factor in (0, 1, 2, 50):
+        view = logic.factor_view(syn_db, str(factor))
+        with WarehouseReader(syn_db).connect() as con:
+            peak = queries.factor_level(con, factor)["peak_layer"]
+        assert view.layer == peak
+        assert view.peak_layer == peak
+        assert view.layers == list(range(N_LAYERS))
+
+
+def test_explicit_layer_and_bad_layer(syn_db):
+    view = logic.factor_view(syn_db, "3", "1")
+    assert (view.factor, view.layer) == (3, 1)
+    with pytest.raises(InputError, match="Layer '17' does not exist"):
+        logic.factor_view(syn_db, "3", "17")
+    with pytest.raises(InputError, match="is not a factor number"):
+        logic.factor_view(syn_db, "three")
+
+
+def test_view_has_curve_histogram_and_neighbors(syn_db):
+    view = logic.factor_view(syn_db, 5)
+    assert view.importance.height == N_LAYERS
+    assert view.histogram.height > 0
+    assert view.neighbors is not None and view.neighbors.height > 0
+    assert 5 not in view.neighbors["neighbor"].to_list()
+    assert view.intervals
+
+
+def _busy_factor(db: Path) -> tuple[int, int]:
+    """A (factor, layer) with at least 200 activations."""
+    for factor in range(N_FACTORS):
+        view = logic.factor_view(db, factor)
+        if view.total_contexts == logic.TOP_CONTEXTS:
+            return factor, view.layer
+    raise AssertionError("no factor with 200 contexts in the synthetic database")
+
+
+def test_200_contexts_with_highlight_over_pages(syn_db):
+    factor, layer = _busy_factor(syn_db)
+    rows = []
+    for page in range(1, 5):
+        frame = logic.contexts_page(syn_db, factor, layer, page)
+        assert frame.height == logic.CONTEXTS_PER_PAGE
+        rows.extend(frame.iter_rows(named=True))
+    assert [r["rank"] for r in rows] == list(range(1, 201))
+    alphas = [r["alpha"] for r in rows]
+    assert alphas == sorted(alphas, reverse=True)
+    for r in rows:
+        hit = r["context"][r["highlight_start"] : r["highlight_end"]]
+        assert hit.lower() == r["word"].lower()
+    with pytest.raises(InputError, match="past the top 200"):
+        logic.contexts_page(syn_db, factor, layer, 5)
+    table = _text(ui.contexts_table(logic.contexts_page(syn_db, factor, layer, 1)))
+    assert table.count('"Mark"') == logic.CONTEXTS_PER_PAGE
+
+
+@pytest.mark.parametrize("level", ["low", "mid", "high"])
+def test_random_picks_a_factor_of_that_level(syn_db, level):
+    levels = _levels(syn_db)
+    if level not in levels.values():
+        pytest.skip(f"no {level} factor in this synthetic db")
+    for seed in range(5):
+        factor = logic.pick_random(syn_db, level, seed=seed)
+        assert levels[factor] == level
+    with pytest.raises(InputError, match="Unknown level"):
+        logic.pick_random(syn_db, "top")
+
+
+def test_label_round_trip(syn_db):
+    assert logic.save_label(syn_db, 9, "  the word left ") == "Saved label of factor 9."
+    assert logic.factor_view(syn_db, 9).label == "the word left"
+    hits = logic.search_labels(syn_db, "left")
+    assert 9 in hits["factor"].to_list()
+    with pytest.raises(InputError, match="at most 200"):
+        logic.save_label(syn_db, 9, "x" * 201)
+    with pytest.raises(InputError, match="Type some text"):
+        logic.search_labels(syn_db, "  ")
+
+
+# --------------------------------------------------------------------------- other pages
+
+
+def test_search_word(syn_db):
+    frame = logic.search_word(syn_db, "the")
+    assert frame.height > 0
+    assert set(frame.columns) >= {"layer", "factor", "mean_alpha", "hits"}
+    only = logic.search_word(syn_db, "the", "2")
+    assert set(only["layer"].to_list()) == {2}
+    with pytest.raises(InputError, match="Type a word"):
+        logic.search_word(syn_db, "")
+
+
+def test_sql_console(syn_db):
+    ok = logic.run_console_query(syn_db, "SELECT count(*) AS n FROM sentences")
+    assert ok.error is None and ok.frame["n"][0] == 600
+    capped = logic.run_console_query(syn_db, "SELECT * FROM codes", row_cap=10)
+    assert capped.frame.height == 10 and capped.truncated
+    for bad in ("DROP TABLE codes", "DELETE FROM sentences", "SELEC * FROM codes", "  "):
+        result = logic.run_console_query(syn_db, bad)
+        assert result.frame is None and result.error
+        assert "Traceback" not in result.error
+    csv = logic.frame_to_csv(ok.frame)
+    assert csv.splitlines() == ["n", "600"]
+
+
+def test_overview(syn_db):
+    info = logic.overview(syn_db)
+    assert info["n_sentences"] == 600
+    assert info["quality"].height == N_LAYERS
+    assert set(info["levels"]) >= {"low", "mid", "high"} or sum(info["levels"].values()) > 0
+
+
+def test_analyze_text_labels_and_errors(syn_db):
+    logic.save_label(syn_db, 7, "seven")
+    tokens = logic.analyze_text(KeywordAnalyzer(), syn_db, "the cat sat", top=2)
+    assert [t["word"] for t in tokens] == ["the", "cat", "sat"]
+    first = tokens[0]["layers"][0]["factors"]
+    assert first[1] == {"factor": 7, "alpha": 0.25, "label": "seven"}
+    with pytest.raises(InputError, match="Type a sentence"):
+        logic.analyze_text(KeywordAnalyzer(), syn_db, "   ")
+
+
+# --------------------------------------------------------------------------- LIME
+
+
+def test_split_words_matches_bert_words():
+    assert saliency.split_words("It's left, (km).") == [
+        "It",
+        "'",
+        "s",
+        "left",
+        ",",
+        "(",
+        "km",
+        ")",
+        ".",
+    ]
+
+
+def test_explain_finds_the_driving_words():
+    result = saliency.explain(
+        KeywordAnalyzer(), "the cat did not sit", 1, 3, 5, n_samples=300, seed=1
+    )
+    weights = {w["word"]: w["weight"] for w in result["words"]}
+    assert weights["cat"] > 0.8
+    assert weights["not"] < -0.3
+    assert max(abs(weights[w]) for w in ("the", "did", "sit")) < 0.1
+    assert [w["target"] for w in result["words"]] == [False, True, False, False, False]
+    assert result["alpha"] == pytest.approx(1.0 - 0.5)
+    json.dumps(result)  # cacheable / storable as is
+
+
+def test_explain_reports_progress_and_validates():
+    calls = []
+    saliency.explain(
+        KeywordAnalyzer(),
+        "a cat",
+        0,
+        0,
+        0,
+        n_samples=100,
+        batch_size=30,
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    assert calls == [(30, 100), (60, 100), (90, 100), (100, 100)]
+    with pytest.raises(InputError, match="outside the sentence"):
+        saliency.explain(KeywordAnalyzer(), "a cat", 5, 0, 0, n_samples=100)
+    with pytest.raises(InputError, match="non-empty"):
+        saliency.explain(KeywordAnalyzer(), " ", 0, 0, 0)
+
+
+def test_explain_cached_round_trip(syn_db):
+    args = (syn_db, KeywordAnalyzer(), "the cat did not sit", 1, 2, 4)
+    first = saliency.explain_cached(*args, n_samples=50)
+    second = saliency.explain_cached(*args, n_samples=50)
+    assert first["cached"] is False and second["cached"] is True
+    assert second["words"] == first["words"]
+    assert saliency.explain_cached(*args, n_samples=60)["cached"] is False
+
+
+def test_lime_job_runs_top_contexts(syn_db):
+    factor, layer = _busy_factor(syn_db)
+    targets = logic.lime_targets(syn_db, factor, layer, count=2)
+    assert len(targets) == 2
+    for target in targets:
+        words = saliency.split_words(target["text"])
+        assert words[target["word_index"]].lower() == target["word"].lower()
+    job = lime_jobs.start(syn_db, KeywordAnalyzer, targets, 40)
+    state = lime_jobs.wait(job, timeout=60)
+    assert state["finished"] and state["error"] is None
+    assert len(state["results"]) == 2 and state["done"] == state["total"] == 80
+    html = _text(ui.lime_map(state["results"][0]))
+    assert "fs-lime-target" in html
+
+
+def test_lime_job_reports_analyzer_failure(syn_db):
+    def broken():
+        raise RuntimeError("no model in this database")
+
+    job = lime_jobs.start(
+        syn_db, broken, [{"text": "a", "word_index": 0, "layer": 0, "factor": 0}], 20
+    )
+    state = lime_jobs.wait(job, timeout=30)
+    assert state["finished"] and "no model in this database" in state["error"]
+    assert state["error"].startswith("LIME needs the run's model")
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_layouts_render_messages_not_tracebacks(app):
+    pages = {page["path"]: page for page in dash.page_registry.values()}
+    assert {"/", "/analyze", "/search", "/sql", "/run"} <= set(pages)
+    factor_layout = pages["/"]["layout"]
+    for raw, fragment in (
+        ("abc", "is not a factor number"),
+        ("-1", "is negative"),
+        ("1000000", "does not exist"),
+        ("1.5", "not a whole number"),
+    ):
+        assert fragment in _text(factor_layout(factor=raw))
+    assert "does not exist: choose one of" in _text(factor_layout(factor="3", layer="99"))
+    rendered = _text(factor_layout(factor="3", layer="1"))
+    assert "Factor 3" in rendered and "Top contexts at layer 1" in rendered
+    assert "Factor " in _text(factor_layout())
+    for path in ("/analyze", "/search", "/sql", "/run"):
+        assert _text(pages[path]["layout"]())

@@ -1,0 +1,221 @@
+"""learn and encode on real databases: coverage, agreement with live analysis, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from factorscope.analyzer import LiveAnalyzer
+from factorscope.cli import main
+from factorscope.encode import run_encode
+from factorscope.ingest.corpus import CorpusConfig
+from factorscope.ingest.pipeline import IngestConfig, run_ingest
+from factorscope.learn import LearnConfig, run_learn
+from factorscope.pipeline_config import load_pipeline_config
+from factorscope.warehouse.publish import wip_path
+
+from .conftest import TINY_FACTORS, copy_db
+
+
+def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_token_at_every_layer_is_encoded(tiny_pipeline_db: Path) -> None:
+    (n_tokens,) = rows(tiny_pipeline_db, "SELECT n_tokens FROM runs")[0]
+    (n_layers,) = rows(tiny_pipeline_db, "SELECT n_layers FROM runs")[0]
+    per_layer = rows(
+        tiny_pipeline_db,
+        "SELECT layer, sum(n_vectors) FROM encode_chunk_stats GROUP BY layer ORDER BY layer",
+    )
+    assert per_layer == [(layer, n_tokens) for layer in range(n_layers)]
+    bad = rows(
+        tiny_pipeline_db,
+        "SELECT count(*) FROM codes LEFT JOIN tokens USING (token_id) "
+        "WHERE tokens.token_id IS NULL OR alpha <= 0 OR factor < 0 OR factor >= ?",
+        [TINY_FACTORS],
+    )
+    assert bad == [(0,)]
+    dupes = rows(
+        tiny_pipeline_db,
+        "SELECT count(*) FROM (SELECT layer, factor, token_id FROM codes GROUP BY ALL "
+        "HAVING count(*) > 1)",
+    )
+    assert dupes == [(0,)]
+    quality = rows(tiny_pipeline_db, "SELECT layer, fvu, mean_l0 FROM layer_quality ORDER BY 1")
+    assert [q[0] for q in quality] == list(range(n_layers))
+    assert all(0.0 <= fvu <= 1.0 and l0 > 0 for _, fvu, l0 in quality)
+    # the codes table is laid out for per-(factor, layer) reads
+    assert rows(tiny_pipeline_db, "SELECT status FROM dictionaries") == [("encoded",)]
+
+
+def test_stored_codes_equal_live_analysis(tiny_pipeline_db: Path) -> None:
+    """The app's live analyzer reproduces exactly what encode stored for a corpus sentence."""
+    analyzer = LiveAnalyzer.from_db(tiny_pipeline_db)
+    ((text,),) = rows(tiny_pipeline_db, "SELECT text FROM sentences WHERE sentence_idx = 1")
+    decomposition = analyzer.decompose(text, top=TINY_FACTORS)
+    for token in decomposition:
+        token_id = 1 * 1024 + token["position"]
+        for entry in token["layers"]:
+            stored = rows(
+                tiny_pipeline_db,
+                "SELECT factor, alpha FROM codes WHERE token_id = ? AND layer = ? ORDER BY factor",
+                [token_id, entry["layer"]],
+            )
+            live = sorted(entry["factors"])
+            assert [f for f, _ in live] == [f for f, _ in stored]
+            np.testing.assert_allclose([a for _, a in live], [a for _, a in stored], rtol=1e-4)
+    # and the LIME classifier reads the same numbers
+    token = decomposition[0]
+    layer, (factor, alpha) = 1, token["layers"][1]["factors"][0]
+    got = analyzer.alpha_for([text], token["word_index"], layer, factor)
+    np.testing.assert_allclose(got, [alpha], rtol=1e-4)
+
+
+def test_learn_is_seeded_and_not_repeated(
+    tmp_path: Path, tiny_pipeline_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = copy_db(tiny_pipeline_db, tmp_path / "a") if (tmp_path / "a").mkdir() is None else None
+    b = copy_db(tiny_pipeline_db, tmp_path / "b") if (tmp_path / "b").mkdir() is None else None
+    for db in (a, b):
+        assert main(["learn", "--db", str(db), "-m", "16", "--seed", "3"]) == 0
+    atoms = "SELECT factor, vector FROM dictionary_atoms WHERE dictionary_id = 2 ORDER BY 1"
+    assert rows(a, atoms) == rows(b, atoms)
+    assert main(["learn", "--db", str(a), "-m", "16", "--seed", "4"]) == 0
+    different = "SELECT vector FROM dictionary_atoms WHERE dictionary_id = 3 ORDER BY factor"
+    assert rows(a, different) != [(v,) for _, v in rows(a, atoms)]
+    capsys.readouterr()
+    assert main(["learn", "--db", str(a), "-m", "16", "--seed", "4"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert rows(a, "SELECT count(*) FROM dictionaries") == [(3,)]
+
+
+def test_import_dictionary_from_npy_both_layouts(
+    tmp_path: Path, tiny_pipeline_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    rng = np.random.default_rng(0)
+    phi = np.abs(rng.standard_normal((32, 20)))  # d x m, as the paper publishes it
+    np.save(tmp_path / "phi.npy", phi)
+    np.save(tmp_path / "phi_rows.npy", phi.T)
+    np.save(tmp_path / "wrong.npy", rng.standard_normal((31, 20)))
+    assert main(["learn", "--db", str(db), "--from-npy", str(tmp_path / "phi.npy")]) == 0
+    assert main(["learn", "--db", str(db), "--from-npy", str(tmp_path / "phi_rows.npy")]) == 0
+    first = rows(db, "SELECT vector FROM dictionary_atoms WHERE dictionary_id = 2 ORDER BY factor")
+    second = rows(db, "SELECT vector FROM dictionary_atoms WHERE dictionary_id = 3 ORDER BY factor")
+    np.testing.assert_allclose(np.array([r[0] for r in first]), np.array([r[0] for r in second]))
+    expected = (phi / np.linalg.norm(phi, axis=0)).T
+    np.testing.assert_allclose(np.array([r[0] for r in first]), expected, rtol=1e-5)
+    capsys.readouterr()
+    before = (db.read_bytes(), rows(db, "SELECT count(*) FROM dictionaries"))
+    assert main(["learn", "--db", str(db), "--from-npy", str(tmp_path / "wrong.npy")]) == 2
+    assert "hidden size" in capsys.readouterr().err
+    assert (db.read_bytes(), rows(db, "SELECT count(*) FROM dictionaries")) == before
+    # encoding with the imported (raw-space) dictionary works end to end
+    assert main(["encode", "--db", str(db)]) == 0
+    assert rows(db, "SELECT status FROM dictionaries WHERE dictionary_id = 3") == [("encoded",)]
+
+
+def test_encode_without_dictionary_is_a_clear_error(
+    tmp_path: Path, tiny_model_dir: Path, sentence_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "nodict.duckdb"
+    run_ingest(
+        db,
+        IngestConfig(
+            corpus=CorpusConfig(source=str(sentence_corpus), split="lines"),
+            model=str(tiny_model_dir),
+        ),
+    )
+    assert main(["encode", "--db", str(db)]) == 2
+    assert "no dictionary" in capsys.readouterr().err
+
+
+def _encode_cmd(db: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from factorscope.cli import main; sys.exit(main())",
+        "encode",
+        "--db",
+        str(db),
+        "--threads",
+        "1",
+    ]
+
+
+@pytest.mark.slow
+def test_encode_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> None:
+    corpus = tmp_path / "big.txt"
+    rng = np.random.default_rng(1)
+    words = "the a cat dog left right bank river play game sun moon tea cup".split()
+    corpus.write_text(
+        "\n".join(
+            " ".join(rng.choice(words, size=int(rng.integers(6, 20)))) + f" {i}."
+            for i in range(1200)
+        ),
+        "utf-8",
+    )
+    base = tmp_path / "base.duckdb"
+    run_ingest(
+        base,
+        IngestConfig(
+            corpus=CorpusConfig(source=str(corpus), split="lines", max_sentences=None),
+            model=str(tiny_model_dir),
+            chunk_size=10,
+            sample_size=4000,
+        ),
+    )
+    run_learn(base, LearnConfig(n_factors=32, seed=0))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "k").mkdir()
+    reference, killed = copy_db(base, tmp_path / "r"), copy_db(base, tmp_path / "k")
+    env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
+    subprocess.run(_encode_cmd(reference), check=True, env=env)
+
+    kills = 0
+    for delay in (0.5, 1.5):
+        proc = subprocess.Popen(_encode_cmd(killed), env=env)
+        deadline = time.monotonic() + 60
+        while not wip_path(killed).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 1 and wip_path(killed).exists()
+    subprocess.run(_encode_cmd(killed), check=True, env=env)
+    for sql in (
+        "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, token_id",
+        "SELECT dictionary_id, chunk, n_codes FROM encode_chunks ORDER BY chunk",
+        "SELECT layer, n_vectors, fvu, mean_l0, dead_factors FROM layer_quality ORDER BY layer",
+    ):
+        assert rows(killed, sql) == rows(reference, sql), sql
+
+
+def test_pipeline_config_rejects_unknown_keys(tmp_path: Path) -> None:
+    from factorscope.errors import InputError
+
+    path = tmp_path / "c.toml"
+    path.write_text("[learn]\nn_factor = 10\n", "utf-8")
+    with pytest.raises(InputError, match=r"unknown key\(s\) in \[learn\]: n_factor"):
+        load_pipeline_config(path)
+    path.write_text('[corpus]\nmax_sentences = "all"\n[ingest]\nsample_size = 5\n', "utf-8")
+    config = load_pipeline_config(path, corpus="shakespeare")
+    assert config.ingest.corpus.max_sentences is None
+    assert config.ingest.corpus.source == "shakespeare"
+    assert config.ingest.sample_size == 5
+    assert load_pipeline_config(Path("configs/paper.toml")).learn.n_factors == 2000

@@ -1,0 +1,104 @@
+"""Every table and public view of a database as Parquet or CSV files (`factorscope export`).
+
+Rows are streamed from a read-only connection in Arrow batches and written by
+pyarrow, so no file path ever goes into SQL and the codes table never has to fit in
+memory. Relation names come from the database's own catalog and are checked against
+a strict pattern before they are quoted into a query.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from factorscope.errors import InputError, WarehouseError
+
+FORMATS = ("parquet", "csv")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_BATCH = 256 * 1024
+
+
+def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(name, 'table' | 'view') of every user table and view in the main schema."""
+    rows = con.execute(
+        "SELECT table_name, CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END "
+        "FROM information_schema.tables "
+        "WHERE table_schema = 'main' AND table_catalog = current_database() "
+        "ORDER BY table_type, table_name"
+    ).fetchall()
+    return [(name, kind) for name, kind in rows if _NAME.match(name)]
+
+
+def export(
+    db_path: str | Path, out_dir: str | Path, *, fmt: Literal["parquet", "csv"] = "parquet"
+) -> list[Path]:
+    """Write ``<out_dir>/<name>.<fmt>`` for every table and view; returns the files.
+
+    List columns (vectors) are written as they are in Parquet and as JSON-like text
+    (``[0.1, 0.2]``) in CSV.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise WarehouseError(f"no database at {db_path} (run `factorscope ingest` first)")
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create output folder {out_dir}: {e}") from e
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as e:
+        raise WarehouseError(f"cannot open database {db_path}: {e}") from e
+    written: list[Path] = []
+    try:
+        for name, _kind in relations(con):
+            target = out_dir / f"{name}.{fmt}"
+            _export_one(con, name, target, fmt)
+            written.append(target)
+    except duckdb.Error as e:
+        raise WarehouseError(f"export of {db_path} failed: {e}") from e
+    finally:
+        con.close()
+    return written
+
+
+def _export_one(con: duckdb.DuckDBPyConnection, name: str, target: Path, fmt: str) -> None:
+    columns = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [name],
+    ).fetchall()
+    select = []
+    for column, data_type in columns:
+        quoted = '"' + column.replace('"', '""') + '"'
+        nested = data_type.endswith("]") or data_type.startswith(("STRUCT", "MAP", "UNION"))
+        if fmt == "csv" and nested:
+            select.append(f"CAST({quoted} AS VARCHAR) AS {quoted}")
+        else:
+            select.append(quoted)
+    # ``name`` matched _NAME and comes from the catalog; columns are quoted identifiers.
+    reader = con.execute(f'SELECT {", ".join(select)} FROM "{name}"').to_arrow_reader(_BATCH)
+    partial = target.with_name(target.name + ".partial")
+    if fmt == "parquet":
+        with pq.ParquetWriter(partial, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    else:
+        with pacsv.CSVWriter(partial, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    partial.replace(target)
+
+
+def read_back(path: str | Path) -> pa.Table:
+    """An exported file as an Arrow table (tests, notebooks)."""
+    path = Path(path)
+    return pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)

@@ -1,0 +1,807 @@
+"""Typed reads for the app and the CLI: polars frames or plain Python values.
+
+Every function takes a read-only connection from :class:`WarehouseReader` (or any
+DuckDB connection on a factorscope database), binds its parameters, and validates
+what a user can type (a factor number, a layer) with an :class:`InputError` that
+says what would have been valid. The writers of the app (:func:`set_label`,
+:func:`lime_cache_put`) open their own short write connection on the published file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from factorscope.errors import InputError, WarehouseError
+from factorscope.warehouse.summaries import CONTEXT_WORDS
+
+LEVELS = ("low", "mid", "high")
+"""Factor levels, by the layer where a factor's importance peaks."""
+
+MAX_LABEL_LENGTH = 200
+
+_LOCK_WORDS = ("lock", "conflicting", "different configuration", "resource temporarily")
+
+
+def _is_lock_error(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in _LOCK_WORDS)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+READ_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "temp_directory": "",
+    "max_memory": "2GB",
+    "lock_configuration": True,
+}
+"""Configuration of every read-only connection the app and the SQL console open.
+
+One configuration for all of them: DuckDB shares one database instance per file
+within a process, and refuses a second connection with a different configuration.
+"""
+
+
+class _Gate:
+    """Per-file coordination inside one process: a cached read-only connection that
+    readers share (a cursor each), and writers (:func:`set_label`) that need it closed."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.signature: tuple[int, int] | None = None
+        self.readers = 0
+        self.writing = False
+
+    def drop(self) -> None:
+        """Close the cached connection (caller holds ``cond`` and no reader is active)."""
+        if self.con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.con.close()
+        self.con = None
+        self.signature = None
+
+
+_GATES: dict[str, _Gate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(path: Path) -> _Gate:
+    key = os.path.realpath(path)
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, _Gate())
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+class WarehouseReader:
+    """Read-only access to a published database, safe to share between threads.
+
+    :meth:`connect` yields a cursor on one cached read-only connection per file and
+    process. Before each read the file's (inode, mtime) is compared with the one the
+    connection was opened on; when a writer published a new file (``os.replace``),
+    the connection is reopened as soon as no read is using the old one. While
+    :func:`set_label` writes, reads wait. Lock conflicts with another process are
+    retried a few times before a :class:`WarehouseError`.
+    """
+
+    def __init__(self, path: str | Path, *, attempts: int = 8, retry_delay_s: float = 0.05):
+        self.path = Path(path)
+        self.attempts = attempts
+        self.retry_delay_s = retry_delay_s
+
+    def signature(self) -> tuple[int, int] | None:
+        """(inode, mtime_ns) of the published file, or None when it is missing."""
+        return _signature(self.path)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only cursor, closed when the block ends."""
+        gate = _gate(self.path)
+        with gate.cond:
+            while True:
+                gate.cond.wait_for(lambda: not gate.writing)
+                current = self.signature()
+                if current is None:
+                    raise WarehouseError(
+                        f"no database at {self.path} (run `factorscope ingest` first)"
+                    )
+                if gate.con is not None and gate.signature == current:
+                    break
+                if gate.readers == 0:
+                    gate.drop()
+                    gate.con = self._open()
+                    gate.signature = current
+                    break
+                # A newer file landed: wait for the reads on the old one to finish.
+                gate.cond.wait(timeout=0.05)
+            gate.readers += 1
+            cursor = gate.con.cursor()
+        try:
+            yield cursor
+        except duckdb.Error as e:
+            raise WarehouseError(f"query on {self.path} failed: {_first_line(e)}") from e
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.close()
+            with gate.cond:
+                gate.readers -= 1
+                gate.cond.notify_all()
+
+    def close(self) -> None:
+        """Close the cached connection once no read uses it (it reopens on demand)."""
+        gate = _gate(self.path)
+        with gate.cond:
+            gate.cond.wait_for(lambda: gate.readers == 0)
+            gate.drop()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            try:
+                return duckdb.connect(str(self.path), read_only=True, config=dict(READ_CONFIG))
+            except duckdb.Error as e:
+                last = e
+                if not _is_lock_error(e) and self.path.exists():
+                    raise WarehouseError(
+                        f"cannot open database {self.path}: {_first_line(e)}"
+                    ) from e
+                time.sleep(self.retry_delay_s * (attempt + 1))
+        if not self.path.exists():
+            raise WarehouseError(f"no database at {self.path} (run `factorscope ingest` first)")
+        raise WarehouseError(
+            f"database {self.path} is locked by a writer; try again in a moment "
+            f"({_first_line(last) if last else 'locked'})"
+        ) from last
+
+
+@contextlib.contextmanager
+def _write_connection(
+    db_path: str | Path, *, attempts: int = 20, retry_delay_s: float = 0.05
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short write connection on the published file; this process's reads wait."""
+    path = Path(db_path)
+    if not path.exists():
+        raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
+    gate = _gate(path)
+    with gate.cond:
+        gate.cond.wait_for(lambda: not gate.writing)
+        gate.writing = True
+        gate.cond.wait_for(lambda: gate.readers == 0)
+        gate.drop()
+    try:
+        con = None
+        last: BaseException | None = None
+        for attempt in range(attempts):
+            try:
+                con = duckdb.connect(str(path))
+                break
+            except duckdb.Error as e:
+                last = e
+                if not _is_lock_error(e):
+                    raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
+                time.sleep(retry_delay_s * (attempt + 1))
+        if con is None:
+            raise WarehouseError(
+                f"database {path} is busy (another process reads or writes it); "
+                f"try again in a moment ({_first_line(last) if last else 'locked'})"
+            ) from last
+        try:
+            yield con
+        except duckdb.Error as e:
+            raise WarehouseError(f"write to {path} failed: {_first_line(e)}") from e
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+    finally:
+        with gate.cond:
+            gate.writing = False
+            gate.cond.notify_all()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[tuple]:
+    try:
+        return con.execute(sql, params or []).fetchall()
+    except duckdb.Error as e:
+        raise WarehouseError(f"warehouse query failed: {_first_line(e)}") from e
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> Any:
+    rows = _rows(con, sql, params)
+    return rows[0][0] if rows else None
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> pl.DataFrame:
+    try:
+        return con.sql(sql, params=params or None).pl()
+    except duckdb.Error as e:
+        raise WarehouseError(f"warehouse query failed: {_first_line(e)}") from e
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    return {key: json.loads(value) for key, value in _rows(con, "SELECT * FROM summary_meta")}
+
+
+def active_dictionary_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The dictionary whose codes the database holds (the newest encoded one)."""
+    found = _scalar(
+        con,
+        "SELECT coalesce("
+        "(SELECT max(dictionary_id) FROM dictionaries WHERE status = 'encoded'), "
+        "(SELECT max(dictionary_id) FROM dictionaries))",
+    )
+    if found is None:
+        raise WarehouseError("this database holds no dictionary (run `factorscope learn`)")
+    return int(found)
+
+
+def dictionary_size(con: duckdb.DuckDBPyConnection) -> int:
+    """Number of factors of the active dictionary."""
+    n = _scalar(
+        con,
+        "SELECT n_factors FROM dictionaries WHERE dictionary_id = ?",
+        [active_dictionary_id(con)],
+    )
+    return int(n)
+
+
+def layers(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The hidden-state layers of the run (0 = embeddings), those encoded when known."""
+    encoded = _rows(con, "SELECT DISTINCT layer FROM layer_quality ORDER BY layer")
+    if encoded:
+        return [int(r[0]) for r in encoded]
+    n = _scalar(con, "SELECT n_layers FROM runs ORDER BY run_id LIMIT 1")
+    if n is None:
+        raise WarehouseError("this database holds no ingest run (run `factorscope ingest`)")
+    return list(range(int(n)))
+
+
+def check_factor(con: duckdb.DuckDBPyConnection, factor: Any) -> int:
+    """``factor`` as an int, or an :class:`InputError` naming the valid range."""
+    factor = _as_int(factor, "factor")
+    size = dictionary_size(con)
+    if not 0 <= factor < size:
+        raise InputError(
+            f"factor {factor} does not exist: this dictionary has factors 0..{size - 1}"
+        )
+    return factor
+
+
+def check_layer(con: duckdb.DuckDBPyConnection, layer: Any) -> int:
+    """``layer`` as an int, or an :class:`InputError` naming the valid layers."""
+    layer = _as_int(layer, "layer")
+    valid = layers(con)
+    if layer not in valid:
+        shown = (
+            f"{valid[0]}..{valid[-1]}"
+            if valid == list(range(valid[0], valid[-1] + 1))
+            else (", ".join(map(str, valid)))
+        )
+        raise InputError(f"layer {layer} does not exist: this run has layers {shown}")
+    return layer
+
+
+# ----------------------------------------------------------------------------- overview
+
+
+def run_overview(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """What the database holds, for the app's header and `factorscope status`."""
+    run = _rows(
+        con,
+        "SELECT model, corpus, n_sentences, n_tokens, n_layers, hidden_size, ingest_seconds "
+        "FROM runs ORDER BY run_id LIMIT 1",
+    )
+    if not run:
+        raise WarehouseError("this database holds no ingest run (run `factorscope ingest`)")
+    model, corpus, n_sentences, n_tokens, n_layers, hidden_size, ingest_s = run[0]
+    dictionary_id = active_dictionary_id(con)
+    n_factors, lambda1, fit_s, status = _rows(
+        con,
+        "SELECT n_factors, lambda1, fit_seconds, status FROM dictionaries WHERE dictionary_id = ?",
+        [dictionary_id],
+    )[0]
+    encode_s = _scalar(
+        con,
+        "SELECT coalesce(sum(seconds), 0) FROM encode_chunks WHERE dictionary_id = ?",
+        [dictionary_id],
+    )
+    meta = _meta(con)
+    return {
+        "model": model,
+        "corpus": corpus,
+        "n_sentences": int(n_sentences),
+        "n_tokens": int(n_tokens),
+        "n_layers": int(n_layers),
+        "hidden_size": int(hidden_size),
+        "n_factors": int(n_factors),
+        "lambda1": float(lambda1),
+        "dictionary_id": dictionary_id,
+        "dictionary_status": status,
+        "timings": {
+            "ingest_seconds": ingest_s,
+            "fit_seconds": fit_s,
+            "encode_seconds": float(encode_s),
+            "summaries_seconds": meta.get("seconds"),
+        },
+        "level_counts": level_counts(con),
+    }
+
+
+# ----------------------------------------------------------------------------- contexts
+
+_PICK_TOP = """
+SELECT alpha, token_id,
+       row_number() OVER (ORDER BY alpha DESC, token_id) AS rank,
+       NULL::INTEGER AS interval
+FROM codes
+WHERE factor = $factor AND layer = $layer
+QUALIFY rank > $offset AND rank <= $offset + $k
+"""
+
+_PICK_INTERVALS = """
+WITH ranked AS (
+    SELECT alpha, token_id,
+           row_number() OVER (ORDER BY alpha DESC, token_id) AS rank,
+           max(alpha) OVER () AS top
+    FROM codes
+    WHERE factor = $factor AND layer = $layer
+)
+SELECT alpha, token_id, rank,
+       least(CAST(floor(alpha / top * $n_intervals) AS INTEGER), $n_intervals - 1) AS interval
+FROM ranked
+QUALIFY row_number() OVER (PARTITION BY interval ORDER BY hash(token_id, $seed), token_id)
+        <= $per_interval
+"""
+
+# The context of picked tokens, cut exactly as summaries.py cuts the materialised ones.
+_CONTEXTS = """
+WITH picked AS ({pick}),
+tok AS (
+    SELECT p.*, t.sentence_idx, t.word, t.word_start, t.word_end,
+           coalesce(t.word_index, t.position) AS wi
+    FROM picked p JOIN tokens t USING (token_id)
+),
+words AS (
+    SELECT sentence_idx, coalesce(word_index, position) AS wi,
+           min(word_start) AS ws, max(word_end) AS we
+    FROM tokens
+    WHERE sentence_idx IN (SELECT sentence_idx FROM tok)
+    GROUP BY ALL
+),
+spans AS (
+    SELECT tok.token_id, min(w.ws) AS cs, max(w.we) AS ce
+    FROM tok JOIN words w
+      ON w.sentence_idx = tok.sentence_idx
+     AND w.wi BETWEEN tok.wi - $context AND tok.wi + $context
+    GROUP BY tok.token_id
+)
+SELECT CAST($factor AS INTEGER) AS factor,
+       CAST($layer AS SMALLINT) AS layer,
+       CAST(tok.rank AS INTEGER) AS rank,
+       tok.alpha,
+       tok.token_id,
+       tok.sentence_idx,
+       tok.word,
+       substr(s.text, sp.cs + 1, sp.ce - sp.cs) AS context,
+       CAST(tok.word_start - sp.cs AS INTEGER) AS highlight_start,
+       CAST(tok.word_end - sp.cs AS INTEGER) AS highlight_end,
+       tok.interval
+FROM tok
+JOIN spans sp USING (token_id)
+JOIN sentences s USING (sentence_idx)
+ORDER BY tok.interval DESC NULLS LAST, tok.rank
+"""
+
+_CONTEXT_COLUMNS = [
+    "factor",
+    "layer",
+    "rank",
+    "alpha",
+    "token_id",
+    "sentence_idx",
+    "word",
+    "context",
+    "highlight_start",
+    "highlight_end",
+]
+
+
+def top_contexts(
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, *, k: int = 200, offset: int = 0
+) -> pl.DataFrame:
+    """The tokens of largest alpha for (factor, layer), ranks offset+1..offset+k.
+
+    Within the materialised top list (200 by default) this reads the
+    ``factor_top_contexts`` view; beyond it, the codes themselves (slower).
+    """
+    factor = check_factor(con, factor)
+    layer = check_layer(con, layer)
+    k = _as_int(k, "k")
+    offset = _as_int(offset, "offset")
+    if k < 1 or offset < 0:
+        raise InputError(f"k must be positive and offset non-negative, got k={k}, offset={offset}")
+    materialised = _meta(con).get("top_k", 0)
+    if offset + k <= materialised:
+        return _frame(
+            con,
+            "SELECT * FROM factor_top_contexts "
+            "WHERE factor = $factor AND layer = $layer AND rank > $offset "
+            "AND rank <= $offset + $k ORDER BY rank",
+            {"factor": factor, "layer": layer, "offset": offset, "k": k},
+        )
+    frame = _frame(
+        con,
+        _CONTEXTS.format(pick=_PICK_TOP),
+        {
+            "factor": factor,
+            "layer": layer,
+            "offset": offset,
+            "k": k,
+            "context": CONTEXT_WORDS,
+        },
+    )
+    return frame.select(_CONTEXT_COLUMNS)
+
+
+def interval_samples(
+    con: duckdb.DuckDBPyConnection,
+    factor: int,
+    layer: int,
+    *,
+    n_intervals: int = 5,
+    per_interval: int = 5,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Contexts sampled from activation intervals (sae_vis style).
+
+    (0, max alpha] is cut into ``n_intervals`` equal intervals; ``interval`` 0 is the
+    weakest. From each, ``per_interval`` tokens are drawn by a seeded hash (the same
+    call gives the same sample). Rows: the strongest interval first.
+    """
+    factor = check_factor(con, factor)
+    layer = check_layer(con, layer)
+    n_intervals = _as_int(n_intervals, "n_intervals")
+    per_interval = _as_int(per_interval, "per_interval")
+    if not (1 <= n_intervals <= 100 and 1 <= per_interval <= 1000):
+        raise InputError("n_intervals must be in 1..100 and per_interval in 1..1000")
+    return _frame(
+        con,
+        _CONTEXTS.format(pick=_PICK_INTERVALS),
+        {
+            "factor": factor,
+            "layer": layer,
+            "n_intervals": n_intervals,
+            "per_interval": per_interval,
+            "seed": _as_int(seed, "seed"),
+            "context": CONTEXT_WORDS,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- importance
+
+
+def importance_curve(con: duckdb.DuckDBPyConnection, factor: int) -> pl.DataFrame:
+    """IS of ``factor`` at every layer (0.0 where it never fires), columns layer, importance."""
+    factor = check_factor(con, factor)
+    all_layers = layers(con)
+    found = dict(
+        _rows(
+            con,
+            "SELECT layer, importance FROM factor_importance WHERE factor = ?",
+            [factor],
+        )
+    )
+    return pl.DataFrame(
+        {
+            "layer": all_layers,
+            "importance": [float(found.get(layer, 0.0)) for layer in all_layers],
+        },
+        schema={"layer": pl.Int64, "importance": pl.Float64},
+    )
+
+
+def factor_level(con: duckdb.DuckDBPyConnection, factor: int) -> dict | None:
+    """{'peak_layer', 'level'} of ``factor``, or None when it never fires."""
+    factor = check_factor(con, factor)
+    rows = _rows(con, "SELECT peak_layer, level FROM factor_levels WHERE factor = ?", [factor])
+    if not rows:
+        return None
+    return {"peak_layer": int(rows[0][0]), "level": rows[0][1]}
+
+
+def level_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Number of factors of each level (every level present, zero if none)."""
+    found = dict(_rows(con, "SELECT level, count(*) FROM factor_levels GROUP BY level"))
+    return {level: int(found.get(level, 0)) for level in LEVELS}
+
+
+def random_factor(
+    con: duckdb.DuckDBPyConnection, level: Literal["low", "mid", "high"], *, seed: int | None = None
+) -> int | None:
+    """A random factor of ``level`` (seeded when ``seed`` is given); None if there is none."""
+    if level not in LEVELS:
+        raise InputError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    factors = [
+        r[0]
+        for r in _rows(
+            con, "SELECT factor FROM factor_levels WHERE level = ? ORDER BY factor", [level]
+        )
+    ]
+    if not factors:
+        return None
+    return int(random.Random(seed).choice(factors))
+
+
+# ----------------------------------------------------------------------------- words
+
+
+def word_factors(
+    con: duckdb.DuckDBPyConnection, word: str, *, layer: int | None = None, limit: int = 20
+) -> pl.DataFrame:
+    """The factors a word activates most (mean alpha over its occurrences), best first."""
+    if not isinstance(word, str) or not word.strip():
+        raise InputError("word must be a non-empty string")
+    limit = _as_int(limit, "limit")
+    if limit < 1:
+        raise InputError(f"limit must be positive, got {limit}")
+    params: dict[str, Any] = {"word": word.strip().lower(), "limit": limit}
+    sql = "SELECT * FROM word_factors WHERE word = $word"
+    if layer is not None:
+        params["layer"] = check_layer(con, layer)
+        sql += " AND layer = $layer"
+    sql += " ORDER BY mean_alpha DESC, layer, factor LIMIT $limit"
+    return _frame(con, sql, params)
+
+
+# ----------------------------------------------------------------------------- histograms
+
+
+def factor_histogram(
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, *, bins: int = 30
+) -> pl.DataFrame:
+    """Counts of the non-zero alphas in ``bins`` equal bins over (0, max alpha]."""
+    factor = check_factor(con, factor)
+    layer = check_layer(con, layer)
+    bins = _as_int(bins, "bins")
+    if not 1 <= bins <= 1000:
+        raise InputError(f"bins must be in 1..1000, got {bins}")
+    rows = _rows(
+        con,
+        """
+        WITH a AS (SELECT alpha FROM codes WHERE factor = $factor AND layer = $layer),
+             m AS (SELECT max(alpha) AS top FROM a)
+        SELECT least(CAST(floor(a.alpha / m.top * $bins) AS INTEGER), $bins - 1) AS b,
+               count(*) AS n, any_value(m.top) AS top
+        FROM a, m
+        GROUP BY b
+        """,
+        {"factor": factor, "layer": layer, "bins": bins},
+    )
+    schema = {"bin_low": pl.Float64, "bin_high": pl.Float64, "count": pl.Int64}
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    top = float(rows[0][2])
+    counts = np.zeros(bins, dtype=np.int64)
+    for b, n, _ in rows:
+        counts[int(b)] = n
+    edges = np.linspace(0.0, top, bins + 1)
+    return pl.DataFrame(
+        {"bin_low": edges[:-1], "bin_high": edges[1:], "count": counts}, schema=schema
+    )
+
+
+# ----------------------------------------------------------------------------- neighbours
+
+
+def factor_neighbors(
+    con: duckdb.DuckDBPyConnection,
+    factor: int,
+    *,
+    limit: int = 10,
+    by: Literal["cosine", "coactivation"] = "cosine",
+) -> pl.DataFrame:
+    """Nearest factors by atom cosine (or by co-activation), columns neighbor, cosine,
+    coactivation."""
+    factor = check_factor(con, factor)
+    limit = _as_int(limit, "limit")
+    order = {
+        "cosine": "cosine DESC, neighbor",
+        "coactivation": "coactivation DESC, cosine DESC, neighbor",
+    }
+    if by not in order:
+        raise InputError(f"by must be 'cosine' or 'coactivation', got {by!r}")
+    # The ORDER BY clause comes from the allow-list above.
+    return _frame(
+        con,
+        "SELECT neighbor, cosine, coactivation FROM factor_neighbors WHERE factor = $factor "
+        f"ORDER BY {order[by]} LIMIT $limit",
+        {"factor": factor, "limit": limit},
+    )
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def factor_label(con: duckdb.DuckDBPyConnection, factor: int) -> dict | None:
+    """{'factor', 'label', 'source', 'auto_label'}: the user's label, else the automatic one."""
+    factor = check_factor(con, factor)
+    found = dict(
+        (source, label)
+        for label, source in _rows(
+            con, "SELECT label, source FROM factor_labels WHERE factor = ?", [factor]
+        )
+    )
+    if not found:
+        return None
+    source = "user" if "user" in found else "auto"
+    return {
+        "factor": factor,
+        "label": found[source],
+        "source": source,
+        "auto_label": found.get("auto"),
+    }
+
+
+def search_labels(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 20) -> pl.DataFrame:
+    """Factors whose user or automatic label contains ``text`` (case-insensitive)."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("search text must be a non-empty string")
+    limit = _as_int(limit, "limit")
+    return _frame(
+        con,
+        "SELECT factor, label, source FROM factor_labels "
+        "WHERE contains(lower(label), lower($text)) "
+        "ORDER BY source = 'user' DESC, factor LIMIT $limit",
+        {"text": text.strip(), "limit": limit},
+    )
+
+
+def set_label(db_path: str | Path, factor: int, label: str) -> None:
+    """Save (or, with an empty label, delete) the user's label of ``factor``.
+
+    Writes the published file directly in a short transaction; a running writer
+    carries the label into its staging copy when it publishes.
+    """
+    if not isinstance(label, str):
+        raise InputError(f"label must be a string, got {label!r}")
+    label = " ".join(label.split())
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InputError(f"label is too long ({len(label)} > {MAX_LABEL_LENGTH} characters)")
+    with _write_connection(db_path) as con:
+        factor = check_factor(con, factor)
+        if label:
+            con.execute(
+                "INSERT OR REPLACE INTO user_labels (factor, label, updated_at) "
+                "VALUES (?, ?, current_timestamp)",
+                [factor, label],
+            )
+        else:
+            con.execute("DELETE FROM user_labels WHERE factor = ?", [factor])
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def layer_quality(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per-layer reconstruction quality of the active dictionary, by layer."""
+    return _frame(
+        con,
+        "SELECT layer, n_vectors, fvu, mean_l0, zero_code_share, dead_factors, lambda1 "
+        "FROM layer_quality WHERE dictionary_id = $d ORDER BY layer",
+        {"d": active_dictionary_id(con)},
+    )
+
+
+# ----------------------------------------------------------------------------- LIME
+
+
+def lime_cache_get(con: duckdb.DuckDBPyConnection, key: str) -> dict | None:
+    """A cached LIME explanation (``result`` parsed back from JSON), or None."""
+    rows = _rows(
+        con,
+        "SELECT key, factor, layer, sentence_idx, word_index, n_samples, result, created_at "
+        "FROM lime_cache WHERE key = ?",
+        [str(key)],
+    )
+    if not rows:
+        return None
+    names = [
+        "key",
+        "factor",
+        "layer",
+        "sentence_idx",
+        "word_index",
+        "n_samples",
+        "result",
+        "created_at",
+    ]
+    record = dict(zip(names, rows[0], strict=True))
+    record["result"] = json.loads(record["result"])
+    return record
+
+
+def lime_cache_put(
+    db_path: str | Path,
+    key: str,
+    *,
+    factor: int,
+    layer: int,
+    sentence_idx: int | None,
+    word_index: int,
+    n_samples: int,
+    result: dict,
+) -> None:
+    """Store a LIME explanation under ``key`` (replacing an older one)."""
+    payload = json.dumps(result, sort_keys=True)
+    with _write_connection(db_path) as con:
+        factor = check_factor(con, factor)
+        layer = check_layer(con, layer)
+        con.execute(
+            "INSERT OR REPLACE INTO lime_cache "
+            "(key, factor, layer, sentence_idx, word_index, n_samples, result, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+            [
+                str(key),
+                factor,
+                layer,
+                None if sentence_idx is None else _as_int(sentence_idx, "sentence_idx"),
+                _as_int(word_index, "word_index"),
+                _as_int(n_samples, "n_samples"),
+                payload,
+            ],
+        )
+
+
+def token_context(con: duckdb.DuckDBPyConnection, sentence_idx: int) -> dict:
+    """One sentence's text and stored tokens (for LIME and the context pages)."""
+    sentence_idx = _as_int(sentence_idx, "sentence_idx")
+    text = _rows(con, "SELECT text FROM sentences WHERE sentence_idx = ?", [sentence_idx])
+    if not text:
+        n = _scalar(con, "SELECT count(*) FROM sentences")
+        raise InputError(
+            f"sentence {sentence_idx} does not exist: this corpus has sentences 0..{n - 1}"
+        )
+    tokens = _frame(
+        con,
+        "SELECT token_id, position, piece, word, word_index, char_start, char_end, "
+        "word_start, word_end FROM tokens WHERE sentence_idx = $s ORDER BY position",
+        {"s": sentence_idx},
+    )
+    return {"sentence_idx": sentence_idx, "text": text[0][0], "tokens": tokens.to_dicts()}

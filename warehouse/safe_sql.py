@@ -1,0 +1,149 @@
+"""The read-only SQL console (`factorscope sql`, the app's SQL page).
+
+A query runs on its own read-only connection with external access disabled and the
+configuration locked (no files read or written, no extensions, no settings changed,
+no spilling to a temp folder). Only one statement is accepted, and only if DuckDB's
+own parser says it is a query: SELECT / WITH / FROM / DESCRIBE / SHOW / SUMMARIZE /
+EXPLAIN. Results are capped at ``row_cap`` rows, and a timer interrupts a query that
+runs longer than ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from factorscope.errors import SqlRefusedError, WarehouseError
+from factorscope.warehouse.queries import READ_CONFIG
+
+ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN"
+
+_ALLOWED_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_query(sql: str) -> str:
+    """The one statement of ``sql`` if the console may run it, else :class:`SqlRefusedError`."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise SqlRefusedError("no SQL given: type a query such as SELECT * FROM factor_levels")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise SqlRefusedError(f"SQL syntax error: {_first_line(e)}") from e
+    if not statements:
+        raise SqlRefusedError("no SQL statement found (only comments?)")
+    if len(statements) > 1:
+        raise SqlRefusedError(f"only one statement at a time is allowed, found {len(statements)}")
+    statement = statements[0]
+    kind = statement.type
+    if kind not in _ALLOWED_TYPES:
+        raise SqlRefusedError(
+            f"{kind.name} statements are not allowed: the console is read-only and runs "
+            f"only {ALLOWED} queries"
+        )
+    if kind == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs what it explains: the inner statement must be a query too.
+        match = _EXPLAIN.match(statement.query)
+        if match is None:
+            raise SqlRefusedError("EXPLAIN must start the statement (no comment before it)")
+        inner = statement.query[match.end() :]
+        try:
+            inner_statements = duckdb.extract_statements(inner)
+        except duckdb.Error as e:
+            raise SqlRefusedError(f"SQL syntax error: {_first_line(e)}") from e
+        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
+            raise SqlRefusedError(f"EXPLAIN is allowed only on {ALLOWED} queries")
+    return statement.query
+
+
+def run_safe_query(
+    db_path: str | Path, sql: str, *, row_cap: int = 1000, timeout_s: float = 5.0
+) -> tuple[pl.DataFrame, bool]:
+    """Run one read-only query; returns (at most ``row_cap`` rows, whether more existed).
+
+    Raises :class:`SqlRefusedError` for anything but one read-only query, a syntax
+    error, an error while running (its first line) or a query cancelled by the timeout.
+    """
+    if isinstance(row_cap, bool) or not isinstance(row_cap, int) or row_cap < 1:
+        raise SqlRefusedError(f"row_cap must be a positive integer, got {row_cap!r}")
+    if not timeout_s > 0:
+        raise SqlRefusedError(f"timeout_s must be positive, got {timeout_s!r}")
+    query = check_query(sql)
+    path = Path(db_path)
+    if not path.exists():
+        raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=dict(READ_CONFIG))
+    except duckdb.Error as e:
+        raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
+    fired = threading.Event()
+
+    def _cancel() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout_s, _cancel)
+    timer.daemon = True
+    try:
+        timer.start()
+        try:
+            reader = con.execute(query).to_arrow_reader(min(row_cap + 1, 10_000))
+            batches: list[pa.RecordBatch] = []
+            n = 0
+            for batch in reader:
+                batches.append(batch)
+                n += batch.num_rows
+                if n > row_cap:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        except duckdb.Error as e:
+            if fired.is_set():
+                raise SqlRefusedError(
+                    f"query cancelled: it ran longer than the {timeout_s:g} s limit"
+                ) from e
+            if "read-only mode" in str(e):
+                raise SqlRefusedError(
+                    "refused: the console is read-only and this query would write "
+                    "(a data-modifying CTE?)"
+                ) from e
+            raise SqlRefusedError(f"query failed: {_first_line(e)}") from e
+    finally:
+        timer.cancel()
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+    truncated = table.num_rows > row_cap
+    table = table.slice(0, row_cap)
+    return _to_polars(table), truncated
+
+
+def _to_polars(table: pa.Table) -> pl.DataFrame:
+    """A polars frame with unique column names (SELECT 1, 1 gives two columns named 1)."""
+    seen: dict[str, int] = {}
+    names = []
+    for name in table.column_names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        names.append(name if count == 0 else f"{name}_{count + 1}")
+    table = table.rename_columns(names)
+    try:
+        return pl.from_arrow(table)
+    except Exception:  # an Arrow type polars lacks: show it as text
+        return pl.from_arrow(
+            pa.table(
+                {
+                    n: pa.array([str(v) for v in c.to_pylist()])
+                    for n, c in zip(names, table.columns, strict=True)
+                }
+            )
+        )
