@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results/sparse.json"))
     ap.add_argument("--sentences", type=int, default=400)
     ap.add_argument("--n-factors", type=int, default=1000)
-    ap.add_argument("--fit-vectors", type=int, default=20000)
+    ap.add_argument("--fit-vectors", type=int, default=10000)
     ap.add_argument("--encode-vectors", type=int, default=20000)
     ap.add_argument("--slow-vectors", type=int, default=600, help="subsample for (c)-(e)")
     ap.add_argument("--n-jobs", type=int, default=-1)

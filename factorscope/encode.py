@@ -121,6 +121,73 @@ def _codes_table(codes, layers: np.ndarray, token_ids: np.ndarray) -> pa.Table:
     )
 
 
+class TokenMismatchError(WarehouseError):
+    """The tokenizer no longer gives the tokens stored at ingest."""
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """The codes and per-layer sums of one batch of sentences (every token, every layer)."""
+
+    codes: pa.Table  # layer, factor, token_id, alpha (non-zeros only)
+    stats: pa.Table  # one row per layer: see layer_stats
+    n_tokens: int
+    n_vectors: int
+
+
+def encode_sentences(
+    loaded: LoadedModel,
+    encoder: SparseEncoder,
+    rows: list[tuple[int, str]],
+    *,
+    max_length: int,
+    keep_special: bool,
+    batch_size: int = 32,
+    stored_ids: np.ndarray | None = None,
+) -> EncodedBatch:
+    """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector.
+
+    The same computation serves the local encode, a shard (``factorscope.scale``) and a
+    Ray actor. ``stored_ids``, when given, are the sorted token ids stored at ingest;
+    a tokenizer that no longer gives them raises :class:`TokenMismatchError`.
+    """
+    tokenized = tokenize(
+        loaded, [text for _, text in rows], max_length=max_length, keep_special=keep_special
+    )
+    states = hidden_states(loaded, tokenized, batch_size=batch_size)
+    token_ids = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [
+            idx * MAX_POSITIONS + ts.positions.astype(np.int64)
+            for (idx, _), ts in zip(rows, tokenized, strict=True)
+        ]
+    )
+    if stored_ids is not None and not np.array_equal(np.sort(token_ids), stored_ids):
+        raise TokenMismatchError(
+            "the model's tokenizer no longer gives the stored tokens "
+            "(was the model changed since ingest?)"
+        )
+    n_layers = loaded.n_layers
+    # rows ordered (layer, token): X[l * n + t] = state of token t at layer l
+    X = np.concatenate(
+        [np.zeros((0, n_layers, loaded.hidden_size), dtype=np.float32)]
+        + [s.transpose(1, 0, 2) for s in states],
+        axis=0,
+    )  # (n, L, d)
+    n_tok = X.shape[0]
+    X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
+    layers = np.repeat(np.arange(n_layers), n_tok)
+    all_ids = np.tile(token_ids, n_layers)
+    codes = encoder.transform(X, layers)
+    stats = layer_stats(encoder, X, layers, codes)
+    return EncodedBatch(
+        codes=_codes_table(codes, layers, all_ids),
+        stats=_stats_table(stats),
+        n_tokens=n_tok,
+        n_vectors=X.shape[0],
+    )
+
+
 def _staged_source(db_path: Path) -> Path:
     return wip_path(db_path) if wip_path(db_path).exists() else db_path
 
@@ -164,48 +231,33 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 lo, hi = chunk * chunk_size, (chunk + 1) * chunk_size
                 rows = store.read_sentences(con, lo, hi)
                 stored_ids = store.read_token_ids(con, lo, hi)
-                tokenized = tokenize(
-                    loaded,
-                    [text for _, text in rows],
-                    max_length=int(ingest_config["max_length"]),
-                    keep_special=bool(ingest_config["keep_special"]),
-                )
-                states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
-                token_ids = np.concatenate(
-                    [
-                        idx * MAX_POSITIONS + ts.positions.astype(np.int64)
-                        for (idx, _), ts in zip(rows, tokenized, strict=True)
-                    ]
-                )
-                if not np.array_equal(np.sort(token_ids), stored_ids):
-                    raise WarehouseError(
-                        f"chunk {chunk}: the model's tokenizer no longer gives the stored tokens "
-                        "(was the model changed since ingest?)"
+                try:
+                    batch = encode_sentences(
+                        loaded,
+                        encoder,
+                        rows,
+                        max_length=int(ingest_config["max_length"]),
+                        keep_special=bool(ingest_config["keep_special"]),
+                        batch_size=config.batch_size,
+                        stored_ids=stored_ids,
                     )
-                n_layers = loaded.n_layers
-                # rows ordered (layer, token): X[l * n + t] = state of token t at layer l
-                X = np.concatenate([s.transpose(1, 0, 2) for s in states], axis=0)  # (n, L, d)
-                n_tok = X.shape[0]
-                X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
-                layers = np.repeat(np.arange(n_layers), n_tok)
-                all_ids = np.tile(token_ids, n_layers)
-                codes = encoder.transform(X, layers)
-                stats = layer_stats(encoder, X, layers, codes)
-                table = _codes_table(codes, layers, all_ids)
+                except TokenMismatchError as e:
+                    raise WarehouseError(f"chunk {chunk}: {e}") from e
+                table = batch.codes
                 store.write_encode_chunk(
                     con,
                     dictionary_id=record.dictionary_id,
                     chunk=chunk,
                     codes=table,
-                    stats=_stats_table(stats),
+                    stats=batch.stats,
                     seconds=time.perf_counter() - t0,
                 )
-                n_vectors += X.shape[0]
+                n_vectors += batch.n_vectors
                 n_codes += table.num_rows
                 bar.update(
                     task,
-                    advance=n_tok,
-                    rate=n_vectors / n_layers / max(time.perf_counter() - started, 1e-9),
+                    advance=batch.n_tokens,
+                    rate=n_vectors / loaded.n_layers / max(time.perf_counter() - started, 1e-9),
                 )
         with stderr_console.status("sorting codes and building summaries"):
             store.finish_encoding(con, record.dictionary_id)

@@ -15,7 +15,6 @@ import pytest
 
 from factorscope.analyzer import LiveAnalyzer
 from factorscope.cli import main
-from factorscope.encode import run_encode
 from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.learn import LearnConfig, run_learn
@@ -160,7 +159,22 @@ def _encode_cmd(db: Path) -> list[str]:
 def test_encode_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> None:
     corpus = tmp_path / "big.txt"
     rng = np.random.default_rng(1)
-    words = "the a cat dog left right bank river play game sun moon tea cup".split()
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "left",
+        "right",
+        "bank",
+        "river",
+        "play",
+        "game",
+        "sun",
+        "moon",
+        "tea",
+        "cup",
+    ]
     corpus.write_text(
         "\n".join(
             " ".join(rng.choice(words, size=int(rng.integers(6, 20)))) + f" {i}."

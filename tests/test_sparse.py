@@ -102,7 +102,7 @@ def test_torch_backend_objective_matches_spams(learner, data):
     X, layers = data
     lam = 0.05
     spams_enc = SparseEncoder(learner, lambda1=lam)
-    torch_enc = SparseEncoder(learner, lambda1=lam, backend="torch", tol=1e-6)
+    torch_enc = SparseEncoder(learner, lambda1=lam, backend="torch")
     Xp = spams_enc.preprocess(X[:400], layers[:400])
     o_spams = lasso_objective(
         Xp, learner.components_, spams_enc.transform(X[:400], layers[:400]), lam

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from factorscope.errors import InputError, WarehouseError
+from factorscope.warehouse import parquet
 from factorscope.warehouse.summaries import CONTEXT_WORDS
 
 LEVELS = ("low", "mid", "high")
@@ -166,7 +167,7 @@ class WarehouseReader:
         last: BaseException | None = None
         for attempt in range(self.attempts):
             try:
-                return duckdb.connect(str(self.path), read_only=True, config=dict(READ_CONFIG))
+                return parquet.open_read_only(self.path)
             except duckdb.Error as e:
                 last = e
                 if not _is_lock_error(e) and self.path.exists():
@@ -805,3 +806,118 @@ def token_context(con: duckdb.DuckDBPyConnection, sentence_idx: int) -> dict:
         {"s": sentence_idx},
     )
     return {"sentence_idx": sentence_idx, "text": text[0][0], "tokens": tokens.to_dicts()}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def code_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per layer: active factors and non-zero codes, columns layer, active_factors, non_zeros."""
+    return _frame(
+        con,
+        "SELECT CAST(layer AS INTEGER) AS layer, count(DISTINCT factor) AS active_factors, "
+        "count(*) AS non_zeros FROM codes GROUP BY layer ORDER BY layer",
+    )
+
+
+def active_factor_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Number of factors with at least one non-zero code at any layer."""
+    return int(_scalar(con, "SELECT count(DISTINCT factor) FROM codes") or 0)
+
+
+def level_factors(
+    con: duckdb.DuckDBPyConnection, level: Literal["low", "mid", "high"]
+) -> pl.DataFrame:
+    """Factors of ``level`` with their peak: columns factor, peak_layer, importance (at the
+    peak), strongest first (ties: the smaller factor)."""
+    if level not in LEVELS:
+        raise InputError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    return _frame(
+        con,
+        "SELECT v.factor, CAST(v.peak_layer AS INTEGER) AS peak_layer, i.importance "
+        "FROM factor_levels v "
+        "JOIN factor_importance i ON i.factor = v.factor AND i.layer = v.peak_layer "
+        "WHERE v.level = $level ORDER BY i.importance DESC, v.factor",
+        {"level": level},
+    )
+
+
+def word_top_factors(con: duckdb.DuckDBPyConnection, word: str, layer: int) -> pl.DataFrame:
+    """The strongest factor at each occurrence of ``word`` (lower-cased) at ``layer``.
+
+    One row per occurrence (the word's first piece): token_id, factor, alpha; factor and
+    alpha are null where no factor fires. Ties: the smaller factor.
+    """
+    if not isinstance(word, str) or not word.strip():
+        raise InputError("word must be a non-empty string")
+    layer = check_layer(con, layer)
+    return _frame(
+        con,
+        """
+        WITH occ AS (
+            SELECT token_id FROM tokens
+            WHERE lower(word) = $word AND char_start = word_start
+        ),
+        best AS (
+            SELECT c.token_id, c.factor, c.alpha
+            FROM codes c JOIN occ USING (token_id)
+            WHERE c.layer = $layer
+            QUALIFY row_number() OVER (
+                PARTITION BY c.token_id ORDER BY c.alpha DESC, c.factor) = 1
+        )
+        SELECT o.token_id, b.factor, b.alpha
+        FROM occ o LEFT JOIN best b USING (token_id)
+        ORDER BY o.token_id
+        """,
+        {"word": word.strip().lower(), "layer": layer},
+    )
+
+
+def word_top_factor_spread(
+    con: duckdb.DuckDBPyConnection, layer: int, *, min_occurrences: int = 20
+) -> pl.DataFrame:
+    """For every word (lower-cased, first piece) with at least ``min_occurrences``
+    occurrences: how its occurrences' top factors at ``layer`` spread.
+
+    Columns word, occurrences, fired (occurrences where some factor fires), distinct_top
+    (number of different top factors), top_count (occurrences of the most common one).
+    """
+    layer = check_layer(con, layer)
+    min_occurrences = _as_int(min_occurrences, "min_occurrences")
+    if min_occurrences < 1:
+        raise InputError(f"min_occurrences must be positive, got {min_occurrences}")
+    return _frame(
+        con,
+        """
+        WITH occ AS (
+            SELECT token_id, lower(word) AS word FROM tokens WHERE char_start = word_start
+        ),
+        frequent AS (
+            SELECT word FROM occ GROUP BY word HAVING count(*) >= $min_occurrences
+        ),
+        best AS (
+            SELECT token_id, factor FROM codes
+            WHERE layer = $layer
+            QUALIFY row_number() OVER (PARTITION BY token_id ORDER BY alpha DESC, factor) = 1
+        ),
+        joined AS (
+            SELECT o.word, o.token_id, b.factor
+            FROM occ o JOIN frequent USING (word) LEFT JOIN best b USING (token_id)
+        ),
+        per_factor AS (
+            SELECT word, factor, count(*) AS n FROM joined
+            WHERE factor IS NOT NULL GROUP BY ALL
+        ),
+        spread AS (
+            SELECT word, count(*) AS distinct_top, max(n) AS top_count
+            FROM per_factor GROUP BY word
+        )
+        SELECT j.word, count(*) AS occurrences, count(j.factor) AS fired,
+               coalesce(any_value(s.distinct_top), 0) AS distinct_top,
+               coalesce(any_value(s.top_count), 0) AS top_count
+        FROM joined j LEFT JOIN spread s USING (word)
+        GROUP BY j.word
+        ORDER BY occurrences DESC, j.word
+        """,
+        {"layer": layer, "min_occurrences": min_occurrences},
+    )

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from factorscope.errors import SqlRefusedError, WarehouseError
-from factorscope.warehouse.queries import READ_CONFIG
+from factorscope.warehouse.parquet import open_read_only
 
 ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN"
 
@@ -84,7 +84,7 @@ def run_safe_query(
     if not path.exists():
         raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
     try:
-        con = duckdb.connect(str(path), read_only=True, config=dict(READ_CONFIG))
+        con = open_read_only(path)
     except duckdb.Error as e:
         raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
     fired = threading.Event()
@@ -98,7 +98,7 @@ def run_safe_query(
     try:
         timer.start()
         try:
-            reader = con.execute(query).to_arrow_reader(min(row_cap + 1, 10_000))
+            reader = con.sql(query).to_arrow_reader(min(row_cap + 1, 10_000))
             batches: list[pa.RecordBatch] = []
             n = 0
             for batch in reader:

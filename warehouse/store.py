@@ -408,18 +408,25 @@ def write_encode_chunk(
             con.unregister("chunk_stats")
 
 
-def finish_encoding(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> None:
-    """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality."""
+def finish_encoding(
+    con: duckdb.DuckDBPyConnection, dictionary_id: int, *, sort_codes: bool = True
+) -> None:
+    """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality.
+
+    ``sort_codes=False`` leaves ``codes`` as it is (a view over attached Parquet).
+    """
     meta = _one_dict(
         con, "SELECT n_factors, lambda1 FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
     )
     with transaction(con):
-        con.execute(
-            "CREATE OR REPLACE TABLE codes_sorted AS "
-            "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, alpha DESC"
-        )
-        con.execute("DROP TABLE codes")
-        con.execute("ALTER TABLE codes_sorted RENAME TO codes")
+        if sort_codes:
+            con.execute(
+                "CREATE OR REPLACE TABLE codes_sorted AS "
+                "SELECT layer, factor, token_id, alpha FROM codes "
+                "ORDER BY layer, factor, alpha DESC"
+            )
+            con.execute("DROP TABLE codes")
+            con.execute("ALTER TABLE codes_sorted RENAME TO codes")
         con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
         con.execute(
             """

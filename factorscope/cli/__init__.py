@@ -15,6 +15,7 @@ import click
 from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_ingest,
     commands_pipeline,
+    commands_report,
     commands_status,
     commands_warehouse,
 )

@@ -1,0 +1,58 @@
+"""`make bench`: run every benchmark, collect their JSON, print one summary table.
+
+Each benchmark is its own script (runnable alone); this runner only sequences them
+and writes ``bench/results/summary.md`` with the figures and target ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+BENCHMARKS = [
+    ("sparse", "bench_sparse.py"),
+    ("pipeline", "bench_pipeline.py"),
+    ("warehouse", "bench_warehouse.py"),
+    ("app_load", "bench_app_load.py"),
+    ("scale", "bench_scale.py"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--only", nargs="*", help="Run only these benchmarks.")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = []
+    lines = ["# Benchmark summary", "", f"Run on {time.strftime('%Y-%m-%d %H:%M')}.", ""]
+    for name, script in BENCHMARKS:
+        if args.only and name not in args.only:
+            continue
+        if not (HERE / script).exists():
+            continue
+        out = args.out / f"{name}.json"
+        print(f"== {name}", flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / script), "--out", str(out)])
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            failures.append(name)
+            lines.append(f"## {name}: FAILED (exit {proc.returncode})\n")
+            continue
+        lines += [f"## {name} ({seconds:.0f} s)", "", "```json", out.read_text()[:4000], "```", ""]
+    (args.out / "summary.md").write_text("\n".join(lines))
+    print(f"results in {args.out}")
+    if failures:
+        print(f"failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

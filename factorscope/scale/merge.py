@@ -1,0 +1,131 @@
+"""`factorscope merge --db OUT SHARD_DIRS...`: one warehouse from the shard folders.
+
+The shards must come from one run and one dictionary and cover ``0..n-1`` exactly
+once. The merged database has the tables and views of a locally encoded one (the app
+and the SQL console work on it unchanged); its top contexts, importance scores and
+levels equal a single run's (see :mod:`factorscope.warehouse.shards`). With
+``attach=True`` the codes stay in the shard folders and ``codes`` is a view over them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from factorscope.errors import InputError
+from factorscope.ingest.pipeline import check_db_path_writable
+from factorscope.warehouse import store
+from factorscope.warehouse.parquet import ShardLayout, write_roots_sidecar
+from factorscope.warehouse.publish import staged_database
+from factorscope.warehouse.shards import build_merged_warehouse
+
+DEFAULT_TOP_K = 200
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    db_path: Path
+    n_shards: int
+    n_sentences: int
+    n_tokens: int
+    n_codes: int
+    seconds: float
+    attached: bool
+
+    def line(self) -> str:
+        where = "attached in place" if self.attached else "copied in"
+        return (
+            f"merge: {self.n_shards} shards, {self.n_sentences:,} sentences, "
+            f"{self.n_tokens:,} tokens, {self.n_codes:,} codes ({where}) in "
+            f"{self.seconds:.1f} s -> {self.db_path}"
+        )
+
+
+def read_shards(shard_dirs: list[str | Path]) -> list[tuple[ShardLayout, dict]]:
+    """The shard folders' manifests, checked to form one complete set, ordered by shard."""
+    if not shard_dirs:
+        raise InputError("give at least one shard folder to merge")
+    found = []
+    for d in shard_dirs:
+        layout = ShardLayout(Path(d).resolve())
+        if not layout.root.is_dir():
+            raise InputError(f"shard folder {d} not found")
+        manifest = layout.read_manifest()
+        if manifest is None:
+            raise InputError(
+                f"shard folder {d} is incomplete (no shard.json): run its encode again to finish it"
+            )
+        found.append((layout, manifest))
+    first = found[0][1]["job"]
+    for layout, manifest in found[1:]:
+        job = manifest["job"]
+        if job["fingerprint"] != first["fingerprint"]:
+            raise InputError(
+                f"{layout.root} was encoded from another run or dictionary than {found[0][0].root}"
+            )
+        for key in ("n_shards", "partial_k", "importance_k"):
+            if job[key] != first[key]:
+                raise InputError(f"{layout.root}: {key} {job[key]} differs from {first[key]}")
+    n = first["n_shards"]
+    indices = sorted(m["job"]["shard"] for _, m in found)
+    if indices != list(range(n)):
+        missing = sorted(set(range(n)) - set(indices))
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        raise InputError(
+            f"the shard folders must hold shards 0..{n - 1} once each"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; repeated {dupes}" if dupes else "")
+        )
+    return sorted(found, key=lambda item: item[1]["job"]["shard"])
+
+
+def run_merge(
+    db_path: str | Path,
+    shard_dirs: list[str | Path],
+    *,
+    attach: bool = False,
+    top_k: int = DEFAULT_TOP_K,
+) -> MergeSummary:
+    """Build (replace) the warehouse at ``db_path`` from complete shard folders."""
+    db_path = Path(db_path)
+    check_db_path_writable(db_path)
+    shards = read_shards(shard_dirs)
+    job = shards[0][1]["job"]
+    if top_k > job["partial_k"]:
+        raise InputError(
+            f"top_k {top_k} exceeds the shards' partial top-k ({job['partial_k']}): "
+            "re-encode the shards with a larger --partial-k"
+        )
+    started = time.perf_counter()
+    manifest = shards[0][1]
+    atoms = pq.read_table(shards[0][0].dictionary).sort_by("factor")
+    dictionary = dict(manifest["dictionary"])
+    dictionary["components"] = store.arrow_to_vectors(
+        atoms.column("vector"), int(manifest["run"]["hidden_size"])
+    )
+    roots = [layout.root for layout, _ in shards]
+    with staged_database(db_path, fresh=True) as con:
+        build_merged_warehouse(
+            con,
+            roots,
+            run=manifest["run"],
+            dictionary=dictionary,
+            attach=attach,
+            top_k=top_k,
+            importance_k=int(job["importance_k"]),
+        )
+        # Before the file is published, so no reader sees attached codes it may not read.
+        write_roots_sidecar(db_path, roots if attach else None)
+    counts = [m["counts"] for _, m in shards]
+    return MergeSummary(
+        db_path,
+        len(shards),
+        sum(c["sentences"] for c in counts),
+        sum(c["tokens"] for c in counts),
+        sum(c["codes"] for c in counts),
+        time.perf_counter() - started,
+        attach,
+    )

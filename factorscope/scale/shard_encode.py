@@ -1,0 +1,363 @@
+"""`factorscope encode --shard i/n --out DIR`: one shard of the encode, into a shard folder.
+
+The run database (``--db``, after ``ingest`` and ``learn``) gives the sentences, the
+stored tokens and the dictionary; this process keeps the sentences whose stable id
+hashes to shard ``i`` (:func:`~factorscope.scale.sharding.shard_of`), codes every
+token at every layer exactly as the local encode does
+(:func:`factorscope.encode.encode_sentences`), and writes Parquet in the layout of
+:mod:`factorscope.warehouse.parquet`: codes partitioned by layer, this shard's
+sentences and tokens, per-chunk layer sums and the partial summaries ``factorscope
+merge`` needs. Chunk files are written atomically, so a killed shard resumes at its
+first missing chunk; ``shard.json`` is written last and marks the folder complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from factorscope import __version__
+from factorscope.encode import EncodeConfig, TokenMismatchError, encode_sentences, load_run_model
+from factorscope.errors import InputError, WarehouseError
+from factorscope.learn import load_learner
+from factorscope.progress import progress_bar
+from factorscope.scale.sharding import ShardSpec, shard_of
+from factorscope.sparse import SparseEncoder
+from factorscope.warehouse import shards as wshards
+from factorscope.warehouse import store
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
+from factorscope.warehouse.publish import wip_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTIAL_K = 200
+"""Rows of each (factor, layer) a shard keeps for the merged top contexts (>= served 200)."""
+DEFAULT_IMPORTANCE_K = 1000
+"""K of the importance score: a shard keeps the K largest alphas of each (factor, layer)."""
+
+_RUN_FIELDS = (
+    "model",
+    "model_path",
+    "revision",
+    "corpus",
+    "config",
+    "config_hash",
+    "n_layers",
+    "hidden_size",
+    "n_sentences",
+    "n_tokens",
+    "n_chunks",
+    "sample_size",
+    "status",
+    "ingest_seconds",
+    "factorscope_version",
+)
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    out_dir: Path
+    shard: ShardSpec
+    engine: str
+    n_sentences: int
+    n_tokens: int
+    n_vectors: int
+    n_codes: int
+    seconds: float
+    already_complete: bool
+
+    def line(self) -> str:
+        if self.already_complete:
+            return f"encode: shard {self.shard} in {self.out_dir} is complete; nothing to do"
+        rate = self.n_vectors / self.seconds if self.seconds else 0.0
+        return (
+            f"encode ({self.engine}): shard {self.shard}: {self.n_sentences:,} sentences, "
+            f"{self.n_vectors:,} token x layer vectors -> {self.n_codes:,} non-zero codes in "
+            f"{self.seconds:.1f} s ({rate:,.0f} vectors/s) -> {self.out_dir}"
+        )
+
+
+@dataclass
+class ShardJob:
+    """What every engine needs, read once from the run database."""
+
+    run: dict
+    record: store.DictionaryRecord
+    dictionary_row: dict
+    shard: ShardSpec
+    sentences: pa.Table  # this shard's rows of `sentences`, by sentence_idx
+    tokens: pa.Table  # this shard's rows of `tokens`, by token_id
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.run["config"]["chunk_size"])
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies run + dictionary: shards merge only when theirs are equal."""
+        h = hashlib.sha1(self.run["config_hash"].encode())
+        h.update(np.ascontiguousarray(self.record.components, dtype=np.float32).tobytes())
+        h.update(str(self.record.lambda1).encode())
+        return h.hexdigest()[:16]
+
+    def job_info(self, engine: str, partial_k: int, importance_k: int) -> dict:
+        return {
+            "shard": self.shard.index,
+            "n_shards": self.shard.count,
+            "fingerprint": self.fingerprint,
+            "engine": engine,
+            "partial_k": partial_k,
+            "importance_k": importance_k,
+        }
+
+    def chunks(self) -> list[np.ndarray]:
+        """This shard's sentence_idx values cut into chunks of the run's chunk size."""
+        idx = self.sentences.column("sentence_idx").to_numpy()
+        return [idx[i : i + self.chunk_size] for i in range(0, idx.size, self.chunk_size)]
+
+    def stored_ids(self, sentence_idx: np.ndarray) -> np.ndarray:
+        token_ids = self.tokens.column("token_id").to_numpy()
+        keep = np.isin(token_ids // store.TOKEN_ID_STRIDE, sentence_idx)
+        return token_ids[keep]
+
+    def texts(self, sentence_idx: np.ndarray) -> list[tuple[int, str]]:
+        all_idx = self.sentences.column("sentence_idx").to_numpy()
+        pos = np.searchsorted(all_idx, sentence_idx)
+        texts = self.sentences.column("text").take(pa.array(pos)).to_pylist()
+        return list(zip(sentence_idx.tolist(), texts, strict=True))
+
+
+def _staged_source(db_path: Path) -> Path:
+    return wip_path(db_path) if wip_path(db_path).exists() else db_path
+
+
+def prepare_shard(
+    db_path: str | Path, shard: ShardSpec, dictionary_id: int | None = None
+) -> ShardJob:
+    """Read the run, the dictionary and this shard's sentences and tokens."""
+    db_path = Path(db_path)
+    con = connect(_staged_source(db_path), read_only=True)
+    try:
+        run = store.require_run(con)
+        record = store.load_dictionary(con, dictionary_id)
+        row = wshards.dictionary_row(con, record.dictionary_id)
+        ids = wshards.sentence_ids(con)
+        sentence_idx = ids.column("sentence_idx").to_numpy()
+        owned = np.fromiter(
+            (shard_of(s, shard.count) == shard.index for s in ids.column("sentence_id").to_pylist()),
+            dtype=bool,
+            count=ids.num_rows,
+        )
+        mine = sentence_idx[owned]
+        sentences = wshards.shard_sentences(con, mine)
+        tokens = wshards.shard_tokens(con, mine)
+    finally:
+        con.close()
+    return ShardJob(run, record, row, shard, sentences, tokens)
+
+
+def check_out_dir(layout: ShardLayout, info: dict) -> bool:
+    """Create the folder or check it holds this same job; True when already complete."""
+    marker = layout.root / "job.json"
+    if marker.is_file():
+        import json
+
+        previous = json.loads(marker.read_text("utf-8"))
+        if previous != info:
+            raise InputError(
+                f"{layout.root} holds the output of another shard or dictionary "
+                f"({previous.get('shard')}/{previous.get('n_shards')}, "
+                f"{previous.get('engine')}); use an empty folder"
+            )
+    else:
+        if layout.root.exists() and any(layout.root.iterdir()):
+            raise InputError(f"--out {layout.root} is not empty and holds no shard job")
+        write_json(info, marker)
+    manifest = layout.read_manifest()
+    return manifest is not None and manifest.get("job") == info
+
+
+def finish_shard(
+    layout: ShardLayout,
+    job: ShardJob,
+    info: dict,
+    *,
+    seconds: float,
+    n_vectors: int,
+    n_codes: int,
+) -> None:
+    """Write the shard's sentences, tokens, dictionary, partial summaries and manifest."""
+    write_parquet(job.sentences, layout.sentences)
+    write_parquet(job.tokens, layout.tokens)
+    write_parquet(
+        pa.table(
+            {
+                "factor": pa.array(np.arange(job.record.n_factors, dtype=np.int32)),
+                "vector": store.vectors_to_arrow(job.record.components),
+            }
+        ),
+        layout.dictionary,
+    )
+    if not any(layout.stats.glob("part-*.parquet")):
+        # An empty shard still leaves a (typed, empty) stats file for the merge.
+        write_parquet(_stats_with_keys(_empty_stats(), job.shard.index, 0, 0.0, None), layout.stats_part(job.shard.index, 0))
+    partials = wshards.partial_summaries(
+        layout, partial_k=info["partial_k"], importance_k=info["importance_k"]
+    )
+    for name, table in partials.items():
+        write_parquet(table, layout.partial(name))
+    row = dict(job.dictionary_row)
+    write_json(
+        {
+            "job": info,
+            "run": {k: job.run[k] for k in _RUN_FIELDS},
+            "dictionary": {
+                k: row[k]
+                for k in (
+                    "dictionary_id",
+                    "lambda1",
+                    "preprocessing",
+                    "params",
+                    "seed",
+                    "fit_seconds",
+                    "source",
+                )
+            },
+            "counts": {
+                "sentences": job.sentences.num_rows,
+                "tokens": job.tokens.num_rows,
+                "vectors": n_vectors,
+                "codes": n_codes,
+            },
+            "seconds": round(seconds, 3),
+            "factorscope_version": __version__,
+        },
+        layout.manifest,
+    )
+
+
+def _empty_stats() -> pa.Table:
+    from factorscope.encode import _stats_table
+
+    return _stats_table({k: [] for k in ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")})
+
+
+def _stats_with_keys(
+    stats: pa.Table, shard: int, chunk: int, seconds: float, codes: pa.Table | None
+) -> pa.Table:
+    layers = stats.column("layer").to_numpy()
+    if codes is not None and codes.num_rows:
+        counts = np.bincount(
+            codes.column("layer").to_numpy().astype(np.int64), minlength=int(layers.max()) + 1
+        )[layers]
+    else:
+        counts = np.zeros(layers.size, dtype=np.int64)
+    n = stats.num_rows
+    return (
+        stats.append_column("shard", pa.array(np.full(n, shard, dtype=np.int32)))
+        .append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32)))
+        .append_column("n_codes", pa.array(counts.astype(np.int64)))
+        .append_column("seconds", pa.array(np.full(n, seconds, dtype=np.float64)))
+    )
+
+
+def write_chunk(
+    layout: ShardLayout, shard: int, chunk: int, codes: pa.Table, stats: pa.Table, seconds: float
+) -> None:
+    """One chunk's codes (one file per layer) and then its stats (the chunk's done-marker)."""
+    layer = codes.column("layer").to_numpy()
+    bounds = np.flatnonzero(np.diff(layer)) + 1  # codes come sorted by layer
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [layer.size]])
+    for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):
+        if hi > lo:
+            part = codes.slice(lo, hi - lo).drop_columns(["layer"])
+            write_parquet(part, layout.codes_part(int(layer[lo]), shard, chunk))
+    write_parquet(_stats_with_keys(stats, shard, chunk, seconds, codes), layout.stats_part(shard, chunk))
+
+
+def run_shard_encode(
+    db_path: str | Path,
+    out_dir: str | Path,
+    *,
+    shard: ShardSpec | None = None,
+    config: EncodeConfig | None = None,
+    partial_k: int = DEFAULT_PARTIAL_K,
+    importance_k: int = DEFAULT_IMPORTANCE_K,
+) -> ShardSummary:
+    """Encode one shard of the run's sentences into the shard folder ``out_dir``."""
+    shard = shard or ShardSpec()
+    config = config or EncodeConfig()
+    _check_k(partial_k, importance_k)
+    layout = ShardLayout(Path(out_dir))
+    job = prepare_shard(db_path, shard, config.dictionary_id)
+    info = job.job_info("local", partial_k, importance_k)
+    if check_out_dir(layout, info):
+        return ShardSummary(layout.root, shard, "local", 0, 0, 0, 0, 0.0, True)
+
+    encoder = SparseEncoder(load_learner(job.record), backend=config.backend)
+    loaded = load_run_model(job.run, config)
+    _check_model(loaded, job)
+    ingest_config = job.run["config"]
+    started = time.perf_counter()
+    n_vectors = n_codes = 0
+    chunks = job.chunks()
+    with progress_bar(f"encode shard {shard}", total=job.tokens.num_rows) as bar:
+        task = bar.task_ids[0]
+        for chunk, idx in enumerate(chunks):
+            if layout.stats_part(shard.index, chunk).is_file():
+                continue  # done by an earlier, interrupted run
+            t0 = time.perf_counter()
+            try:
+                batch = encode_sentences(
+                    loaded,
+                    encoder,
+                    job.texts(idx),
+                    max_length=int(ingest_config["max_length"]),
+                    keep_special=bool(ingest_config["keep_special"]),
+                    batch_size=config.batch_size,
+                    stored_ids=job.stored_ids(idx),
+                )
+            except TokenMismatchError as e:
+                raise WarehouseError(f"shard {shard}, chunk {chunk}: {e}") from e
+            write_chunk(
+                layout, shard.index, chunk, batch.codes, batch.stats, time.perf_counter() - t0
+            )
+            n_vectors += batch.n_vectors
+            n_codes += batch.codes.num_rows
+            bar.update(task, advance=batch.n_tokens)
+    seconds = time.perf_counter() - started
+    finish_shard(layout, job, info, seconds=seconds, n_vectors=n_vectors, n_codes=n_codes)
+    return ShardSummary(
+        layout.root,
+        shard,
+        "local",
+        job.sentences.num_rows,
+        job.tokens.num_rows,
+        n_vectors,
+        n_codes,
+        seconds,
+        False,
+    )
+
+
+def _check_k(partial_k: int, importance_k: int) -> None:
+    if partial_k < 200:
+        raise InputError(f"partial_k must be at least the served top-k (200), not {partial_k}")
+    if importance_k < 1:
+        raise InputError(f"importance_k must be positive, not {importance_k}")
+
+
+def _check_model(loaded, job: ShardJob) -> None:
+    if loaded.hidden_size != job.record.components.shape[1]:
+        raise WarehouseError(
+            f"dictionary {job.record.dictionary_id} has {job.record.components.shape[1]}-dim "
+            f"atoms but the model's hidden size is {loaded.hidden_size}"
+        )

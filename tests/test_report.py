@@ -1,0 +1,186 @@
+"""The reproduction report: numbers, Markdown sections, figures, CLI."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from factorscope.cli import main
+from factorscope.errors import InputError
+from factorscope.report import highlight, md_escape, polysemy_row, write_report
+from factorscope.warehouse.queries import LEVELS
+from factorscope.warehouse.synthetic import build_synthetic_db
+from tests.conftest import copy_db
+
+SECTIONS = (
+    "## Counts",
+    "## Timings",
+    "## Reconstruction quality per layer",
+    "## Factor levels",
+    "## Example factors",
+    "## Polysemy",
+    "### Baseline",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _check_figures(out: Path, summary) -> str:
+    text = summary.readme.read_text(encoding="utf-8")
+    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert referenced, "the report shows no figure"
+    for ref in referenced:
+        width, height = _png_size(out / ref)
+        assert 100 <= width <= 1200 and 100 <= height <= 1200
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png")}
+    assert on_disk == set(referenced) == {p.relative_to(out).as_posix() for p in summary.figures}
+    return text
+
+
+def _sql(db: Path, query: str, params=None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(query, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def _occurrences(db: Path, word: str) -> int:
+    return _sql(
+        db,
+        "SELECT count(*) FROM tokens WHERE lower(word) = ? AND char_start = word_start",
+        [word],
+    )[0][0]
+
+
+@pytest.fixture(scope="module")
+def synthetic_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report-synth") / "synth.duckdb"
+    return build_synthetic_db(path, n_sentences=150, n_factors=32, hidden_size=8, seed=4)
+
+
+def test_report_on_a_real_pipeline_db(tiny_pipeline_db, tmp_path):
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    out = tmp_path / "report"
+    summary = write_report(db, out, examples_per_level=2)
+    text = _check_figures(out, summary)
+    for section in SECTIONS:
+        assert section in text
+
+    quality = dict(_sql(db, "SELECT layer, fvu FROM layer_quality"))
+    n_layers = _sql(db, "SELECT n_layers FROM runs")[0][0]
+    assert sorted(summary.fvu) == list(range(n_layers)) == sorted(quality)
+    for layer, fvu in summary.fvu.items():
+        assert 0.0 <= fvu <= 1.0
+        assert fvu == pytest.approx(quality[layer])
+        assert f"| {layer} |" in text
+
+    active = _sql(db, "SELECT count(DISTINCT factor) FROM codes")[0][0]
+    assert summary.n_factors_active == active > 0
+    assert sum(summary.level_counts.values()) == active
+    assert summary.n_codes == _sql(db, "SELECT count(*) FROM codes")[0][0]
+    assert summary.n_sentences == _sql(db, "SELECT count(*) FROM sentences")[0][0]
+
+    # Example factors belong to their level and show their top contexts, word in bold.
+    levels = dict(_sql(db, "SELECT factor, level FROM factor_levels"))
+    for level, picked in summary.examples.items():
+        assert len(picked) == min(2, summary.level_counts[level])
+        for ex in picked:
+            assert levels[ex.factor] == level
+            assert ex.n_contexts > 0
+            assert f"#### Factor {ex.factor}" in text
+    assert "**" in text.split("## Example factors")[1]
+
+    # Every conftest sentence word is there; the polysemy numbers are consistent.
+    assert summary.skipped_words == []
+    assert [r.word for r in summary.polysemy] == ["left", "right", "bank", "play"]
+    for row in summary.polysemy:
+        assert row.occurrences == _occurrences(db, row.word) > 0
+        assert (row.first_layer, row.last_layer) == (0, n_layers - 1)
+        for distinct, share in (
+            (row.distinct_first, row.top_share_first),
+            (row.distinct_last, row.top_share_last),
+        ):
+            assert 0 <= distinct <= row.occurrences
+            assert (distinct == 0 and share == 0) or 1 / row.occurrences <= share <= 1
+        assert 0.0 <= row.jaccard <= 1.0
+        assert f"| {row.word} | {row.occurrences} |" in text
+
+
+def test_report_on_a_synthetic_db(synthetic_db, tmp_path):
+    out = tmp_path / "report"
+    words = ("left", "play", "bank", "xylophone")
+    summary = write_report(synthetic_db, out, words=words, seed=3)
+    text = _check_figures(out, summary)
+    for section in SECTIONS:
+        assert section in text
+    quality = dict(_sql(synthetic_db, "SELECT layer, fvu FROM layer_quality"))
+    assert summary.fvu == pytest.approx(quality)
+    assert len(summary.fvu) == summary.n_layers
+    assert all(0.0 <= fvu <= 1.0 for fvu in summary.fvu.values())
+    assert sum(summary.level_counts.values()) == summary.n_factors_active
+    assert (
+        summary.n_factors_active
+        == _sql(synthetic_db, "SELECT count(DISTINCT factor) FROM codes")[0][0]
+    )
+    assert all(summary.level_counts[level] > 0 for level in LEVELS)
+    assert all(len(summary.examples[level]) == 3 for level in LEVELS)
+
+    # Words the corpus lacks are skipped and named; the others are measured.
+    absent = [w for w in words if _occurrences(synthetic_db, w) == 0]
+    assert "xylophone" in absent
+    assert summary.skipped_words == absent
+    assert [r.word for r in summary.polysemy] == [w for w in words if w not in absent]
+    assert "Skipped (no occurrences in this corpus)" in text and '"xylophone"' in text
+    assert summary.baseline is not None and summary.baseline["n_words"] > 0
+
+    # Same seed, same picks; a new report in the same folder leaves no stale figure.
+    again = write_report(synthetic_db, out, words=words, seed=3)
+    assert again.examples == summary.examples
+    other = write_report(synthetic_db, out, words=words, seed=11)
+    _check_figures(out, other)
+
+
+def test_polysemy_row_numbers():
+    row = polysemy_row("w", [5, 5, 5, None], [7, 8, 7, None], layers=(0, 6))
+    assert (row.occurrences, row.distinct_first, row.distinct_last) == (4, 1, 2)
+    assert row.top_share_first == 1.0 and row.top_share_last == pytest.approx(2 / 3)
+    assert (row.top_factor_first, row.top_factor_last) == (5, 7)
+    assert row.jaccard == 0.0 and row.reading == "split"
+    same = polysemy_row("w", [1, 2], [2, 1], layers=(0, 2))
+    assert same.jaccard == 1.0 and same.reading == "unchanged"
+    assert same.top_factor_first == 1  # ties: the smaller factor
+    with pytest.raises(InputError):
+        polysemy_row("w", [1], [], layers=(0, 1))
+
+
+def test_markdown_escaping_and_highlight():
+    assert md_escape("a|b *c*\n_d_") == "a\\|b \\*c\\* \\_d\\_"
+    assert highlight("he left | it", 3, 7) == "he **left** \\| it"
+    assert highlight("x", 5, 9) == "x"
+
+
+def test_bad_arguments(synthetic_db, tmp_path):
+    with pytest.raises(InputError, match="examples_per_level"):
+        write_report(synthetic_db, tmp_path, examples_per_level=-1)
+    with pytest.raises(InputError, match="list of words"):
+        write_report(synthetic_db, tmp_path, words="left")
+
+
+def test_cli_report(synthetic_db, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    code = main(["report", "--db", str(synthetic_db), "--out", str(out), "--word", "left"])
+    assert code == 0
+    assert str(out / "README.md") in capsys.readouterr().out
+    assert (out / "README.md").is_file()
+    assert main(["report", "--db", str(tmp_path / "missing.duckdb"), "--out", str(out)]) == 2
