@@ -100,3 +100,32 @@ def copy_db(src: Path, dst_dir: Path) -> Path:
     dst = dst_dir / src.name
     shutil.copyfile(src, dst)
     return dst
+
+
+def write_random_corpus(path: Path, *, n_sentences: int, seed: int) -> Path:
+    """A corpus of distinct random sentences, big enough to kill a run half-way."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "left",
+        "right",
+        "bank",
+        "river",
+        "play",
+        "game",
+        "sun",
+        "moon",
+        "tea",
+        "cup",
+    ]
+    lines = (
+        " ".join(rng.choice(words, size=int(rng.integers(6, 20)))) + f" {i}."
+        for i in range(n_sentences)
+    )
+    path.write_text("\n".join(lines), "utf-8")
+    return path

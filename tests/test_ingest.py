@@ -21,7 +21,7 @@ from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.ingest.runner import hidden_states, tokenize
 from factorscope.warehouse.publish import wip_path
 
-from .conftest import SENTENCES
+from .conftest import SENTENCES, write_random_corpus
 
 
 def file_digest(path: Path) -> str:
@@ -148,31 +148,7 @@ def _ingest_command(db: Path, model: Path, corpus: Path) -> list[str]:
 def test_resume_after_kill_9_gives_exactly_the_uninterrupted_rows(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    corpus = tmp_path / "big.txt"
-    rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "left",
-        "right",
-        "bank",
-        "river",
-        "play",
-        "game",
-        "sun",
-        "moon",
-        "tea",
-        "cup",
-    ]
-    corpus.write_text(
-        "\n".join(
-            " ".join(rng.choice(words, size=int(rng.integers(6, 20)))) + f" {i}."
-            for i in range(1500)
-        ),
-        "utf-8",
-    )
+    corpus = write_random_corpus(tmp_path / "big.txt", n_sentences=1500, seed=0)
     env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
     reference = tmp_path / "reference.duckdb"
     subprocess.run(_ingest_command(reference, tiny_model_dir, corpus), check=True, env=env)

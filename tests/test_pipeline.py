@@ -21,7 +21,7 @@ from factorscope.learn import LearnConfig, run_learn
 from factorscope.pipeline_config import load_pipeline_config
 from factorscope.warehouse.publish import wip_path
 
-from .conftest import TINY_FACTORS, copy_db
+from .conftest import TINY_FACTORS, copy_db, write_random_corpus
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -157,31 +157,7 @@ def _encode_cmd(db: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_encode_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> None:
-    corpus = tmp_path / "big.txt"
-    rng = np.random.default_rng(1)
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "left",
-        "right",
-        "bank",
-        "river",
-        "play",
-        "game",
-        "sun",
-        "moon",
-        "tea",
-        "cup",
-    ]
-    corpus.write_text(
-        "\n".join(
-            " ".join(rng.choice(words, size=int(rng.integers(6, 20)))) + f" {i}."
-            for i in range(1200)
-        ),
-        "utf-8",
-    )
+    corpus = write_random_corpus(tmp_path / "big.txt", n_sentences=1200, seed=1)
     base = tmp_path / "base.duckdb"
     run_ingest(
         base,

@@ -85,7 +85,7 @@ def _export_one(con: duckdb.DuckDBPyConnection, name: str, target: Path, fmt: st
         else:
             select.append(quoted)
     # ``name`` matched _NAME and comes from the catalog; columns are quoted identifiers.
-    reader = con.execute(f'SELECT {", ".join(select)} FROM "{name}"').to_arrow_reader(_BATCH)
+    reader = con.sql(f'SELECT {", ".join(select)} FROM "{name}"').to_arrow_reader(_BATCH)
     partial = target.with_name(target.name + ".partial")
     if fmt == "parquet":
         with pq.ParquetWriter(partial, reader.schema) as writer:

@@ -164,8 +164,10 @@ def _string_literal(text: str) -> str:
     control character rather than escaped.
     """
     if any(c in text for c in "'\\") or any(ord(c) < 32 for c in text):
-        raise WarehouseError(f"cannot attach Parquet at {text!r}: quotes, backslashes or control "
-                             "characters in the path")
+        raise WarehouseError(
+            f"cannot attach Parquet at {text!r}: quotes, backslashes or control "
+            "characters in the path"
+        )
     return f"'{text}'"
 
 

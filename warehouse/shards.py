@@ -31,10 +31,6 @@ from factorscope.errors import WarehouseError
 from factorscope.warehouse import store, summaries
 from factorscope.warehouse.parquet import ShardLayout, attach_codes, codes_dataset, files_dataset
 
-CHUNK_STRIDE = 1_000_000
-"""encode_chunks.chunk of a merged warehouse = shard * CHUNK_STRIDE + the shard's chunk."""
-
-
 # ----------------------------------------------------------------------------- run database
 
 
@@ -244,25 +240,29 @@ def build_merged_warehouse(
                 "ORDER BY sentence_idx"
             )
             con.execute("INSERT INTO tokens BY NAME SELECT * FROM _m_tokens ORDER BY token_id")
+            # Chunks are numbered 0.. in (shard, shard's chunk) order.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _stats AS "
+                "SELECT *, CAST(dense_rank() OVER (ORDER BY shard, chunk) - 1 AS INTEGER) AS n "
+                "FROM _m_stats"
+            )
             con.execute(
                 "INSERT INTO encode_chunk_stats BY NAME "
-                "SELECT ? AS dictionary_id, shard * ? + chunk AS chunk, layer, n_vectors, "
-                "sq_residual, sq_norm, sum_x, sum_l0, n_zero_codes FROM _m_stats",
-                [dictionary_id, CHUNK_STRIDE],
+                "SELECT ? AS dictionary_id, n AS chunk, layer, n_vectors, "
+                "sq_residual, sq_norm, sum_x, sum_l0, n_zero_codes FROM _stats",
+                [dictionary_id],
             )
             con.execute(
                 "INSERT INTO encode_chunks (dictionary_id, chunk, n_codes, seconds) "
-                "SELECT ?, shard * ? + chunk, sum(n_codes), max(seconds) FROM _m_stats "
-                "GROUP BY shard, chunk ORDER BY 2",
-                [dictionary_id, CHUNK_STRIDE],
+                "SELECT ?, n, sum(n_codes), max(seconds) FROM _stats GROUP BY n ORDER BY n",
+                [dictionary_id],
             )
+            con.execute("DROP TABLE _stats")
             if attach:
                 attach_codes(con, roots)
             else:
                 con.register("_m_codes", codes_dataset(roots))
-                con.execute(
-                    "INSERT INTO codes SELECT layer, factor, token_id, alpha FROM _m_codes"
-                )
+                con.execute("INSERT INTO codes SELECT layer, factor, token_id, alpha FROM _m_codes")
         store.finish_encoding(con, dictionary_id, sort_codes=not attach)
         for name in ("_m_sentences", "_m_tokens", "_m_stats") + (() if attach else ("_m_codes",)):
             con.unregister(name)
@@ -277,9 +277,7 @@ def build_merged_warehouse(
             con.execute("DROP TABLE _ranked")
             con.execute("DROP TABLE _spans")
             con.execute(_MERGED_IMPORTANCE, {"importance_k": importance_k})
-            con.execute(
-                summaries._LEVELS, {"b1": b1, "b2": b2, "n_layers": int(run["n_layers"])}
-            )
+            con.execute(summaries._LEVELS, {"b1": b1, "b2": b2, "n_layers": int(run["n_layers"])})
             con.execute(_MERGED_WORDS, {"word_top": word_top})
             con.execute(_MERGED_HISTOGRAM)
             summaries._write_neighbors(con, dictionary_id, neighbors_n)

@@ -64,22 +64,88 @@ def encode(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
+    engine: Annotated[
+        str, typer.Option(help="local (default) or ray (Ray Data; needs --out).")
+    ] = "local",
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Encode only shard i of n (e.g. 0/4) into --out; see `merge`."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Shard folder to write Parquet to, instead of the database."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors (--engine ray).")] = 1,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or local).")
+    ] = None,
+    partial_k: Annotated[
+        int, typer.Option(min=200, help="Top rows per (factor, layer) a shard keeps.")
+    ] = 200,
 ) -> None:
-    """Code every stored token at every layer; resumable like ingest."""
-    from factorscope.encode import EncodeConfig, run_encode
+    """Code every stored token at every layer; resumable like ingest.
 
-    summary = run_encode(
-        db,
-        EncodeConfig(
-            dictionary_id=dictionary,
-            backend=backend,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-        ),
+    With --shard or --engine ray the codes go to a shard folder (Parquet) instead of
+    the database; `factorscope merge` builds the warehouse from the folders.
+    """
+    from factorscope.encode import EncodeConfig, run_encode
+    from factorscope.errors import InputError
+
+    config = EncodeConfig(
+        dictionary_id=dictionary,
+        backend=backend,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
     )
-    typer.echo(summary.line())
-    _print_quality(summary.quality)
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray, not {engine!r}")
+    if shard is None and out is None and engine == "local":
+        summary = run_encode(db, config)
+        typer.echo(summary.line())
+        _print_quality(summary.quality)
+        return
+    if out is None:
+        raise InputError("--shard and --engine ray write a shard folder: give --out DIR")
+    from factorscope.scale.sharding import ShardSpec
+
+    spec = ShardSpec.parse(shard) if shard is not None else ShardSpec()
+    if engine == "ray":
+        from factorscope.scale.ray_engine import run_ray_encode
+
+        result = run_ray_encode(
+            db,
+            out,
+            shard=spec,
+            config=config,
+            workers=workers,
+            ray_address=ray_address,
+            partial_k=partial_k,
+        )
+    else:
+        from factorscope.scale.shard_encode import run_shard_encode
+
+        result = run_shard_encode(db, out, shard=spec, config=config, partial_k=partial_k)
+    typer.echo(result.line())
+
+
+@app.command()
+def merge(
+    shard_dirs: Annotated[
+        list[Path], typer.Argument(help="The shard folders (from encode --out), all n of them.")
+    ],
+    db: DbOption = DEFAULT_DB,
+    attach: Annotated[
+        bool,
+        typer.Option(
+            "--attach", help="Leave the codes in the shard folders (a view) instead of copying."
+        ),
+    ] = False,
+) -> None:
+    """Build the warehouse (replacing --db) from shard folders: same tables, views, summaries."""
+    from factorscope.scale.merge import run_merge
+
+    typer.echo(run_merge(db, shard_dirs, attach=attach).line())
 
 
 @app.command()

