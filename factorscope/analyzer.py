@@ -42,7 +42,9 @@ class LiveAnalyzer:
         con = connect(db_path, read_only=True)
         try:
             run = store.require_run(con)
-            record = store.load_dictionary(con)
+            # the dictionary whose codes the app shows, not a newer one still unencoded
+            encoded = store.latest_dictionary_id(con, status=("encoded",))
+            record = store.load_dictionary(con, encoded)
         finally:
             con.close()
         loaded = load_run_model(run)

@@ -16,6 +16,7 @@ import numpy as np
 
 from factorscope.errors import InputError
 from factorscope.ingest.pipeline import check_db_path_writable
+from factorscope.ingest.sampling import sample_keys
 from factorscope.progress import stderr_console
 from factorscope.sparse import (
     DEFAULT_LAMBDA1,
@@ -109,9 +110,14 @@ def run_learn(
     else:
         con = connect(wip_path(db_path) if wip_path(db_path).exists() else db_path, read_only=True)
         try:
-            X, layers = store.read_hidden_sample(con, limit=config.max_vectors)
+            X, layers, token_ids = store.read_hidden_sample(con)
         finally:
             con.close()
+        if config.max_vectors is not None and config.max_vectors < X.shape[0]:
+            # the same bottom-k rule as the ingest sample, so a subset spans every layer
+            keys = sample_keys(token_ids, layers, config.seed)
+            keep = np.sort(np.argpartition(keys, config.max_vectors - 1)[: config.max_vectors])
+            X, layers = X[keep], layers[keep]
         n_vectors = X.shape[0]
         learner = DictionaryLearner(
             config.n_factors,

@@ -139,23 +139,8 @@ def _token_ids(sentence_idx: int, sentence: TokenizedSentence) -> np.ndarray:
 def _chunk_tables(
     first_idx: int, sentences: list[Sentence], tokenized: list[TokenizedSentence]
 ) -> tuple[pa.Table, pa.Table]:
-    rows = {k: [] for k in ("sentence_idx", "sentence_id", "source", "text", "n_tokens")}
-    tok = {
-        k: []
-        for k in (
-            "token_id",
-            "sentence_idx",
-            "position",
-            "piece",
-            "vocab_id",
-            "word",
-            "word_index",
-            "char_start",
-            "char_end",
-            "word_start",
-            "word_end",
-        )
-    }
+    rows: dict[str, list] = {name: [] for name in store.SENTENCES_SCHEMA.names}
+    tok: dict[str, list] = {name: [] for name in store.TOKENS_SCHEMA.names}
     for offset, (sentence, ts) in enumerate(zip(sentences, tokenized, strict=True)):
         idx = first_idx + offset
         positions = ts.positions
@@ -176,30 +161,8 @@ def _chunk_tables(
             tok["char_end"].append(int(ts.char_end[p]))
             tok["word_start"].append(int(ts.word_start[p]))
             tok["word_end"].append(int(ts.word_end[p]))
-    sentence_table = pa.table(
-        {
-            "sentence_idx": pa.array(rows["sentence_idx"], pa.int32()),
-            "sentence_id": pa.array(rows["sentence_id"], pa.string()),
-            "source": pa.array(rows["source"], pa.string()),
-            "text": pa.array(rows["text"], pa.string()),
-            "n_tokens": pa.array(rows["n_tokens"], pa.int32()),
-        }
-    )
-    token_table = pa.table(
-        {
-            "token_id": pa.array(tok["token_id"], pa.int64()),
-            "sentence_idx": pa.array(tok["sentence_idx"], pa.int32()),
-            "position": pa.array(tok["position"], pa.int16()),
-            "piece": pa.array(tok["piece"], pa.string()),
-            "vocab_id": pa.array(tok["vocab_id"], pa.int32()),
-            "word": pa.array(tok["word"], pa.string()),
-            "word_index": pa.array(tok["word_index"], pa.int32()),
-            "char_start": pa.array(tok["char_start"], pa.int32()),
-            "char_end": pa.array(tok["char_end"], pa.int32()),
-            "word_start": pa.array(tok["word_start"], pa.int32()),
-            "word_end": pa.array(tok["word_end"], pa.int32()),
-        }
-    )
+    sentence_table = store.sentences_table(rows)
+    token_table = store.tokens_table(tok)
     return sentence_table, token_table
 
 

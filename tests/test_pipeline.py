@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -209,3 +210,14 @@ def test_pipeline_config_rejects_unknown_keys(tmp_path: Path) -> None:
     assert config.ingest.corpus.source == "shakespeare"
     assert config.ingest.sample_size == 5
     assert load_pipeline_config(Path("configs/paper.toml")).learn.n_factors == 2000
+
+
+def test_learn_max_vectors_spans_every_layer(
+    tmp_path: Path, tiny_pipeline_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capped learn must still see every layer, or encode could not scale them."""
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    assert main(["learn", "--db", str(db), "-m", "8", "--max-vectors", "60"]) == 0
+    assert main(["encode", "--db", str(db)]) == 0
+    state = rows(db, "SELECT params FROM dictionaries WHERE dictionary_id = 2")[0][0]
+    assert sorted(json.loads(state)["preprocessor"]["layers"]) == [0, 1, 2]

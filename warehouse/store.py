@@ -23,6 +23,44 @@ TOKEN_ID_STRIDE = 1024
 
 # ----------------------------------------------------------------------------- helpers
 
+SENTENCES_SCHEMA = pa.schema(
+    [
+        ("sentence_idx", pa.int32()),
+        ("sentence_id", pa.string()),
+        ("source", pa.string()),
+        ("text", pa.string()),
+        ("n_tokens", pa.int32()),
+    ]
+)
+"""Arrow layout of a chunk of ``sentences`` rows (as written by ingest and synthetic data)."""
+
+TOKENS_SCHEMA = pa.schema(
+    [
+        ("token_id", pa.int64()),
+        ("sentence_idx", pa.int32()),
+        ("position", pa.int16()),
+        ("piece", pa.string()),
+        ("vocab_id", pa.int32()),
+        ("word", pa.string()),
+        ("word_index", pa.int32()),
+        ("char_start", pa.int32()),
+        ("char_end", pa.int32()),
+        ("word_start", pa.int32()),
+        ("word_end", pa.int32()),
+    ]
+)
+"""Arrow layout of a chunk of ``tokens`` rows."""
+
+
+def sentences_table(columns: dict[str, list]) -> pa.Table:
+    """Column lists named as ``SENTENCES_SCHEMA`` as an Arrow table of that schema."""
+    return pa.Table.from_pydict(columns, schema=SENTENCES_SCHEMA)
+
+
+def tokens_table(columns: dict[str, list]) -> pa.Table:
+    """Column lists named as ``TOKENS_SCHEMA`` as an Arrow table of that schema."""
+    return pa.Table.from_pydict(columns, schema=TOKENS_SCHEMA)
+
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.Array:
     """An (n, d) float32 array as an Arrow list column without a Python loop."""
@@ -180,21 +218,24 @@ def read_token_ids(con: duckdb.DuckDBPyConnection, start: int, stop: int) -> np.
 
 
 def read_hidden_sample(
-    con: duckdb.DuckDBPyConnection, *, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The stored token x layer sample as (vectors (n, d) float32, layers (n,) int)."""
+    con: duckdb.DuckDBPyConnection,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored token x layer sample as (vectors (n, d) float32, layers (n,), token_ids (n,)).
+
+    Rows come in (layer, token_id) order; callers wanting a subset should pick it by
+    the sampling key (see factorscope.learn), not by position, or they would get
+    the first layers only.
+    """
     run = require_run(con)
-    sql = "SELECT layer, vector FROM hidden_states ORDER BY layer, token_id"
-    params: list[Any] = []
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    table = con.sql(sql, params=params).to_arrow_table()
+    table = con.sql(
+        "SELECT layer, token_id, vector FROM hidden_states ORDER BY layer, token_id"
+    ).to_arrow_table()
     if table.num_rows == 0:
         raise WarehouseError("the database holds no hidden-state sample to learn from")
     vectors = arrow_to_vectors(table.column("vector"), run["hidden_size"])
     layers = table.column("layer").to_numpy().astype(np.int64)
-    return vectors, layers
+    token_ids = table.column("token_id").to_numpy().astype(np.int64)
+    return vectors, layers, token_ids
 
 
 # ----------------------------------------------------------------------------- dictionaries

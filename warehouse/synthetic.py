@@ -247,30 +247,8 @@ def _make_text(
         sentence_rows["source"].append("synthetic")
         sentence_rows["text"].append(text)
         sentence_rows["n_tokens"].append(len(words))
-    tokens = pa.table(
-        {
-            "token_id": pa.array(tok["token_id"], pa.int64()),
-            "sentence_idx": pa.array(tok["sentence_idx"], pa.int32()),
-            "position": pa.array(tok["position"], pa.int16()),
-            "piece": pa.array(tok["piece"], pa.string()),
-            "vocab_id": pa.array(tok["vocab_id"], pa.int32()),
-            "word": pa.array(tok["word"], pa.string()),
-            "word_index": pa.array(tok["word_index"], pa.int32()),
-            "char_start": pa.array(tok["char_start"], pa.int32()),
-            "char_end": pa.array(tok["char_end"], pa.int32()),
-            "word_start": pa.array(tok["word_start"], pa.int32()),
-            "word_end": pa.array(tok["word_end"], pa.int32()),
-        }
-    )
-    sentences = pa.table(
-        {
-            "sentence_idx": pa.array(sentence_rows["sentence_idx"], pa.int32()),
-            "sentence_id": pa.array(sentence_rows["sentence_id"], pa.string()),
-            "source": pa.array(sentence_rows["source"], pa.string()),
-            "text": pa.array(sentence_rows["text"], pa.string()),
-            "n_tokens": pa.array(sentence_rows["n_tokens"], pa.int32()),
-        }
-    )
+    tokens = store.tokens_table(tok)
+    sentences = store.sentences_table(sentence_rows)
     return sentences, tokens, np.asarray(word_ids)
 
 
