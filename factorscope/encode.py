@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from factorscope.errors import WarehouseError
+from factorscope.errors import InputError, WarehouseError
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.runner import MAX_POSITIONS, hidden_states, tokenize
 from factorscope.learn import load_learner
 from factorscope.progress import progress_bar, stderr_console
+from factorscope.scale.sharding import run_shard
 from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
@@ -200,6 +201,13 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
     con = connect(_staged_source(db_path), read_only=True)
     try:
         run = store.require_run(con)
+        shard = run_shard(run)
+        if shard is not None:
+            raise InputError(
+                f"{db_path} holds shard {shard} of an ingest: encode it into a shard folder "
+                f"with `factorscope encode --db {db_path} --shard {shard} --out DIR "
+                "--dictionary-db RUN_DB` (see docs/SCALE.md)"
+            )
         record = store.load_dictionary(con, config.dictionary_id)
     finally:
         con.close()

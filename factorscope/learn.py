@@ -18,6 +18,7 @@ from factorscope.errors import InputError
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.sampling import sample_keys
 from factorscope.progress import stderr_console
+from factorscope.scale.sharding import run_shard
 from factorscope.sparse import (
     DEFAULT_LAMBDA1,
     DEFAULT_N_FACTORS,
@@ -88,6 +89,13 @@ def _read_state(db_path: Path) -> tuple[dict, list[dict]]:
         dictionaries = store.list_dictionaries(con)
     finally:
         con.close()
+    shard = run_shard(run)
+    if shard is not None:
+        raise InputError(
+            f"{db_path} holds shard {shard} of an ingest: join the shards first "
+            "(`factorscope merge-ingest --db RUN_DB SHARD_DBS...`) and learn on RUN_DB, "
+            "so that the dictionary is fitted on the whole run's sample"
+        )
     return run, dictionaries
 
 

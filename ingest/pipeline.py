@@ -27,6 +27,7 @@ from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.ingest.sampling import in_sample, sample_threshold
 from factorscope.progress import progress_bar
+from factorscope.scale.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect, schema_version
 from factorscope.warehouse.publish import staged_database, wip_path
@@ -94,16 +95,18 @@ class IngestSummary:
     chunks_done_now: int
     seconds: float
     already_complete: bool
+    shard: ShardSpec | None = None
 
     def line(self) -> str:
+        what = "ingest" if self.shard is None else f"ingest (shard {self.shard})"
         if self.already_complete:
             return (
-                f"ingest: {self.db_path} already holds this run "
+                f"{what}: {self.db_path} already holds this run "
                 f"({self.n_sentences:,} sentences, {self.n_tokens:,} tokens); nothing to do"
             )
         rate = self.n_tokens / self.seconds if self.seconds else 0.0
         return (
-            f"ingest: {self.n_sentences:,} sentences, {self.n_tokens:,} tokens x "
+            f"{what}: {self.n_sentences:,} sentences, {self.n_tokens:,} tokens x "
             f"{self.n_layers} layers, {self.sample_size:,} vectors sampled, "
             f"{self.seconds:.1f} s ({rate:,.0f} tokens/s) -> {self.db_path}"
         )
@@ -137,12 +140,11 @@ def _token_ids(sentence_idx: int, sentence: TokenizedSentence) -> np.ndarray:
 
 
 def _chunk_tables(
-    first_idx: int, sentences: list[Sentence], tokenized: list[TokenizedSentence]
+    indices: list[int], sentences: list[Sentence], tokenized: list[TokenizedSentence]
 ) -> tuple[pa.Table, pa.Table]:
     rows: dict[str, list] = {name: [] for name in store.SENTENCES_SCHEMA.names}
     tok: dict[str, list] = {name: [] for name in store.TOKENS_SCHEMA.names}
-    for offset, (sentence, ts) in enumerate(zip(sentences, tokenized, strict=True)):
-        idx = first_idx + offset
+    for idx, sentence, ts in zip(indices, sentences, tokenized, strict=True):
         positions = ts.positions
         rows["sentence_idx"].append(idx)
         rows["sentence_id"].append(sentence.sentence_id)
@@ -198,8 +200,26 @@ def prepare_corpus(
     return PreparedCorpus([p[0] for p in pairs], [p[1] for p in pairs])
 
 
-def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
-    """Ingest (or resume ingesting) ``config``'s corpus into the database at ``db_path``."""
+def _describe(shard: ShardSpec | None) -> str:
+    return "the whole run" if shard is None else f"shard {shard}"
+
+
+def run_ingest(
+    db_path: str | Path, config: IngestConfig, *, shard: ShardSpec | None = None
+) -> IngestSummary:
+    """Ingest (or resume ingesting) ``config``'s corpus into the database at ``db_path``.
+
+    With ``shard`` (``--shard i/n``) only the sentences whose stable ``sentence_id``
+    falls in shard ``i`` (:func:`~factorscope.scale.sharding.shard_of`) are stored,
+    under their ``sentence_idx`` in the whole corpus (so token ids are those of the
+    whole run), and the hidden-state sample is the whole run's bottom-k sample
+    restricted to this shard's tokens: the threshold is computed over every token of
+    the corpus (tokenizing is cheap; the forward pass runs on this shard only). The
+    shard's sentences are cut into chunks of ``chunk_size``, in order, so a resumed
+    shard redoes exactly its missing chunks. The run row counts this shard's rows and
+    records the shard in its config (outside ``config_hash``, which is the whole
+    run's); ``factorscope merge-ingest`` joins the shards into the whole run.
+    """
     db_path = Path(db_path)
     check_db_path_writable(db_path)
     previous = existing_run(db_path)
@@ -207,6 +227,11 @@ def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
         raise WarehouseError(
             f"{db_path} already holds a run of model {previous['model']!r} over corpus "
             f"{previous['corpus']!r} with other settings; use another --db for this one"
+        )
+    if previous is not None and run_shard(previous) != shard:
+        raise WarehouseError(
+            f"{db_path} already holds {_describe(run_shard(previous))} of this run, not "
+            f"{_describe(shard)}; use another --db for this one"
         )
     if previous is not None and previous["status"] == "ingested":
         return IngestSummary(
@@ -218,19 +243,40 @@ def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
             0,
             0.0,
             True,
+            shard,
         )
 
     sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
     loaded = load_model(config.model, device=config.device, threads=config.threads)
     prepared = prepare_corpus(config, loaded, sentences)
-    token_ids = prepared.all_token_ids()
-    threshold = sample_threshold(token_ids, loaded.n_layers, config.sample_size, config.seed)
-    n_chunks = -(-len(prepared.sentences) // config.chunk_size)
-    expected_sample = (
-        token_ids.size * loaded.n_layers
-        if config.sample_size is None
-        else min(config.sample_size, token_ids.size * loaded.n_layers)
-    )
+    # The sample's threshold always comes from every token of the whole corpus.
+    all_token_ids = prepared.all_token_ids()
+    threshold = sample_threshold(all_token_ids, loaded.n_layers, config.sample_size, config.seed)
+    layers = np.arange(loaded.n_layers)
+    if shard is None:
+        members = np.arange(len(prepared.sentences))
+        n_tokens = int(all_token_ids.size)
+        expected_sample = (
+            n_tokens * loaded.n_layers
+            if config.sample_size is None
+            else min(config.sample_size, n_tokens * loaded.n_layers)
+        )
+    else:
+        members = np.array(
+            [i for i, s in enumerate(prepared.sentences) if shard.owns(s.sentence_id)],
+            dtype=np.int64,
+        )
+        own_ids = [_token_ids(int(i), prepared.tokenized[i]) for i in members]
+        own = np.concatenate(own_ids) if own_ids else np.zeros(0, dtype=np.int64)
+        n_tokens = int(own.size)
+        mask = in_sample(own[None, :], layers[:, None], config.seed, threshold)
+        expected_sample = int(mask.sum())
+    chunks = [
+        members[lo : lo + config.chunk_size] for lo in range(0, members.size, config.chunk_size)
+    ]
+    stored_config = config.to_dict()
+    if shard is not None:
+        stored_config["shard"] = shard.to_dict()
 
     started = time.perf_counter()
     done_now = 0
@@ -242,44 +288,38 @@ def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
                 model_path=loaded.path,
                 revision=loaded.revision,
                 corpus=config.corpus.source,
-                config=config.to_dict(),
+                config=stored_config,
                 config_hash=config.config_hash(),
                 n_layers=loaded.n_layers,
                 hidden_size=loaded.hidden_size,
-                n_sentences=len(prepared.sentences),
-                n_tokens=int(token_ids.size),
-                n_chunks=n_chunks,
+                n_sentences=int(members.size),
+                n_tokens=n_tokens,
+                n_chunks=len(chunks),
                 sample_size=int(expected_sample),
                 status="ingesting",
                 factorscope_version=__version__,
             )
         done = store.done_ingest_chunks(con)
-        todo = [c for c in range(n_chunks) if c not in done]
-        tokens_todo = sum(
-            len(t.positions)
-            for c in todo
-            for t in prepared.tokenized[c * config.chunk_size : (c + 1) * config.chunk_size]
-        )
-        layers = np.arange(loaded.n_layers)
+        todo = [c for c in range(len(chunks)) if c not in done]
+        tokens_todo = sum(len(prepared.tokenized[i].positions) for c in todo for i in chunks[c])
         with progress_bar("ingest", total=tokens_todo) as bar:
             task = bar.task_ids[0]
             processed = 0
             for chunk in todo:
                 t0 = time.perf_counter()
-                lo = chunk * config.chunk_size
-                hi = min(lo + config.chunk_size, len(prepared.sentences))
-                tokenized = prepared.tokenized[lo:hi]
+                indices = chunks[chunk].tolist()
+                tokenized = [prepared.tokenized[i] for i in indices]
                 states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
                 sample_layers, sample_tokens, sample_vectors = [], [], []
-                for offset, (ts, st) in enumerate(zip(tokenized, states, strict=True)):
-                    ids = _token_ids(lo + offset, ts)
+                for idx, ts, st in zip(indices, tokenized, states, strict=True):
+                    ids = _token_ids(idx, ts)
                     mask = in_sample(ids[None, :], layers[:, None], config.seed, threshold)
                     layer_idx, tok_idx = np.nonzero(mask)
                     sample_layers.append(layer_idx)
                     sample_tokens.append(ids[tok_idx])
                     sample_vectors.append(st[layer_idx, tok_idx])
                 sentence_table, token_table = _chunk_tables(
-                    lo, prepared.sentences[lo:hi], tokenized
+                    indices, [prepared.sentences[i] for i in indices], tokenized
                 )
                 store.write_ingest_chunk(
                     con,
@@ -302,11 +342,12 @@ def run_ingest(db_path: str | Path, config: IngestConfig) -> IngestSummary:
         store.finish_run(con, seconds)
     return IngestSummary(
         db_path,
-        len(prepared.sentences),
-        int(token_ids.size),
+        int(members.size),
+        n_tokens,
         loaded.n_layers,
         int(expected_sample),
         done_now,
         seconds,
         False,
+        shard,
     )

@@ -201,3 +201,157 @@ def test_ray_data_engine_matches_the_local_run(tiny_pipeline_db, tmp_path):
     merged = tmp_path / "ray.duckdb"
     run_merge(merged, [out])
     _assert_same(tiny_pipeline_db, merged, (*EXACT, "codes"))
+
+
+# ----------------------------------------------------------------------------- sharded ingest
+
+INGEST_TABLES = ("sentences", "tokens", "hidden_states")
+
+
+def _tiny_ingest(model: Path, corpus: Path, **overrides):
+    from factorscope.ingest.corpus import CorpusConfig
+    from factorscope.ingest.pipeline import IngestConfig
+
+    base = {
+        "corpus": CorpusConfig(source=str(corpus), split="lines", max_sentences=None),
+        "model": str(model),
+        "chunk_size": 4,
+        "sample_size": None,
+    }
+    return IngestConfig(**{**base, **overrides})
+
+
+def _ingest_shards(config, root: Path, n: int) -> list[Path]:
+    from factorscope.ingest.pipeline import run_ingest
+
+    dbs = []
+    for i in range(n):
+        db = root / f"ingest-{i}.duckdb"
+        summary = run_ingest(db, config, shard=ShardSpec(i, n))
+        assert summary.shard == ShardSpec(i, n) and not summary.already_complete
+        dbs.append(db)
+    return dbs
+
+
+def _run_row(db: Path) -> tuple:
+    return _rows_sql(
+        db,
+        "SELECT model, corpus, config, config_hash, n_layers, hidden_size, n_sentences, "
+        "n_tokens, n_chunks, sample_size, status FROM runs",
+    )
+
+
+def _rows_sql(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
+    tiny_model_dir, sentence_corpus, tmp_path, monkeypatch
+):
+    """2 shard ingests joined = one ingest: rows, bottom-k sample, chunks, run; resumable."""
+    from factorscope.encode import run_encode
+    from factorscope.errors import WarehouseError
+    from factorscope.ingest import pipeline
+    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.scale.merge_ingest import run_merge_ingest
+    from factorscope.warehouse import store
+
+    config = _tiny_ingest(tiny_model_dir, sentence_corpus, sample_size=60, batch_size=3)
+    single = tmp_path / "single.duckdb"
+    pipeline.run_ingest(single, config)
+
+    # Shard 0 is killed after its first chunk, then resumed by the same call.
+    calls = {"n": 0}
+    write = store.write_ingest_chunk
+
+    def dying_write(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_ingest_chunk", dying_write)
+    shard0 = tmp_path / "ingest-0.duckdb"
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_ingest(shard0, config, shard=ShardSpec(0, 2))
+    monkeypatch.setattr(store, "write_ingest_chunk", write)
+    with pytest.raises(WarehouseError, match="holds shard 0/2 of this run, not shard 1/2"):
+        pipeline.run_ingest(shard0, config, shard=ShardSpec(1, 2))
+    with pytest.raises(WarehouseError, match="not the whole run"):
+        pipeline.run_ingest(shard0, config)
+    resumed = pipeline.run_ingest(shard0, config, shard=ShardSpec(0, 2))
+    assert resumed.chunks_done_now == _rows_sql(shard0, "SELECT n_chunks FROM runs")[0][0] - 1
+    shard1 = tmp_path / "ingest-1.duckdb"
+    pipeline.run_ingest(shard1, config, shard=ShardSpec(1, 2))
+    assert pipeline.run_ingest(shard1, config, shard=ShardSpec(1, 2)).already_complete
+
+    sizes = [_rows_sql(db, "SELECT count(*) FROM sentences")[0][0] for db in (shard0, shard1)]
+    assert min(sizes) > 0 and sum(sizes) == len(_rows(single, "sentences"))
+    samples = [_rows_sql(db, "SELECT sample_size FROM runs")[0][0] for db in (shard0, shard1)]
+    assert sum(samples) == 60
+
+    # A shard is not learned on or encoded by itself.
+    with pytest.raises(InputError, match="merge-ingest"):
+        run_learn(shard0, LearnConfig(n_factors=8))
+    with pytest.raises(InputError, match="--shard 0/2"):
+        run_encode(shard0)
+
+    merged = tmp_path / "run.duckdb"
+    summary = run_merge_ingest(merged, [shard1, shard0])
+    assert (summary.n_shards, summary.sample_size) == (2, 60)
+    for table in INGEST_TABLES:
+        assert _rows(merged, table) == _rows(single, table), table
+    chunks = "SELECT chunk, n_sentences, n_tokens, n_sampled FROM ingest_chunks ORDER BY chunk"
+    assert _rows_sql(merged, chunks) == _rows_sql(single, chunks)
+    assert _run_row(merged) == _run_row(single)
+
+    with pytest.raises(InputError, match="missing \\[1\\]"):
+        run_merge_ingest(tmp_path / "m.duckdb", [shard0])
+    with pytest.raises(InputError, match="not a shard ingest"):
+        run_merge_ingest(tmp_path / "m.duckdb", [shard0, single])
+
+
+def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
+    tiny_pipeline_db, tiny_model_dir, sentence_corpus, tmp_path, capsys
+):
+    """4 shard ingests -> merge-ingest -> learn -> 4 shard encodes -> merge == one local run."""
+    from factorscope.learn import LearnConfig, run_learn
+
+    from .conftest import TINY_FACTORS
+
+    # The settings of tiny_pipeline_db's ingest, cut into 4 shards.
+    config = _tiny_ingest(tiny_model_dir, sentence_corpus)
+    shard_dbs = _ingest_shards(config, tmp_path, 4)
+    run_db = tmp_path / "run.duckdb"
+    assert main(["merge-ingest", "--db", str(run_db), *map(str, shard_dbs)]) == 0
+    assert "merge-ingest: 4 shards" in capsys.readouterr().out
+    for table in INGEST_TABLES:
+        assert _rows(run_db, table) == _rows(tiny_pipeline_db, table), table
+    run_learn(run_db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
+    assert _rows(run_db, "dictionary_atoms") == _rows(tiny_pipeline_db, "dictionary_atoms")
+
+    dirs = []
+    for i, db in enumerate(shard_dbs):
+        out = tmp_path / f"enc-{i}"
+        if i == 0:  # the CLI: --shard defaults to the shard the database holds
+            argv = ["encode", "--db", str(db), "--out", str(out), "--dictionary-db", str(run_db)]
+            assert main(argv) == 0
+        else:
+            run_shard_encode(db, out, shard=ShardSpec(i, 4), dictionary_db=run_db)
+        dirs.append(out)
+    with pytest.raises(InputError, match="--dictionary-db"):
+        run_shard_encode(shard_dbs[1], tmp_path / "x", shard=ShardSpec(1, 4))
+    with pytest.raises(InputError, match="not shard 2/4"):
+        run_shard_encode(shard_dbs[1], tmp_path / "x", shard=ShardSpec(2, 4), dictionary_db=run_db)
+    with pytest.raises(InputError, match="itself a shard"):
+        run_shard_encode(shard_dbs[1], tmp_path / "x", dictionary_db=shard_dbs[0])
+
+    merged = tmp_path / "merged.duckdb"
+    run_merge(merged, dirs)
+    _assert_same(tiny_pipeline_db, merged, (*EXACT, "codes"))
+    assert _run_row(merged) == _run_row(tiny_pipeline_db)
+    assert main(["ingest", "--db", str(tmp_path / "bad.duckdb"), "--shard", "4/4"]) == 2

@@ -74,6 +74,61 @@ def shard_tokens(con: duckdb.DuckDBPyConnection, idx: np.ndarray) -> pa.Table:
     return _rows_for(con, "tokens", "token_id", idx)
 
 
+# ----------------------------------------------------------------------------- ingest shards
+
+_INGEST_TABLES = (
+    ("sentences", "sentence_idx"),
+    ("tokens", "token_id"),
+    ("hidden_states", "layer, token_id"),
+)
+
+
+def copy_ingest_rows(dst: duckdb.DuckDBPyConnection, src: duckdb.DuckDBPyConnection) -> None:
+    """Append one shard's sentences, tokens and sampled hidden states (streamed, not loaded)."""
+    try:
+        with store.transaction(dst):
+            for table, order in _INGEST_TABLES:
+                # table and order come from the fixed tuple above, never from a caller.
+                reader = src.sql(f"SELECT * FROM {table} ORDER BY {order}").to_arrow_reader()
+                dst.register("_shard_rows", reader)
+                try:
+                    dst.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _shard_rows")
+                finally:
+                    dst.unregister("_shard_rows")
+    except duckdb.Error as e:
+        raise WarehouseError(f"copying a shard's ingest rows failed: {e}") from e
+
+
+def index_ingest_chunks(con: duckdb.DuckDBPyConnection, chunk_size: int, seconds: float) -> None:
+    """Fill ``ingest_chunks`` as one unsharded ingest numbers them (sentence_idx // chunk_size).
+
+    ``seconds`` (the shards' total) is spread over the chunks by their token counts.
+    """
+    try:
+        con.execute("DELETE FROM ingest_chunks")
+        con.execute(
+            """
+            INSERT INTO ingest_chunks (chunk, n_sentences, n_tokens, n_sampled, seconds)
+            WITH s AS (
+                SELECT sentence_idx // $chunk_size AS chunk,
+                       count(*) AS n_sentences, sum(n_tokens) AS n_tokens
+                FROM sentences GROUP BY 1
+            ),
+            h AS (
+                SELECT token_id // $stride // $chunk_size AS chunk, count(*) AS n_sampled
+                FROM hidden_states GROUP BY 1
+            )
+            SELECT s.chunk, s.n_sentences, s.n_tokens, coalesce(h.n_sampled, 0),
+                   $seconds * s.n_tokens / greatest(sum(s.n_tokens) OVER (), 1)
+            FROM s LEFT JOIN h USING (chunk)
+            ORDER BY s.chunk
+            """,
+            {"chunk_size": chunk_size, "stride": store.TOKEN_ID_STRIDE, "seconds": seconds},
+        )
+    except duckdb.Error as e:
+        raise WarehouseError(f"indexing the merged ingest chunks failed: {e}") from e
+
+
 # ----------------------------------------------------------------------------- partials
 
 _PARTIAL_TOP = """

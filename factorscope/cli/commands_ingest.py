@@ -51,6 +51,13 @@ def ingest(
     no_dedupe: Annotated[bool, typer.Option(help="Keep duplicate sentences.")] = False,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Ingest only shard i of n (e.g. 0/4) of the corpus into --db; "
+            "join the shards with `merge-ingest`."
+        ),
+    ] = None,
 ) -> None:
     """Read a corpus, run the model, store sentences, tokens and a hidden-state sample.
 
@@ -58,6 +65,7 @@ def ingest(
     """
     from factorscope.ingest.corpus import CorpusConfig
     from factorscope.ingest.pipeline import IngestConfig, run_ingest
+    from factorscope.scale.sharding import ShardSpec
 
     config = IngestConfig(
         corpus=CorpusConfig(
@@ -81,5 +89,6 @@ def ingest(
         device=device,
         threads=threads,
     )
-    summary = run_ingest(db, config)
+    spec = ShardSpec.parse(shard) if shard is not None else None
+    summary = run_ingest(db, config, shard=spec)
     typer.echo(summary.line())

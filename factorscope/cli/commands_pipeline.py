@@ -82,6 +82,14 @@ def encode(
     partial_k: Annotated[
         int, typer.Option(min=200, help="Top rows per (factor, layer) a shard keeps.")
     ] = 200,
+    dictionary_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--dictionary-db",
+            help="Take the dictionary from this database (the merge-ingest one learn wrote "
+            "to); needed when --db is a shard ingest.",
+        ),
+    ] = None,
 ) -> None:
     """Code every stored token at every layer; resumable like ingest.
 
@@ -100,16 +108,19 @@ def encode(
     )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray, not {engine!r}")
-    if shard is None and out is None and engine == "local":
+    if shard is None and out is None and dictionary_db is None and engine == "local":
         summary = run_encode(db, config)
         typer.echo(summary.line())
         _print_quality(summary.quality)
         return
     if out is None:
-        raise InputError("--shard and --engine ray write a shard folder: give --out DIR")
+        raise InputError(
+            "--shard, --dictionary-db and --engine ray write a shard folder: give --out DIR"
+        )
     from factorscope.scale.sharding import ShardSpec
 
-    spec = ShardSpec.parse(shard) if shard is not None else ShardSpec()
+    # Without --shard: the shard --db was ingested as, or else the whole run.
+    spec = ShardSpec.parse(shard) if shard is not None else None
     if engine == "ray":
         from factorscope.scale.ray_engine import run_ray_encode
 
@@ -121,11 +132,14 @@ def encode(
             workers=workers,
             ray_address=ray_address,
             partial_k=partial_k,
+            dictionary_db=dictionary_db,
         )
     else:
         from factorscope.scale.shard_encode import run_shard_encode
 
-        result = run_shard_encode(db, out, shard=spec, config=config, partial_k=partial_k)
+        result = run_shard_encode(
+            db, out, shard=spec, config=config, partial_k=partial_k, dictionary_db=dictionary_db
+        )
     typer.echo(result.line())
 
 
@@ -146,6 +160,21 @@ def merge(
     from factorscope.scale.merge import run_merge
 
     typer.echo(run_merge(db, shard_dirs, attach=attach).line())
+
+
+@app.command("merge-ingest")
+def merge_ingest(
+    shard_dbs: Annotated[
+        list[Path],
+        typer.Argument(help="The shard databases (from ingest --shard i/n), all n of them."),
+    ],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Join shard ingests into one run database (replacing --db) to learn on: same rows as
+    one unsharded ingest (sentences, tokens, the hidden-state sample)."""
+    from factorscope.scale.merge_ingest import run_merge_ingest
+
+    typer.echo(run_merge_ingest(db, shard_dbs).line())
 
 
 @app.command()

@@ -110,6 +110,7 @@ def run_ray_encode(
     ray_address: str | None = None,
     partial_k: int = DEFAULT_PARTIAL_K,
     importance_k: int = DEFAULT_IMPORTANCE_K,
+    dictionary_db: str | Path | None = None,
 ) -> ShardSummary:
     """Encode one shard (default: all sentences) with Ray Data into the folder ``out_dir``.
 
@@ -118,13 +119,13 @@ def run_ray_encode(
     resumable: an unfinished folder is cleared and redone.
     """
     ray = import_ray()
-    shard = shard or ShardSpec()
     config = config or EncodeConfig()
     _check_k(partial_k, importance_k)
     if workers < 1:
         raise InputError(f"--workers must be at least 1, not {workers}")
     layout = ShardLayout(Path(out_dir).resolve())
-    job = prepare_shard(db_path, shard, config.dictionary_id)
+    job = prepare_shard(db_path, shard, config.dictionary_id, dictionary_db=dictionary_db)
+    shard = job.shard
     info = job.job_info("ray", partial_k, importance_k)
     manifest = layout.read_manifest()
     if manifest is not None and manifest.get("job") == info:

@@ -1,7 +1,9 @@
 """`factorscope encode --shard i/n --out DIR`: one shard of the encode, into a shard folder.
 
 The run database (``--db``, after ``ingest`` and ``learn``) gives the sentences, the
-stored tokens and the dictionary; this process keeps the sentences whose stable id
+stored tokens and the dictionary; or ``--db`` is a shard's own database (``ingest
+--shard i/n``) and ``--dictionary-db`` the run database ``merge-ingest`` built and
+``learn`` wrote the dictionary to. This process keeps the sentences whose stable id
 hashes to shard ``i`` (:func:`~factorscope.scale.sharding.shard_of`), codes every
 token at every layer exactly as the local encode does
 (:func:`factorscope.encode.encode_sentences`), and writes Parquet in the layout of
@@ -27,7 +29,7 @@ from factorscope.encode import EncodeConfig, TokenMismatchError, encode_sentence
 from factorscope.errors import InputError, WarehouseError
 from factorscope.learn import load_learner
 from factorscope.progress import progress_bar
-from factorscope.scale.sharding import ShardSpec, shard_of
+from factorscope.scale.sharding import ShardSpec, run_shard, shard_of
 from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import shards as wshards
 from factorscope.warehouse import store
@@ -139,15 +141,41 @@ def _staged_source(db_path: Path) -> Path:
 
 
 def prepare_shard(
-    db_path: str | Path, shard: ShardSpec, dictionary_id: int | None = None
+    db_path: str | Path,
+    shard: ShardSpec | None,
+    dictionary_id: int | None = None,
+    *,
+    dictionary_db: str | Path | None = None,
 ) -> ShardJob:
-    """Read the run, the dictionary and this shard's sentences and tokens."""
+    """Read the run, the dictionary and this shard's sentences and tokens.
+
+    ``db_path`` gives the sentences and tokens: the whole run's database, or the shard's
+    own (``ingest --shard i/n``; then ``shard`` defaults to, and must equal, the one it
+    was ingested as). ``dictionary_db`` (needed for a shard's own database) is the
+    whole run's database that ``learn`` wrote the dictionary to: the dictionary and the
+    run recorded in the shard folder come from it, so the folder is the same as one
+    encoded from the whole run's database.
+    """
     db_path = Path(db_path)
     con = connect(_staged_source(db_path), read_only=True)
     try:
         run = store.require_run(con)
-        record = store.load_dictionary(con, dictionary_id)
-        row = wshards.dictionary_row(con, record.dictionary_id)
+        ingested = run_shard(run)
+        if ingested is not None:
+            if dictionary_db is None:
+                raise InputError(
+                    f"{db_path} holds shard {ingested} of an ingest: give --dictionary-db, the "
+                    "database `merge-ingest` built and `learn` wrote the dictionary to"
+                )
+            if shard is not None and shard != ingested:
+                raise InputError(
+                    f"{db_path} holds shard {ingested} of the corpus, not shard {shard}"
+                )
+            shard = ingested
+        shard = shard or ShardSpec()
+        if dictionary_db is None:
+            record = store.load_dictionary(con, dictionary_id)
+            row = wshards.dictionary_row(con, record.dictionary_id)
         ids = wshards.sentence_ids(con)
         sentence_idx = ids.column("sentence_idx").to_numpy()
         owned = np.fromiter(
@@ -163,7 +191,32 @@ def prepare_shard(
         tokens = wshards.shard_tokens(con, mine)
     finally:
         con.close()
+    if dictionary_db is not None:
+        run, record, row = _whole_run_dictionary(Path(dictionary_db), run, dictionary_id)
     return ShardJob(run, record, row, shard, sentences, tokens)
+
+
+def _whole_run_dictionary(
+    path: Path, shard_run: dict, dictionary_id: int | None
+) -> tuple[dict, store.DictionaryRecord, dict]:
+    """The whole run and its dictionary from ``--dictionary-db``, checked against the shard."""
+    con = connect(_staged_source(path), read_only=True)
+    try:
+        run = store.require_run(con)
+        if run_shard(run) is not None:
+            raise InputError(
+                f"--dictionary-db {path} is itself a shard ({run_shard(run)}): give the "
+                "database `merge-ingest` built from all the shards"
+            )
+        if run["config_hash"] != shard_run["config_hash"]:
+            raise InputError(
+                f"--dictionary-db {path} holds another run (other corpus, model or settings)"
+            )
+        record = store.load_dictionary(con, dictionary_id)
+        row = wshards.dictionary_row(con, record.dictionary_id)
+    finally:
+        con.close()
+    return run, record, row
 
 
 def check_out_dir(layout: ShardLayout, info: dict) -> bool:
@@ -312,13 +365,18 @@ def run_shard_encode(
     config: EncodeConfig | None = None,
     partial_k: int = DEFAULT_PARTIAL_K,
     importance_k: int = DEFAULT_IMPORTANCE_K,
+    dictionary_db: str | Path | None = None,
 ) -> ShardSummary:
-    """Encode one shard of the run's sentences into the shard folder ``out_dir``."""
-    shard = shard or ShardSpec()
+    """Encode one shard of the run's sentences into the shard folder ``out_dir``.
+
+    ``shard`` defaults to the one ``db_path`` was ingested as (or the whole run);
+    ``dictionary_db``: see :func:`prepare_shard`.
+    """
     config = config or EncodeConfig()
     _check_k(partial_k, importance_k)
     layout = ShardLayout(Path(out_dir))
-    job = prepare_shard(db_path, shard, config.dictionary_id)
+    job = prepare_shard(db_path, shard, config.dictionary_id, dictionary_db=dictionary_db)
+    shard = job.shard
     info = job.job_info("local", partial_k, importance_k)
     if check_out_dir(layout, info):
         return ShardSummary(layout.root, shard, "local", 0, 0, 0, 0, 0.0, True)

@@ -50,3 +50,16 @@ class ShardSpec:
 
     def owns(self, sentence_id: str) -> bool:
         return shard_of(sentence_id, self.count) == self.index
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "count": self.count}
+
+
+def run_shard(run: dict) -> ShardSpec | None:
+    """The shard a run database was ingested as (``ingest --shard``), or None for a whole run.
+
+    Stored in the run's config JSON (``config["shard"]``), outside its ``config_hash``:
+    every shard of one run has the hash of the whole run.
+    """
+    data = run["config"].get("shard")
+    return None if data is None else ShardSpec(int(data["index"]), int(data["count"]))
