@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from factorscope.learn import load_learner
 from factorscope.progress import progress_bar, stderr_console
 from factorscope.scale.sharding import run_shard
 from factorscope.sparse import SparseEncoder
-from factorscope.warehouse import store
+from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import staged_database, wip_path
 
@@ -51,6 +51,7 @@ class EncodeSummary:
     seconds: float
     already_complete: bool
     quality: list[dict]
+    level_counts: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         if self.already_complete:
@@ -271,6 +272,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
             store.finish_encoding(con, record.dictionary_id)
             _refresh_summaries(con)
         quality = store.layer_quality_rows(con, record.dictionary_id)
+        levels = queries.level_counts(con)
     return EncodeSummary(
         record.dictionary_id,
         n_vectors,
@@ -278,6 +280,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         time.perf_counter() - started,
         False,
         quality,
+        levels,
     )
 
 

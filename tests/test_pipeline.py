@@ -221,3 +221,28 @@ def test_learn_max_vectors_spans_every_layer(
     assert main(["encode", "--db", str(db)]) == 0
     state = rows(db, "SELECT params FROM dictionaries WHERE dictionary_id = 2")[0][0]
     assert sorted(json.loads(state)["preprocessor"]["layers"]) == [0, 1, 2]
+
+
+def test_pipeline_command_runs_all_stages_then_reuses_them(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    sentence_corpus: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f'[corpus]\nsource = "{sentence_corpus}"\nsplit = "lines"\nmax_sentences = "all"\n'
+        f'[ingest]\nmodel = "{tiny_model_dir}"\nchunk_size = 5\nsample_size = "all"\n'
+        "[learn]\nn_factors = 16\nseed = 1\n",
+        "utf-8",
+    )
+    db = tmp_path / "p.duckdb"
+    assert main(["pipeline", "--db", str(db), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ingest: 12 sentences" in out and "learn: dictionary 1, 16 factors" in out
+    levels_line = next(line for line in out.splitlines() if line.startswith("levels: "))
+    counted = sum(int(part.split()[0]) for part in levels_line.removeprefix("levels: ").split(", "))
+    active = rows(db, "SELECT count(DISTINCT factor) FROM codes")[0][0]
+    assert counted == active > 0
+    assert main(["pipeline", "--db", str(db), "--config", str(config)]) == 0
+    assert capsys.readouterr().out.count("nothing to do") == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,8 @@ from factorscope.cli.app import DEFAULT_DB, DbOption, DeviceOption, ThreadsOptio
 from factorscope.sparse import DEFAULT_LAMBDA1, DEFAULT_N_FACTORS, DEFAULT_PREPROCESSING
 
 
-def _print_quality(quality: list[dict]) -> None:
+def _print_quality(quality: list[dict], level_counts: dict[str, int] | None = None) -> None:
+    """Per-layer quality, its layer mean, and the factor level counts."""
     if not quality:
         return
     typer.echo("layer   FVU   mean L0  all-zero  dead factors")
@@ -20,6 +22,11 @@ def _print_quality(quality: list[dict]) -> None:
             f"{q['layer']:>5} {q['fvu']:6.3f} {q['mean_l0']:8.1f} {q['zero_code_share']:8.1%} "
             f"{q['dead_factors']:>12}"
         )
+    fvu = sum(q["fvu"] for q in quality) / len(quality)
+    l0 = sum(q["mean_l0"] for q in quality) / len(quality)
+    typer.echo(f" mean {fvu:6.3f} {l0:8.1f}")
+    if level_counts:
+        typer.echo("levels: " + ", ".join(f"{n:,} {level}" for level, n in level_counts.items()))
 
 
 @app.command()
@@ -111,7 +118,7 @@ def encode(
     if shard is None and out is None and dictionary_db is None and engine == "local":
         summary = run_encode(db, config)
         typer.echo(summary.line())
-        _print_quality(summary.quality)
+        _print_quality(summary.quality, summary.level_counts)
         return
     if out is None:
         raise InputError(
@@ -193,7 +200,11 @@ def pipeline(
 
     settings = load_pipeline_config(config, corpus=corpus)
     typer.echo(run_ingest(db, settings.ingest).line())
-    typer.echo(run_learn(db, settings.learn).line())
-    summary = run_encode(db, settings.encode)
+    learned = run_learn(db, settings.learn)
+    typer.echo(learned.line())
+    # encode the dictionary this config learned, even if a newer one exists
+    summary = run_encode(
+        db, dataclasses.replace(settings.encode, dictionary_id=learned.dictionary_id)
+    )
     typer.echo(summary.line())
-    _print_quality(summary.quality)
+    _print_quality(summary.quality, summary.level_counts)
