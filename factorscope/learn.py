@@ -17,7 +17,7 @@ import numpy as np
 from factorscope.errors import InputError
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.sampling import sample_keys
-from factorscope.progress import stderr_console
+from factorscope.progress import progress_bar
 from factorscope.scale.sharding import run_shard
 from factorscope.sparse import (
     DEFAULT_LAMBDA1,
@@ -136,11 +136,16 @@ def run_learn(
             n_jobs=config.n_jobs,
             preprocessing=config.preprocessing,
         )
-        with stderr_console.status(
-            f"learning {config.n_factors:,} factors on {n_vectors:,} vectors "
-            f"(~{n_vectors * 2 / 800:.0f} s at ~800 vectors/s)"
-        ):
-            learner.fit(X, layers)
+        started = time.perf_counter()
+        with progress_bar("learn", total=1, unit="vectors") as bar:
+            task = bar.task_ids[0]
+
+            def report(done: int, total: int) -> None:
+                seen = done * config.batch_size  # vectors fed to the online updates
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=seen, total=total * config.batch_size, rate=rate)
+
+            learner.fit(X, layers, progress=report)
 
     state = learner.to_dict()
     state["learn_config"] = wanted

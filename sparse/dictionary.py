@@ -9,6 +9,7 @@ columns. Following scikit-learn, the learned attribute is ``components_`` of sha
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +31,9 @@ from ._validation import (
 from .preprocessing import PREPROCESSING_CHOICES, LayerScaler
 
 _FORMAT = "factorscope.DictionaryLearner/1"
+
+_SEGMENT_ITERS = 25
+"""Online updates per ``spams.trainDL`` call (see ``DictionaryLearner._train_online``)."""
 
 
 def from_array(
@@ -189,7 +193,13 @@ class DictionaryLearner(ParamsMixin):
         self.preprocessing = preprocessing
         self.verbose = verbose
 
-    def fit(self, X: Any, layers: Any = None) -> DictionaryLearner:
+    def fit(
+        self,
+        X: Any,
+        layers: Any = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> DictionaryLearner:
         """Learn the preprocessing and the dictionary.
 
         Parameters
@@ -198,12 +208,14 @@ class DictionaryLearner(ParamsMixin):
             Hidden states, rows of any layers.
         layers : array-like of int of shape (n_samples,), optional
             Layer of each row (``None``: all one layer).
+        progress : callable, optional
+            Called as ``progress(updates_done, updates_total)`` after each segment of
+            online updates (for progress bars).
 
         Returns
         -------
         self : DictionaryLearner
         """
-        import spams
 
         validate_params(self, self._params_table)
         t0 = time.perf_counter()
@@ -225,18 +237,7 @@ class DictionaryLearner(ParamsMixin):
         n_iter = self.n_iter
         if n_iter is None:
             n_iter = int(np.ceil(2 * Xf.shape[1] / self.batch_size))
-        D = spams.trainDL(
-            Xf,
-            D=D0,
-            K=self.n_factors,
-            lambda1=float(self.lambda1),
-            mode=2,
-            posAlpha=True,
-            iter=n_iter,
-            batchsize=self.batch_size,
-            numThreads=self.n_jobs,
-            verbose=self.verbose,
-        )
+        D = self._train_online(Xf, D0, n_iter, progress)
         comp = np.asarray(D, dtype=np.float32).T
         norms = np.linalg.norm(comp, axis=1, keepdims=True)
         self.components_ = np.ascontiguousarray(comp / np.maximum(norms, 1e-12))
@@ -245,6 +246,51 @@ class DictionaryLearner(ParamsMixin):
         self.n_iter_ = n_iter
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _train_online(
+        self,
+        Xf: np.ndarray,
+        D0: np.ndarray,
+        n_iter: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> np.ndarray:
+        """``spams.trainDL`` in segments of ``_SEGMENT_ITERS`` updates, carrying its state.
+
+        One call would run for minutes to hours with no sign of life. Each segment
+        continues the previous one's model (the A, B statistics and the update count,
+        so the step-size schedule is unchanged) on the next window of
+        ``iterations x batch_size`` columns of the shuffled data, wrapping around for
+        the second pass. The segmentation is fixed, not tied to ``progress``, so the
+        same seed gives the same dictionary with or without a progress bar.
+        """
+        import spams
+
+        n = Xf.shape[1]
+        D, model, done = D0, None, 0
+        while done < n_iter:
+            iters = min(_SEGMENT_ITERS, n_iter - done)
+            columns = (np.arange(iters * self.batch_size) + done * self.batch_size) % n
+            window = np.asfortranarray(Xf[:, columns])
+            extra = {} if model is None else {"model": model}
+            D, model = spams.trainDL(
+                window,
+                return_model=True,
+                D=D,
+                K=self.n_factors,
+                lambda1=float(self.lambda1),
+                mode=2,
+                posAlpha=True,
+                iter=iters,
+                batchsize=self.batch_size,
+                numThreads=self.n_jobs,
+                verbose=self.verbose,
+                **extra,
+            )
+            D = np.asfortranarray(D)
+            done += iters
+            if progress is not None:
+                progress(done, n_iter)
+        return D
 
     def _initial_dictionary(self, Xf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Seeded random data columns, unit-norm, as a (d, m) float32 Fortran array."""

@@ -98,6 +98,28 @@ def test_same_seed_same_dictionary_different_seed_different(data):
     assert not np.allclose(a, c, atol=1e-3)
 
 
+def test_progress_reports_every_segment_and_changes_nothing(data):
+    """Learning runs in segments (for progress bars) that see every vector, twice."""
+    X, layers = data
+    kw = dict(lambda1=0.05, n_iter=None, batch_size=32, seed=5)
+    calls = []
+    with_bar = DictionaryLearner(24, **kw).fit(
+        X, layers, progress=lambda d, t: calls.append((d, t))
+    )
+    without = DictionaryLearner(24, **kw).fit(X, layers)
+    n_iter = int(np.ceil(2 * X.shape[0] / 32))  # two passes
+    assert with_bar.n_iter_ == n_iter and len(calls) > 2
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and calls[-1] == (n_iter, n_iter)
+    assert np.array_equal(with_bar.components_, without.components_)
+    # segmented learning still finds a good dictionary: it codes the data well
+    enc = with_bar.encoder()
+    codes = enc.transform(X, layers)
+    fvu = fraction_of_variance_unexplained(
+        enc.preprocess(X, layers), enc.squared_residuals(X, codes, layers)
+    )
+    assert fvu < 0.5
+
+
 def test_torch_backend_objective_matches_spams(learner, data):
     X, layers = data
     lam = 0.05
