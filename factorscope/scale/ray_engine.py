@@ -170,17 +170,8 @@ def run_ray_encode(
         n_codes = int(pc.sum(stats.column("n_codes")).as_py() or 0)
     seconds = time.perf_counter() - started
     n_vectors = job.tokens.num_rows * int(job.run["n_layers"])
-    finish_shard(layout, job, info, seconds=seconds, n_vectors=n_vectors, n_codes=n_codes)
-    return ShardSummary(
-        layout.root,
-        shard,
-        "ray",
-        job.sentences.num_rows,
-        job.tokens.num_rows,
-        n_vectors,
-        n_codes,
-        seconds,
-        False,
+    return finish_shard(
+        layout, job, info, engine="ray", seconds=seconds, n_vectors=n_vectors, n_codes=n_codes
     )
 
 

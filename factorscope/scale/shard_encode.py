@@ -245,10 +245,11 @@ def finish_shard(
     job: ShardJob,
     info: dict,
     *,
+    engine: str,
     seconds: float,
     n_vectors: int,
     n_codes: int,
-) -> None:
+) -> ShardSummary:
     """Write the shard's sentences, tokens, dictionary, partial summaries and manifest."""
     write_parquet(job.sentences, layout.sentences)
     write_parquet(job.tokens, layout.tokens)
@@ -299,6 +300,17 @@ def finish_shard(
             "factorscope_version": __version__,
         },
         layout.manifest,
+    )
+    return ShardSummary(
+        layout.root,
+        job.shard,
+        engine,
+        job.sentences.num_rows,
+        job.tokens.num_rows,
+        n_vectors,
+        n_codes,
+        seconds,
+        False,
     )
 
 
@@ -413,17 +425,8 @@ def run_shard_encode(
             n_codes += batch.codes.num_rows
             bar.update(task, advance=batch.n_tokens)
     seconds = time.perf_counter() - started
-    finish_shard(layout, job, info, seconds=seconds, n_vectors=n_vectors, n_codes=n_codes)
-    return ShardSummary(
-        layout.root,
-        shard,
-        "local",
-        job.sentences.num_rows,
-        job.tokens.num_rows,
-        n_vectors,
-        n_codes,
-        seconds,
-        False,
+    return finish_shard(
+        layout, job, info, engine="local", seconds=seconds, n_vectors=n_vectors, n_codes=n_codes
     )
 
 
