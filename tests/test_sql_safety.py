@@ -8,7 +8,7 @@ import os
 import pytest
 
 from factorscope.errors import SqlRefusedError
-from factorscope.warehouse.safe_sql import run_safe_query
+from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES, run_safe_query
 from factorscope.warehouse.synthetic import build_synthetic_db
 
 
@@ -122,3 +122,10 @@ def test_reader_connections_stay_usable_after_console(db):
         run_safe_query(db, "SELECT 1")
         assert sum(level_counts(con).values()) > 0
     assert os.path.exists(db)
+
+
+@pytest.mark.parametrize("name", list(CONSOLE_EXAMPLES))
+def test_console_examples_run(db, name):
+    """Every example the app's console offers is accepted and returns a result."""
+    frame, _ = run_safe_query(db, CONSOLE_EXAMPLES[name], row_cap=50)
+    assert frame.width > 0, name

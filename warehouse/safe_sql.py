@@ -28,6 +28,43 @@ _ALLOWED_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
 
 
+# Example queries offered by the app's SQL console (each is run by the tests).
+CONSOLE_EXAMPLES: dict[str, str] = {
+    "Tables and views": (
+        "SELECT table_name, table_type\nFROM information_schema.tables\nORDER BY table_name"
+    ),
+    "Run": "SELECT model, corpus, n_layers, hidden_size, n_sentences, n_tokens\nFROM runs",
+    "Top tokens of factor 0 at layer 0": (
+        "SELECT c.alpha, t.word, s.text\n"
+        "FROM codes c\n"
+        "JOIN tokens t USING (token_id)\n"
+        "JOIN sentences s USING (sentence_idx)\n"
+        "WHERE c.layer = 0 AND c.factor = 0\n"
+        "ORDER BY c.alpha DESC\n"
+        "LIMIT 20"
+    ),
+    "Most active factors per layer": (
+        "SELECT layer, factor, count(*) AS hits, avg(alpha) AS mean_alpha\n"
+        "FROM codes\n"
+        "GROUP BY layer, factor\n"
+        "QUALIFY row_number() OVER (PARTITION BY layer ORDER BY count(*) DESC) <= 5\n"
+        "ORDER BY layer, hits DESC"
+    ),
+    "Words that activate factor 0 most": (
+        "SELECT t.word, count(*) AS hits, max(c.alpha) AS max_alpha\n"
+        "FROM codes c JOIN tokens t USING (token_id)\n"
+        "WHERE c.factor = 0\n"
+        "GROUP BY t.word\n"
+        "ORDER BY hits DESC\n"
+        "LIMIT 20"
+    ),
+    "Layer quality": "SELECT * FROM layer_quality ORDER BY dictionary_id, layer",
+    "Sentences containing 'left'": (
+        "SELECT sentence_idx, text\nFROM sentences\nWHERE text ILIKE '%left%'\nLIMIT 20"
+    ),
+}
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

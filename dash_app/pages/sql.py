@@ -14,11 +14,12 @@ import polars as pl
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from factorscope.dash_app import config, ids, logic
+from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES
 
 dash.register_page(__name__, path="/sql", name="SQL", title="factorscope · SQL")
 
 ROW_CAP = 1000
-FIRST_EXAMPLE = next(iter(logic.SQL_EXAMPLES))
+FIRST_EXAMPLE = next(iter(CONSOLE_EXAMPLES))
 
 
 def layout(**_query: Any) -> html.Div:
@@ -39,7 +40,7 @@ def layout(**_query: Any) -> html.Div:
                     dbc.Col(
                         dbc.Select(
                             id=ids.SQL_EXAMPLES,
-                            options=[{"label": name, "value": name} for name in logic.SQL_EXAMPLES],
+                            options=[{"label": name, "value": name} for name in CONSOLE_EXAMPLES],
                             value=FIRST_EXAMPLE,
                         ),
                         md=6,
@@ -49,7 +50,7 @@ def layout(**_query: Any) -> html.Div:
             ),
             dbc.Textarea(
                 id=ids.SQL_TEXT,
-                value=logic.SQL_EXAMPLES[FIRST_EXAMPLE],
+                value=CONSOLE_EXAMPLES[FIRST_EXAMPLE],
                 rows=7,
                 className="mb-2 fs-sql-text",
                 spellCheck=False,
@@ -123,7 +124,7 @@ def _records(frame: pl.DataFrame) -> list[dict]:
     prevent_initial_call=True,
 )
 def pick_example(name: Any) -> Any:
-    return logic.SQL_EXAMPLES.get(name, no_update)
+    return CONSOLE_EXAMPLES.get(name, no_update)
 
 
 @callback(
