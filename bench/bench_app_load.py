@@ -115,6 +115,7 @@ def build_mix(base: str, db: Path) -> list[tuple[str, str, str, dict | None]]:
     """(kind, method, url, json body) templates; factors and layers from the database."""
     from factorscope.dash_app import logic
     from factorscope.warehouse.queries import WarehouseReader
+    from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES
 
     deps = requests.get(base + "/_dash-dependencies", timeout=10).json()
     p = Payloads(deps)
@@ -130,7 +131,7 @@ def build_mix(base: str, db: Path) -> list[tuple[str, str, str, dict | None]]:
     rand = p.find("factor-random-feedback.children", "factor-random-low.n_clicks")
     sql = p.find("sql-table.children", "sql-run.n_clicks")
     search = p.find("search-word-output.children", "search-word-go.n_clicks")
-    sql_text = logic.SQL_EXAMPLES["Top tokens of factor 0 at layer 0"]
+    sql_text = CONSOLE_EXAMPLES["Top tokens of factor 0 at layer 0"]
 
     mix: list[tuple[str, str, str, dict | None]] = []
     for f in factors:
