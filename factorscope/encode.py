@@ -179,13 +179,24 @@ def encode_sentences(
     n_tok = X.shape[0]
     X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
     layers = np.repeat(np.arange(n_layers), n_tok)
-    all_ids = np.tile(token_ids, n_layers)
+    return encode_vectors(encoder, X, layers, np.tile(token_ids, n_layers), n_tokens=n_tok)
+
+
+def encode_vectors(
+    encoder: SparseEncoder,
+    X: np.ndarray,
+    layers: np.ndarray,
+    token_ids: np.ndarray,
+    *,
+    n_tokens: int,
+) -> EncodedBatch:
+    """Code hidden states (one row per token x layer) and sum the per-layer quality stats."""
     codes = encoder.transform(X, layers)
     stats = layer_stats(encoder, X, layers, codes)
     return EncodedBatch(
-        codes=_codes_table(codes, layers, all_ids),
+        codes=_codes_table(codes, layers, token_ids),
         stats=_stats_table(stats),
-        n_tokens=n_tok,
+        n_tokens=n_tokens,
         n_vectors=X.shape[0],
     )
 
@@ -217,12 +228,15 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
 
     learner = load_learner(record)
     encoder = SparseEncoder(learner, backend=config.backend)
-    loaded = load_run_model(run, config)
-    if loaded.hidden_size != record.components.shape[1]:
+    if record.components.shape[1] != run["hidden_size"]:
         raise WarehouseError(
             f"dictionary {record.dictionary_id} has {record.components.shape[1]}-dim atoms but "
-            f"the model's hidden size is {loaded.hidden_size}"
+            f"the model's hidden size is {run['hidden_size']}"
         )
+    # When ingest kept every vector (--sample-size all), encode reads them back instead
+    # of running the model again: the same numbers, and no model needed.
+    from_stored = run["sample_size"] == run["n_tokens"] * run["n_layers"]
+    loaded = None if from_stored else load_run_model(run, config)
     ingest_config = run["config"]
     chunk_size = int(ingest_config["chunk_size"])
     n_chunks = int(run["n_chunks"])
@@ -238,20 +252,30 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
             for chunk in todo:
                 t0 = time.perf_counter()
                 lo, hi = chunk * chunk_size, (chunk + 1) * chunk_size
-                rows = store.read_sentences(con, lo, hi)
                 stored_ids = store.read_token_ids(con, lo, hi)
-                try:
-                    batch = encode_sentences(
-                        loaded,
-                        encoder,
-                        rows,
-                        max_length=int(ingest_config["max_length"]),
-                        keep_special=bool(ingest_config["keep_special"]),
-                        batch_size=config.batch_size,
-                        stored_ids=stored_ids,
+                if loaded is None:
+                    X, layers, token_ids = store.read_chunk_states(con, lo, hi)
+                    if X.shape[0] != stored_ids.size * run["n_layers"]:
+                        raise WarehouseError(
+                            f"chunk {chunk}: the stored hidden states are incomplete; "
+                            "run `factorscope ingest` again"
+                        )
+                    batch = encode_vectors(
+                        encoder, X, layers, token_ids, n_tokens=int(stored_ids.size)
                     )
-                except TokenMismatchError as e:
-                    raise WarehouseError(f"chunk {chunk}: {e}") from e
+                else:
+                    try:
+                        batch = encode_sentences(
+                            loaded,
+                            encoder,
+                            store.read_sentences(con, lo, hi),
+                            max_length=int(ingest_config["max_length"]),
+                            keep_special=bool(ingest_config["keep_special"]),
+                            batch_size=config.batch_size,
+                            stored_ids=stored_ids,
+                        )
+                    except TokenMismatchError as e:
+                        raise WarehouseError(f"chunk {chunk}: {e}") from e
                 table = batch.codes
                 store.write_encode_chunk(
                     con,
@@ -266,7 +290,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 bar.update(
                     task,
                     advance=batch.n_tokens,
-                    rate=n_vectors / loaded.n_layers / max(time.perf_counter() - started, 1e-9),
+                    rate=n_vectors / run["n_layers"] / max(time.perf_counter() - started, 1e-9),
                 )
         with stderr_console.status("sorting codes and building summaries"):
             store.finish_encoding(con, record.dictionary_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,3 +247,30 @@ def test_pipeline_command_runs_all_stages_then_reuses_them(
     assert counted == active > 0
     assert main(["pipeline", "--db", str(db), "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("nothing to do") == 3
+
+
+def test_encode_reads_stored_states_when_ingest_kept_them_all(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    sentence_corpus: Path,
+    tiny_pipeline_db: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With every vector stored, encode needs no model; with a sample only, it does."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    corpus = CorpusConfig(source=str(sentence_corpus), split="lines", max_sentences=None)
+    kept_all, sampled = tmp_path / "all.duckdb", tmp_path / "sampled.duckdb"
+    for db, sample_size in ((kept_all, None), (sampled, 50)):
+        run_ingest(
+            db,
+            IngestConfig(corpus=corpus, model=str(model), chunk_size=4, sample_size=sample_size),
+        )
+        run_learn(db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
+    shutil.rmtree(model)
+    assert main(["encode", "--db", str(kept_all)]) == 0
+    codes = "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, token_id"
+    assert rows(kept_all, codes) == rows(tiny_pipeline_db, codes)
+    capsys.readouterr()
+    assert main(["encode", "--db", str(sampled)]) == 2
+    assert "cannot load model" in capsys.readouterr().err

@@ -260,7 +260,14 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     from factorscope.scale.merge_ingest import run_merge_ingest
     from factorscope.warehouse import store
 
-    config = _tiny_ingest(tiny_model_dir, sentence_corpus, sample_size=60, batch_size=3)
+    # A relative corpus path makes the sentence ids, and so the shard assignment, the same
+    # on every run (ids hash the source name); one sentence per chunk gives shard 0 (5 of
+    # the 12 sentences) several chunks to be killed between.
+    shutil.copyfile(sentence_corpus, tmp_path / "sentences.txt")
+    monkeypatch.chdir(tmp_path)
+    config = _tiny_ingest(
+        tiny_model_dir, Path("sentences.txt"), sample_size=60, batch_size=3, chunk_size=1
+    )
     single = tmp_path / "single.duckdb"
     pipeline.run_ingest(single, config)
 

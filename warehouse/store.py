@@ -217,6 +217,26 @@ def read_token_ids(con: duckdb.DuckDBPyConnection, start: int, stop: int) -> np.
     ).fetchnumpy()["token_id"]
 
 
+def read_chunk_states(
+    con: duckdb.DuckDBPyConnection, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stored hidden states of sentences start..stop-1 as (vectors, layers, token_ids).
+
+    Rows in (layer, token_id) order, the order encode codes them in. Complete only
+    when ingest kept every vector (``--sample-size all``).
+    """
+    run = require_run(con)
+    table = con.sql(
+        "SELECT layer, token_id, vector FROM hidden_states "
+        "WHERE token_id >= ? AND token_id < ? ORDER BY layer, token_id",
+        params=[start * TOKEN_ID_STRIDE, stop * TOKEN_ID_STRIDE],
+    ).to_arrow_table()
+    vectors = arrow_to_vectors(table.column("vector"), run["hidden_size"])
+    layers = table.column("layer").to_numpy().astype(np.int64)
+    token_ids = table.column("token_id").to_numpy().astype(np.int64)
+    return vectors, layers, token_ids
+
+
 def read_hidden_sample(
     con: duckdb.DuckDBPyConnection,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
