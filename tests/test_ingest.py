@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -21,7 +19,7 @@ from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.ingest.runner import hidden_states, tokenize
 from factorscope.warehouse.publish import wip_path
 
-from .conftest import SENTENCES, write_random_corpus
+from .conftest import SENTENCES, kill_9_while_running, write_random_corpus
 
 
 def file_digest(path: Path) -> str:
@@ -154,17 +152,8 @@ def test_resume_after_kill_9_gives_exactly_the_uninterrupted_rows(
     subprocess.run(_ingest_command(reference, tiny_model_dir, corpus), check=True, env=env)
 
     resumed = tmp_path / "resumed.duckdb"
-    kills = 0
-    for delay in (0.3, 1.0):
-        proc = subprocess.Popen(_ingest_command(resumed, tiny_model_dir, corpus), env=env)
-        deadline = time.monotonic() + 60
-        while not wip_path(resumed).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    command = _ingest_command(resumed, tiny_model_dir, corpus)
+    kills = kill_9_while_running(command, resumed, delays=(0.3, 1.0))
     assert kills >= 1, "the ingest finished before it could be killed; make the corpus bigger"
     assert wip_path(resumed).exists() and not resumed.exists()
     subprocess.run(_ingest_command(resumed, tiny_model_dir, corpus), check=True, env=env)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -23,7 +21,7 @@ from factorscope.learn import LearnConfig, run_learn
 from factorscope.pipeline_config import load_pipeline_config
 from factorscope.warehouse.publish import wip_path
 
-from .conftest import TINY_FACTORS, copy_db, write_random_corpus
+from .conftest import TINY_FACTORS, copy_db, kill_9_while_running, write_random_corpus
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -177,17 +175,7 @@ def test_encode_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> No
     env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
     subprocess.run(_encode_cmd(reference), check=True, env=env)
 
-    kills = 0
-    for delay in (0.5, 1.5):
-        proc = subprocess.Popen(_encode_cmd(killed), env=env)
-        deadline = time.monotonic() + 60
-        while not wip_path(killed).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    kills = kill_9_while_running(_encode_cmd(killed), killed, delays=(0.5, 1.5))
     assert kills >= 1 and wip_path(killed).exists()
     subprocess.run(_encode_cmd(killed), check=True, env=env)
     for sql in (
