@@ -27,7 +27,7 @@ from factorscope.scale.sharding import run_shard
 from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import staged_database, wip_path
+from factorscope.warehouse.publish import newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +201,12 @@ def encode_vectors(
     )
 
 
-def _staged_source(db_path: Path) -> Path:
-    return wip_path(db_path) if wip_path(db_path).exists() else db_path
-
-
 def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> EncodeSummary:
     """Encode every stored token at every layer with the chosen (default: newest) dictionary."""
     config = config or EncodeConfig()
     db_path = Path(db_path)
     check_db_path_writable(db_path)
-    con = connect(_staged_source(db_path), read_only=True)
+    con = connect(newest_copy(db_path), read_only=True)
     try:
         run = store.require_run(con)
         shard = run_shard(run)

@@ -28,7 +28,7 @@ from factorscope.sparse import (
 )
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import staged_database, wip_path
+from factorscope.warehouse.publish import newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class LearnSummary:
 
 def _read_state(db_path: Path) -> tuple[dict, list[dict]]:
     """The run and dictionaries, read from wherever the newest data is."""
-    source = wip_path(db_path) if wip_path(db_path).exists() else db_path
+    source = newest_copy(db_path)
     con = connect(source, read_only=True)
     try:
         run = store.require_run(con)
@@ -116,7 +116,7 @@ def run_learn(
         learner = _import_npy(Path(from_npy), run["hidden_size"], config)
         n_vectors = 0
     else:
-        con = connect(wip_path(db_path) if wip_path(db_path).exists() else db_path, read_only=True)
+        con = connect(newest_copy(db_path), read_only=True)
         try:
             X, layers, token_ids = store.read_hidden_sample(con)
         finally:

@@ -30,7 +30,7 @@ from factorscope.progress import progress_bar
 from factorscope.scale.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect, schema_version
-from factorscope.warehouse.publish import staged_database, wip_path
+from factorscope.warehouse.publish import newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +125,14 @@ def check_db_path_writable(db_path: Path) -> None:
 
 def existing_run(db_path: Path) -> dict | None:
     """The run stored in the staging copy or the published file, read without writing."""
-    for candidate in (wip_path(db_path), db_path):
-        if candidate.exists():
-            con = connect(candidate, read_only=True)
-            try:
-                return store.get_run(con) if schema_version(con) >= 1 else None
-            finally:
-                con.close()
-    return None
+    source = newest_copy(db_path)
+    if not source.exists():
+        return None
+    con = connect(source, read_only=True)
+    try:
+        return store.get_run(con) if schema_version(con) >= 1 else None
+    finally:
+        con.close()
 
 
 def _token_ids(sentence_idx: int, sentence: TokenizedSentence) -> np.ndarray:

@@ -43,6 +43,17 @@ def wip_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".wip")
 
 
+def newest_copy(path: str | Path) -> Path:
+    """Where the newest data is: an unfinished staging copy if a writer left one, else ``path``.
+
+    Stages read their inputs from here so that a resumed run sees the work of the
+    interrupted one, not only what was last published.
+    """
+    path = Path(path)
+    wip = wip_path(path)
+    return wip if wip.exists() else path
+
+
 @contextlib.contextmanager
 def staged_database(
     path: str | Path, *, fresh: bool = False

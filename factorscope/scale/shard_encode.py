@@ -35,7 +35,7 @@ from factorscope.warehouse import shards as wshards
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
-from factorscope.warehouse.publish import wip_path
+from factorscope.warehouse.publish import newest_copy
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,6 @@ class ShardJob:
         return list(zip(sentence_idx.tolist(), texts, strict=True))
 
 
-def _staged_source(db_path: Path) -> Path:
-    return wip_path(db_path) if wip_path(db_path).exists() else db_path
-
-
 def prepare_shard(
     db_path: str | Path,
     shard: ShardSpec | None,
@@ -157,7 +153,7 @@ def prepare_shard(
     encoded from the whole run's database.
     """
     db_path = Path(db_path)
-    con = connect(_staged_source(db_path), read_only=True)
+    con = connect(newest_copy(db_path), read_only=True)
     try:
         run = store.require_run(con)
         ingested = run_shard(run)
@@ -200,7 +196,7 @@ def _whole_run_dictionary(
     path: Path, shard_run: dict, dictionary_id: int | None
 ) -> tuple[dict, store.DictionaryRecord, dict]:
     """The whole run and its dictionary from ``--dictionary-db``, checked against the shard."""
-    con = connect(_staged_source(path), read_only=True)
+    con = connect(newest_copy(path), read_only=True)
     try:
         run = store.require_run(con)
         if run_shard(run) is not None:
