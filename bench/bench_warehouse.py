@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from factorscope.warehouse import queries as q
+from factorscope.warehouse.connection import connect_raw
 from factorscope.warehouse.synthetic import WORDS, build_synthetic_db
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -87,7 +88,7 @@ def bench_one(path: Path, *, repeats: int, seed: int = 0) -> dict:
     }
     started = time.perf_counter()
     for _ in range(10):
-        duckdb.connect(str(path), read_only=True, config=dict(q.READ_CONFIG)).close()
+        connect_raw(path, read_only=True).close()
     reader.close()
     return {
         "path": str(path),

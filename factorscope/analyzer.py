@@ -21,7 +21,7 @@ from factorscope.ingest.runner import hidden_states, tokenize
 from factorscope.learn import load_learner
 from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import store
-from factorscope.warehouse.connection import connect
+from factorscope.warehouse.queries import WarehouseReader
 
 MAX_TEXT_CHARS = 2000
 
@@ -39,14 +39,13 @@ class LiveAnalyzer:
 
     @classmethod
     def from_db(cls, db_path: str | Path, *, device: str | None = None) -> LiveAnalyzer:
-        con = connect(db_path, read_only=True)
-        try:
+        # Through the app's shared reader: one connection configuration per file and
+        # process, whichever page opened the file first.
+        with WarehouseReader(db_path).connect() as con:
             run = store.require_run(con)
             # the dictionary whose codes the app shows, not a newer one still unencoded
             encoded = store.latest_dictionary_id(con, status=("encoded",))
             record = store.load_dictionary(con, encoded)
-        finally:
-            con.close()
         loaded = load_run_model(run)
         encoder = SparseEncoder(load_learner(record), n_jobs=1)
         return cls(

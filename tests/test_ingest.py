@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 
@@ -17,6 +16,7 @@ from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.model import load_model
 from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.ingest.runner import hidden_states, tokenize
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
 from .conftest import SENTENCES, kill_9_while_running, write_random_corpus
@@ -27,7 +27,7 @@ def file_digest(path: Path) -> str:
 
 
 def table_rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 
@@ -19,13 +18,14 @@ from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.learn import LearnConfig, run_learn
 from factorscope.pipeline_config import load_pipeline_config
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
 from .conftest import TINY_FACTORS, copy_db, kill_9_while_running, write_random_corpus
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     try:
         return con.execute(sql, params or []).fetchall()
     finally:

@@ -6,12 +6,12 @@ import re
 import struct
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from factorscope.cli import main
 from factorscope.errors import InputError
 from factorscope.report import highlight, md_escape, polysemy_row, write_report
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.queries import LEVELS
 from factorscope.warehouse.synthetic import build_synthetic_db
 from tests.conftest import copy_db
@@ -48,7 +48,7 @@ def _check_figures(out: Path, summary) -> str:
 
 
 def _sql(db: Path, query: str, params=None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     try:
         return con.execute(query, params or []).fetchall()
     finally:

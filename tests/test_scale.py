@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from factorscope.cli import main
@@ -14,6 +13,7 @@ from factorscope.scale.merge import run_merge
 from factorscope.scale.shard_encode import run_shard_encode
 from factorscope.scale.sharding import ShardSpec, shard_of
 from factorscope.warehouse import queries
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.safe_sql import run_safe_query
 from factorscope.warehouse.summaries import refresh_summaries
 
@@ -33,7 +33,7 @@ EXACT = (
 
 
 def _rows(db: Path, table: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     try:
         return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
     finally:
@@ -99,7 +99,7 @@ def _rows_parquet(path: Path) -> list:
 def test_merge_is_exact_when_the_partial_lists_are_truncated(tiny_pipeline_db, tmp_path):
     """With k and K far below the counts per shard, the merge must still be exact."""
     single = copy_db(tiny_pipeline_db, tmp_path)
-    con = duckdb.connect(str(single))
+    con = connect(single)
     refresh_summaries(con, top_k=3, importance_k=5)
     con.close()
     dirs = _encode_shards(tiny_pipeline_db, tmp_path, 4, partial_k=3, importance_k=5)
@@ -242,7 +242,7 @@ def _run_row(db: Path) -> tuple:
 
 
 def _rows_sql(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     try:
         return con.execute(sql).fetchall()
     finally:

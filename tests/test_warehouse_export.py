@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from factorscope.errors import InputError
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.export import export, read_back
 from factorscope.warehouse.safe_sql import run_safe_query
 from factorscope.warehouse.synthetic import build_synthetic_db
@@ -27,7 +27,7 @@ def db(tmp_path_factory):
 def test_export_writes_every_table_and_view(db, tmp_path, fmt):
     files = export(db, tmp_path / fmt, fmt=fmt)
     names = {f.stem for f in files}
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     expected = {
         r[0]
         for r in con.execute(

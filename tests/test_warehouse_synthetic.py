@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.synthetic import build_synthetic_db
 
 
@@ -17,7 +17,7 @@ def db(tmp_path_factory):
 
 
 def _rows(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect(path, read_only=True)
     try:
         return con.execute(sql).fetchall()
     finally:

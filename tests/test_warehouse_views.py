@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import polars as pl
 import pytest
 
 from factorscope.warehouse import publish
+from factorscope.warehouse.connection import connect
 from factorscope.warehouse.summaries import CONTEXT_WORDS, refresh_summaries
 from factorscope.warehouse.synthetic import build_synthetic_db
 
@@ -29,7 +29,7 @@ def db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(db):
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True)
     out = {
         name: con.sql(f"SELECT * FROM {name}").pl()
         for name in (

@@ -1,14 +1,20 @@
-"""Opening DuckDB files and bringing their schema up to date."""
+"""The one place that opens DuckDB files: connection policy and schema migrations.
+
+Every part of factorscope (stages, app, SQL console, exports) opens a database
+through :func:`connect`, so a process opens a given file with one configuration.
+"""
 
 from __future__ import annotations
 
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from factorscope.errors import WarehouseError
+from factorscope.warehouse.parquet import attached_roots
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -73,8 +79,45 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
             raise WarehouseError(f"view script {name} failed: {e}") from e
 
 
+STORAGE_COMPATIBILITY = "v1.2.0"
+"""The DuckDB storage format every new database file is written in.
+
+DuckDB 2.x writes storage version 69 by default, which no 1.x client reads (the
+newest ``duckdb-cli`` on PyPI, 1.5.6, reads 64..68). A file created with this
+compatibility version opens in DuckDB 1.2.0 or newer (the CLI, DBeaver, R, older
+Python). The format is fixed when a file is created; staging copies inherit it.
+"""
+
+WRITE_CONFIG: dict[str, Any] = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+"""Configuration of every read-write connection (writers stage in ``<db>.wip``)."""
+
+READ_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "temp_directory": "",
+    "max_memory": "2GB",
+    "lock_configuration": True,
+}
+"""Configuration of every read-only connection, in every process and every part.
+
+One configuration for all of them: DuckDB shares one database instance per file
+within a process and refuses a second connection with a different configuration
+("Can't open a connection to same database file with a different configuration").
+The app's pages, the live analyzer, LIME jobs, the SQL console, exports and the
+stages' own reads all open read-only through :func:`connect`, so whichever opens a
+file first, the others can join it. Read-only connections can read no other file
+and reach no network: the SQL console relies on it.
+"""
+
+
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a factorscope database; writers get the schema migrated first."""
+    """Open a factorscope database with the one connection policy of this module.
+
+    Writers get :data:`WRITE_CONFIG` and the schema migrated first; readers get
+    :data:`READ_CONFIG` (see :func:`_open_read_only` for attached Parquet codes).
+    """
     path = Path(path)
     if read_only and not path.exists():
         raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
@@ -83,13 +126,53 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         if not parent.is_dir():
             raise WarehouseError(f"cannot create database {path}: folder {parent} does not exist")
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        if read_only:
+            con = _open_read_only(path)
+        else:
+            con = duckdb.connect(str(path), config=dict(WRITE_CONFIG))
     except duckdb.Error as e:
-        raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
+        raise WarehouseError(f"cannot open database {path}: {first_line(e)}") from e
     if not read_only:
         migrate(con)
     return con
 
 
-def _first_line(error: BaseException) -> str:
+def connect_raw(path: str | Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """:func:`connect` without the existence checks and migration, raising ``duckdb.Error``.
+
+    For callers that retry on lock conflicts themselves (the app's label writes and
+    its cached reader).
+    """
+    if read_only:
+        return _open_read_only(Path(path))
+    return duckdb.connect(str(path), config=dict(WRITE_CONFIG))
+
+
+def _open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection with :data:`READ_CONFIG`.
+
+    For an attached warehouse the codes folders are allowed first (DuckDB's
+    ``allowed_directories``), then external access is switched off and the
+    configuration locked, so the SQL console still reads no other file.
+    """
+    roots = attached_roots(path)
+    if not roots:
+        return duckdb.connect(str(path), read_only=True, config=dict(READ_CONFIG))
+    late = ("enable_external_access", "lock_configuration")
+    config = {k: v for k, v in READ_CONFIG.items() if k not in late}
+    con = duckdb.connect(str(path), read_only=True, config=config)
+    try:
+        locked = con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]
+        if not locked:  # the first connection of this process to the file sets it up
+            con.execute("SET allowed_directories = ?", [roots])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+    except duckdb.Error:
+        con.close()
+        raise
+    return con
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (DuckDB's messages run to many lines)."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

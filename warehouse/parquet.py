@@ -17,7 +17,7 @@ A warehouse built with ``factorscope merge --attach`` keeps its codes in those
 folders: ``codes`` is then a view over the Parquet files (:func:`attach_codes`), and
 the roots it may read are listed in a sidecar file ``<db>.parquet-roots.json``, which
 every read-only connection (the app, the SQL console) turns into DuckDB's
-``allowed_directories`` before locking the configuration (:func:`open_read_only`).
+``allowed_directories`` before locking the configuration (``connection.connect``).
 """
 
 from __future__ import annotations
@@ -204,33 +204,3 @@ def codes_are_attached(con: duckdb.DuckDBPyConnection) -> bool:
         "SELECT count(*) FROM duckdb_views() WHERE view_name = 'codes' AND NOT internal"
     ).fetchall()
     return bool(rows[0][0])
-
-
-def open_read_only(path: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection with the app's locked configuration (``READ_CONFIG``).
-
-    For an attached warehouse the codes folders are allowed first (DuckDB's
-    ``allowed_directories``), then external access is switched off and the
-    configuration locked, so the SQL console still reads no other file. Every reader
-    of one file in one process gets the same connect-time configuration, as DuckDB
-    requires.
-    """
-    from factorscope.warehouse.queries import READ_CONFIG
-
-    path = Path(path)
-    roots = attached_roots(path)
-    if not roots:
-        return duckdb.connect(str(path), read_only=True, config=dict(READ_CONFIG))
-    late = ("enable_external_access", "lock_configuration")
-    config = {k: v for k, v in READ_CONFIG.items() if k not in late}
-    con = duckdb.connect(str(path), read_only=True, config=config)
-    try:
-        locked = con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]
-        if not locked:  # the first connection of this process to the file sets it up
-            con.execute("SET allowed_directories = ?", [roots])
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
-    except duckdb.Error:
-        con.close()
-        raise
-    return con

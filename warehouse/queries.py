@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from factorscope.errors import InputError, WarehouseError
-from factorscope.warehouse import parquet
+from factorscope.warehouse.connection import connect_raw, first_line
 from factorscope.warehouse.summaries import CONTEXT_WORDS
 
 LEVELS = ("low", "mid", "high")
@@ -40,28 +40,7 @@ def _is_lock_error(error: BaseException) -> bool:
     return any(word in text for word in _LOCK_WORDS)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 # ----------------------------------------------------------------------------- connections
-
-
-READ_CONFIG: dict[str, Any] = {
-    "enable_external_access": False,
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "allow_community_extensions": False,
-    "temp_directory": "",
-    "max_memory": "2GB",
-    "lock_configuration": True,
-}
-"""Configuration of every read-only connection the app and the SQL console open.
-
-One configuration for all of them: DuckDB shares one database instance per file
-within a process, and refuses a second connection with a different configuration.
-"""
 
 
 class _Gate:
@@ -148,7 +127,7 @@ class WarehouseReader:
         try:
             yield cursor
         except duckdb.Error as e:
-            raise WarehouseError(f"query on {self.path} failed: {_first_line(e)}") from e
+            raise WarehouseError(f"query on {self.path} failed: {first_line(e)}") from e
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.close()
@@ -167,19 +146,19 @@ class WarehouseReader:
         last: BaseException | None = None
         for attempt in range(self.attempts):
             try:
-                return parquet.open_read_only(self.path)
+                return connect_raw(self.path, read_only=True)
             except duckdb.Error as e:
                 last = e
                 if not _is_lock_error(e) and self.path.exists():
                     raise WarehouseError(
-                        f"cannot open database {self.path}: {_first_line(e)}"
+                        f"cannot open database {self.path}: {first_line(e)}"
                     ) from e
                 time.sleep(self.retry_delay_s * (attempt + 1))
         if not self.path.exists():
             raise WarehouseError(f"no database at {self.path} (run `factorscope ingest` first)")
         raise WarehouseError(
             f"database {self.path} is locked by a writer; try again in a moment "
-            f"({_first_line(last) if last else 'locked'})"
+            f"({first_line(last) if last else 'locked'})"
         ) from last
 
 
@@ -202,22 +181,22 @@ def _write_connection(
         last: BaseException | None = None
         for attempt in range(attempts):
             try:
-                con = duckdb.connect(str(path))
+                con = connect_raw(path, read_only=False)
                 break
             except duckdb.Error as e:
                 last = e
                 if not _is_lock_error(e):
-                    raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
+                    raise WarehouseError(f"cannot open database {path}: {first_line(e)}") from e
                 time.sleep(retry_delay_s * (attempt + 1))
         if con is None:
             raise WarehouseError(
                 f"database {path} is busy (another process reads or writes it); "
-                f"try again in a moment ({_first_line(last) if last else 'locked'})"
+                f"try again in a moment ({first_line(last) if last else 'locked'})"
             ) from last
         try:
             yield con
         except duckdb.Error as e:
-            raise WarehouseError(f"write to {path} failed: {_first_line(e)}") from e
+            raise WarehouseError(f"write to {path} failed: {first_line(e)}") from e
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.close()
@@ -234,7 +213,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[
     try:
         return con.execute(sql, params or []).fetchall()
     except duckdb.Error as e:
-        raise WarehouseError(f"warehouse query failed: {_first_line(e)}") from e
+        raise WarehouseError(f"warehouse query failed: {first_line(e)}") from e
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> Any:
@@ -246,7 +225,7 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> pl.D
     try:
         return con.sql(sql, params=params or None).pl()
     except duckdb.Error as e:
-        raise WarehouseError(f"warehouse query failed: {_first_line(e)}") from e
+        raise WarehouseError(f"warehouse query failed: {first_line(e)}") from e
 
 
 def _as_int(value: Any, name: str) -> int:
