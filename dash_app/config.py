@@ -26,19 +26,36 @@ class AppConfig:
     lime_default_samples: int = 200
     lime_auto_contexts: int = 3  # LIME maps started on opening a high-level factor (0: none)
     _analyzer: Any = field(default=None, repr=False)
+    _analyzer_dictionary: int | None = field(default=None, repr=False)
     _analyzer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def analyzer(self) -> Any:
         """The live analyzer, built on first use (loading a model is slow) and then kept.
 
-        It comes wrapped so that one call runs at a time: Dash serves callbacks on
-        several threads, and the model and solver are not meant to be shared by them.
+        It is rebuilt when a newly published file holds codes of another dictionary,
+        so that Analyze and LIME always use the dictionary the pages show. It comes
+        wrapped so that one call runs at a time: Dash serves callbacks on several
+        threads, and the model and solver are not meant to be shared by them.
         """
+        active = _active_dictionary(self.db_path)
         with self._analyzer_lock:
-            if self._analyzer is None:
+            if self._analyzer is None or active != self._analyzer_dictionary:
                 factory = self.analyzer_factory or _default_analyzer_factory
                 self._analyzer = _Serialized(factory(self.db_path))
+                self._analyzer_dictionary = active
             return self._analyzer
+
+
+def _active_dictionary(db_path: Path) -> int | None:
+    """The dictionary whose codes the published file holds (None when it cannot say)."""
+    from factorscope.errors import FactorscopeError
+    from factorscope.warehouse.queries import active_dictionary_id
+
+    try:
+        with WarehouseReader(db_path).connect() as con:
+            return active_dictionary_id(con)
+    except FactorscopeError:
+        return None
 
 
 class _Serialized:

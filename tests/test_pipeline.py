@@ -14,6 +14,7 @@ import pytest
 
 from factorscope.analyzer import LiveAnalyzer
 from factorscope.cli import main
+from factorscope.encode import run_encode
 from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.learn import LearnConfig, run_learn
@@ -262,3 +263,23 @@ def test_encode_reads_stored_states_when_ingest_kept_them_all(
     capsys.readouterr()
     assert main(["encode", "--db", str(sampled)]) == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_app_analyzer_follows_the_published_dictionary(tiny_pipeline_db: Path, tmp_path: Path):
+    """Analyze and LIME use the dictionary whose codes the pages show, after a new encode too;
+    and the app's reader being open first does not keep the analyzer out (one configuration)."""
+    from factorscope.dash_app.config import AppConfig
+    from factorscope.warehouse.queries import WarehouseReader, active_dictionary_id
+
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    with WarehouseReader(db).connect() as con:  # a page read first, as in the served app
+        first = active_dictionary_id(con)
+    cfg = AppConfig(db_path=db)
+    analyzer = cfg.analyzer()
+    assert analyzer.dictionary_id == first
+    assert cfg.analyzer() is analyzer  # kept while nothing changes
+    run_learn(db, LearnConfig(n_factors=TINY_FACTORS // 2, lambda1=0.05, seed=1))
+    run_encode(db)
+    rebuilt = cfg.analyzer()
+    assert rebuilt is not analyzer and rebuilt.dictionary_id == first + 1
+    assert rebuilt.n_factors == TINY_FACTORS // 2

@@ -24,6 +24,25 @@ def test_labels_survive_a_new_encode(tmp_path):
         assert q.lime_cache_get(con, "k")["result"] == {"a": 1}
 
 
+def test_no_connection_is_handed_the_replaced_file(tmp_path):
+    """DuckDB reuses one instance per path: a reader opened before a publish must not
+    make later connections in the same process read the old file."""
+    from factorscope.warehouse.connection import connect
+
+    db = tmp_path / "p.duckdb"
+    build_synthetic_db(db, n_sentences=30, n_factors=16, hidden_size=8, seed=1)
+    with q.WarehouseReader(db).connect() as con:  # the app's cached reader, now open
+        assert con.execute("SELECT count(*) FROM sentences").fetchone()[0] == 30
+    build_synthetic_db(db, n_sentences=40, n_factors=16, hidden_size=8, seed=2)
+    con = connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM sentences").fetchone()[0] == 40
+    finally:
+        con.close()
+    with q.WarehouseReader(db).connect() as con:
+        assert con.execute("SELECT count(*) FROM sentences").fetchone()[0] == 40
+
+
 WRITER = textwrap.dedent(
     """
     import sys

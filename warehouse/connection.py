@@ -6,7 +6,10 @@ through :func:`connect`, so a process opens a given file with one configuration.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -112,6 +115,67 @@ and reach no network: the SQL console relies on it.
 """
 
 
+class Gate:
+    """Per-file coordination inside one process.
+
+    Readers share one cached read-only connection (a cursor each); writers of the
+    published file (the app's labels) need it closed. DuckDB keeps one database
+    instance per path and process and hands it to every new connection with the same
+    configuration, even after ``os.replace`` put a new file at that path: so a stale
+    cached connection must be closed before anyone opens the path again
+    (:func:`drop_if_stale`), or the newcomer silently reads the old file.
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.signature: tuple[int, int] | None = None
+        self.readers = 0
+        self.writing = False
+
+    def drop(self) -> None:
+        """Close the cached connection (caller holds ``cond`` and no reader is active)."""
+        if self.con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self.con.close()
+        self.con = None
+        self.signature = None
+
+
+_GATES: dict[str, Gate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def gate_of(path: str | Path) -> Gate:
+    """The :class:`Gate` of a file in this process."""
+    key = os.path.realpath(path)
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, Gate())
+
+
+def file_signature(path: str | Path) -> tuple[int, int] | None:
+    """(inode, mtime_ns) of a file, or None when it is missing: a publish changes it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def drop_if_stale(path: str | Path, *, timeout_s: float = 30.0) -> None:
+    """Close this process's cached reader of ``path`` if a newer file was published there.
+
+    Waits (up to ``timeout_s``) for reads still running on the old file to finish.
+    """
+    gate = gate_of(path)
+    with gate.cond:
+        if gate.con is None or gate.signature == file_signature(path):
+            return
+        gate.cond.wait_for(lambda: gate.readers == 0, timeout=timeout_s)
+        if gate.readers == 0:
+            gate.drop()
+
+
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open a factorscope database with the one connection policy of this module.
 
@@ -127,6 +191,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             raise WarehouseError(f"cannot create database {path}: folder {parent} does not exist")
     try:
         if read_only:
+            drop_if_stale(path)
             con = _open_read_only(path)
         else:
             con = duckdb.connect(str(path), config=dict(WRITE_CONFIG))

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from factorscope.errors import InputError, WarehouseError
-from factorscope.warehouse.connection import connect_raw
+from factorscope.warehouse.connection import connect
 
 FORMATS = ("parquet", "csv")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -55,7 +55,7 @@ def export(
     except OSError as e:
         raise InputError(f"cannot create output folder {out_dir}: {e}") from e
     try:
-        con = connect_raw(db_path, read_only=True)
+        con = connect(db_path, read_only=True)
     except duckdb.Error as e:
         raise WarehouseError(f"cannot open database {db_path}: {e}") from e
     written: list[Path] = []

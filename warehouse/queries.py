@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from factorscope.errors import InputError, WarehouseError
-from factorscope.warehouse.connection import connect_raw, first_line
+from factorscope.warehouse.connection import connect_raw, file_signature, first_line, gate_of
 from factorscope.warehouse.summaries import CONTEXT_WORDS
 
 LEVELS = ("low", "mid", "high")
@@ -41,44 +39,6 @@ def _is_lock_error(error: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------- connections
-
-
-class _Gate:
-    """Per-file coordination inside one process: a cached read-only connection that
-    readers share (a cursor each), and writers (:func:`set_label`) that need it closed."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.con: duckdb.DuckDBPyConnection | None = None
-        self.signature: tuple[int, int] | None = None
-        self.readers = 0
-        self.writing = False
-
-    def drop(self) -> None:
-        """Close the cached connection (caller holds ``cond`` and no reader is active)."""
-        if self.con is not None:
-            with contextlib.suppress(duckdb.Error):
-                self.con.close()
-        self.con = None
-        self.signature = None
-
-
-_GATES: dict[str, _Gate] = {}
-_GATES_LOCK = threading.Lock()
-
-
-def _gate(path: Path) -> _Gate:
-    key = os.path.realpath(path)
-    with _GATES_LOCK:
-        return _GATES.setdefault(key, _Gate())
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
 
 
 class WarehouseReader:
@@ -99,12 +59,12 @@ class WarehouseReader:
 
     def signature(self) -> tuple[int, int] | None:
         """(inode, mtime_ns) of the published file, or None when it is missing."""
-        return _signature(self.path)
+        return file_signature(self.path)
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only cursor, closed when the block ends."""
-        gate = _gate(self.path)
+        gate = gate_of(self.path)
         with gate.cond:
             while True:
                 gate.cond.wait_for(lambda: not gate.writing)
@@ -137,7 +97,7 @@ class WarehouseReader:
 
     def close(self) -> None:
         """Close the cached connection once no read uses it (it reopens on demand)."""
-        gate = _gate(self.path)
+        gate = gate_of(self.path)
         with gate.cond:
             gate.cond.wait_for(lambda: gate.readers == 0)
             gate.drop()
@@ -170,7 +130,7 @@ def _write_connection(
     path = Path(db_path)
     if not path.exists():
         raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
-    gate = _gate(path)
+    gate = gate_of(path)
     with gate.cond:
         gate.cond.wait_for(lambda: not gate.writing)
         gate.writing = True

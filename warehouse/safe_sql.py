@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from factorscope.errors import SqlRefusedError, WarehouseError
-from factorscope.warehouse.connection import connect_raw
+from factorscope.warehouse.connection import connect
 
 ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN"
 
@@ -121,7 +121,7 @@ def run_safe_query(
     if not path.exists():
         raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
     try:
-        con = connect_raw(path, read_only=True)
+        con = connect(path, read_only=True)
     except duckdb.Error as e:
         raise WarehouseError(f"cannot open database {path}: {_first_line(e)}") from e
     fired = threading.Event()

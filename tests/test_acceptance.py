@@ -1,0 +1,332 @@
+"""End-to-end acceptance: what a user does, on the real tool, in the order a person clicks.
+
+The real packaged MiniLM over a few hundred sentences of Debian's fortunes goes through
+``factorscope pipeline`` (a subprocess), ``factorscope serve`` (a subprocess) serves it,
+and headless Chromium walks home → random high factor → another layer → Explain with
+LIME → Analyze → search → label (kept over a reload) → SQL console + CSV → run page.
+Every step asserts visible content, no error alert and no browser console error;
+screenshots go to ``test-artifacts/acceptance/``. The walk runs a second time against a
+second server started while ``encode`` of a new dictionary is running.
+
+Select it with ``pytest -m acceptance``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.publish import wip_path
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+FORTUNES = Path("/usr/share/games/fortunes")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "acceptance"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SENTENCE = "She left the room and turned left at the station."
+LABEL = "acceptance label"
+
+CONFIG = """
+[corpus]
+source = "fortunes"
+max_sentences = 300
+min_words = 4
+max_words = 40
+seed = 3  # its 300 sentences hold "left" six times (the walk searches it)
+
+[ingest]
+max_length = 64
+chunk_size = 64
+sample_size = "all"
+seed = 0
+
+[learn]
+n_factors = 64
+max_vectors = 8000
+seed = 0
+
+[encode]
+backend = "spams"
+"""
+
+# The machine must have them: `make setup-test` installs both (Debian packages).
+if not CHROMIUM.exists() or not FORTUNES.is_dir():  # pragma: no cover
+    pytest.fail(
+        "the acceptance test needs Debian's chromium and fortunes: run `make setup-test`",
+        pytrace=False,
+    )
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _cli() -> str:
+    """The installed ``factorscope`` command (the entry point a user runs)."""
+    beside = Path(sys.executable).with_name("factorscope")
+    assert beside.exists(), f"no factorscope command beside {sys.executable}"
+    return str(beside)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _run(args: list[str], log: Path, timeout: float) -> None:
+    with log.open("a") as out:
+        done = subprocess.run(
+            [_cli(), *args], stdout=out, stderr=subprocess.STDOUT, env=_env(), timeout=timeout
+        )
+    assert done.returncode == 0, f"factorscope {' '.join(args)} failed:\n{log.read_text()}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("acceptance")
+
+
+@pytest.fixture(scope="module")
+def demo_db(workdir: Path) -> Path:
+    """The real pipeline, as a user runs it, over 300 fortunes with the packaged MiniLM."""
+    config = workdir / "acceptance.toml"
+    config.write_text(CONFIG, "utf-8")
+    db = workdir / "demo.duckdb"
+    _run(["pipeline", "--db", str(db), "--config", str(config)], workdir / "pipeline.log", 900)
+    assert db.exists() and not wip_path(db).exists()
+    con = connect(db, read_only=True)
+    try:
+        (lefts,) = con.execute("SELECT count(*) FROM tokens WHERE lower(word) = 'left'").fetchone()
+    finally:
+        con.close()
+    assert lefts > 0, "the acceptance corpus must contain the word 'left'"
+    return db
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve(workdir: Path) -> Iterator:
+    """Start ``factorscope serve`` on a free loopback port; returns the base URL."""
+    procs: list[subprocess.Popen] = []
+
+    def start(db: Path, name: str) -> str:
+        port = _free_port()
+        log = workdir / f"serve-{name}.log"
+        out = log.open("w")
+        args = ["serve", "--db", str(db), "--port", str(port), "--lime-samples", "40"]
+        proc = subprocess.Popen([_cli(), *args], stdout=out, stderr=subprocess.STDOUT, env=_env())
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"factorscope serve exited:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(url + "/_dash-layout", timeout=2):
+                    return url
+            except OSError:
+                time.sleep(0.25)
+        raise AssertionError(f"factorscope serve did not answer in 90 s:\n{log.read_text()}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Walk:
+    """One user's session: a page, its console errors, and checks after every step."""
+
+    def __init__(self, browser, base: str, name: str, downloads: Path) -> None:
+        self.context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
+        self.pg = self.context.new_page()
+        self.pg.set_default_timeout(30_000)
+        self.base = base
+        self.name = name
+        self.downloads = downloads
+        self.errors: list[str] = []
+        self.pg.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.pg.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def check(self, step: str) -> None:
+        """No error alert on the page and no browser console error; then a screenshot."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.pg.screenshot(path=str(ARTIFACTS / f"{self.name}-{step}.png"), full_page=True)
+        alerts = self.pg.locator(".alert-danger")
+        texts = [alerts.nth(i).inner_text() for i in range(alerts.count())]
+        assert not texts, f"{step}: error alert(s) shown: {texts}"
+        assert not self.errors, f"{step}: browser console errors: {self.errors}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _walk(walk: Walk) -> None:
+    pg, base = walk.pg, walk.base
+
+    # Home shows a factor.
+    pg.goto(base + "/")
+    pg.get_by_role("heading", name=re.compile(r"Factor \d+")).wait_for()
+    pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
+    walk.check("1-home")
+
+    # A random high-level factor, with its IS curve and contexts.
+    pg.locator("#factor-random-high").click()
+    pg.locator("h3 .badge").get_by_text("high level").wait_for()
+    pg.locator("#factor-contexts-table tr.fs-context-row").first.wait_for()
+    pg.locator("#factor-is-graph .js-plotly-plot .scatterlayer").wait_for()
+    factor = int(re.search(r"Factor (\d+)", pg.locator("h3").first.inner_text()).group(1))
+    walk.check("2-random-high")
+
+    # Another layer.
+    checked = pg.locator("#factor-layer-select input:checked").get_attribute("value")
+    other = "0" if checked != "0" else "1"
+    pg.locator("#factor-layer-select label").get_by_text(other, exact=True).click()
+    pg.wait_for_url(re.compile(rf"/factor/{factor}\?layer={other}$"))
+    pg.get_by_text(f"Top contexts at layer {other}").wait_for()
+    pg.locator("#factor-contexts-table tr.fs-context-row").first.wait_for()
+    walk.check("3-other-layer")
+
+    # Explain with LIME: the saliency map appears.
+    pg.locator("#lime-samples").fill("40")
+    pg.locator("#lime-count").fill("1")
+    pg.locator("#lime-run").click()
+    pg.locator("#lime-output .fs-lime-target").first.wait_for(timeout=240_000)
+    assert pg.locator("#lime-output .fs-lime-word").count() >= 2
+    # The map explains the ranked token: alpha there is the context's, never 0.
+    shown = re.search(r"α = ([0-9.]+) at layer", pg.locator("#lime-output").inner_text())
+    assert shown and float(shown.group(1)) > 0, pg.locator("#lime-output").inner_text()
+    assert not pg.locator("#lime-feedback").inner_text().strip()
+    walk.check("4-lime")
+
+    # Analyze a sentence: the per-word factor table appears and its links open.
+    pg.locator("#nav-analyze").click()
+    pg.wait_for_url(re.compile(r"/analyze$"))
+    pg.locator("#analyze-text").fill(SENTENCE)
+    pg.locator("#analyze-run").click()
+    link = pg.locator("#analyze-output a[href*='/factor/']").first
+    link.wait_for(timeout=120_000)
+    output = pg.locator("#analyze-output").inner_text()
+    assert "left" in output and "station" in output, output[:500]
+    assert re.search(r"\d\.\d\d·", output), output[:500]
+    walk.check("5-analyze")
+    href = link.get_attribute("href")
+    link.click()
+    target = re.search(r"/factor/(\d+)", href).group(1)
+    pg.wait_for_url(re.compile(rf"/factor/{target}"))
+    pg.get_by_role("heading", name=re.compile(f"Factor {target}")).wait_for()
+    walk.check("6-analyze-link")
+
+    # Search the word "left".
+    pg.locator("#nav-search").click()
+    pg.wait_for_url(re.compile(r"/search$"))
+    pg.locator("#search-word").fill("left")
+    pg.locator("#search-word-go").click()
+    pg.locator("#search-word-output a").first.wait_for()
+    walk.check("7-search")
+
+    # Save a label; it is there after a reload.
+    pg.goto(f"{base}/factor/{factor}")
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
+    label = f"{LABEL} {walk.name}"
+    pg.locator("#factor-label-input").fill(label)
+    pg.locator("#factor-label-save").click()
+    pg.locator("#factor-label-feedback").get_by_text(f"Saved label of factor {factor}.").wait_for()
+    pg.reload()
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
+    pg.wait_for_function(
+        f"document.querySelector('#factor-label-input').value === {label!r}", timeout=30_000
+    )
+    walk.check("8-label")
+
+    # SQL console: a query, then its CSV.
+    pg.locator("#nav-sql").click()
+    pg.wait_for_url(re.compile(r"/sql$"))
+    pg.locator("#sql-text").fill(
+        "SELECT layer, count(*) AS n FROM factor_top_contexts GROUP BY layer ORDER BY layer"
+    )
+    pg.locator("#sql-run").click()
+    pg.locator("#sql-feedback").get_by_text("7 rows").wait_for()
+    pg.locator("#sql-table .dash-spreadsheet-container").wait_for()
+    with pg.expect_download() as download:
+        pg.locator("#sql-download-btn").click()
+    csv = walk.downloads / f"{walk.name}.csv"
+    download.value.save_as(csv)
+    lines = csv.read_text("utf-8").splitlines()
+    assert lines[0].replace('"', "") == "layer,n" and len(lines) == 8, lines
+    walk.check("9-sql")
+
+    # The run page.
+    pg.locator("#nav-run").click()
+    pg.wait_for_url(re.compile(r"/run$"))
+    pg.get_by_text("Reconstruction quality per layer").wait_for()
+    assert pg.locator("#run-quality tbody tr").count() == 7
+    walk.check("10-run")
+
+
+@pytest.mark.timeout(1800)
+def test_a_user_walks_through_the_served_demo(demo_db: Path, serve, browser, workdir: Path):
+    base = serve(demo_db, "first")
+    walk = Walk(browser, base, "first", workdir)
+    try:
+        _walk(walk)
+    finally:
+        walk.close()
+
+
+@pytest.mark.timeout(1800)
+def test_the_walk_holds_while_a_new_dictionary_is_encoded(
+    demo_db: Path, serve, browser, workdir: Path
+):
+    _run(["learn", "--db", str(demo_db), "-m", "48", "--seed", "1"], workdir / "learn.log", 600)
+    log = (workdir / "encode.log").open("w")
+    encode = subprocess.Popen(
+        [_cli(), "encode", "--db", str(demo_db)], stdout=log, stderr=subprocess.STDOUT, env=_env()
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not wip_path(demo_db).exists() and encode.poll() is None:
+            assert time.monotonic() < deadline, "encode did not start staging"
+            time.sleep(0.05)
+        assert encode.poll() is None, "encode finished before the second server started"
+        base = serve(demo_db, "during-encode")
+        walk = Walk(browser, base, "during-encode", workdir)
+        try:
+            _walk(walk)
+        finally:
+            walk.close()
+    finally:
+        assert encode.wait(timeout=900) == 0, (workdir / "encode.log").read_text()
