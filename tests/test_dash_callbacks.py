@@ -323,6 +323,7 @@ def test_lime_job_runs_top_contexts(syn_db):
     for target in targets:
         words = _WORD.findall(target["text"])
         assert words[target["word_index"]].lower() == target["word"].lower()
+        assert target["piece"] == 0  # synthetic words are one piece each
     job = lime_jobs.start(syn_db, KeywordAnalyzer, targets, 40)
     state = lime_jobs.wait(job, timeout=60)
     assert state["finished"] and state["error"] is None
@@ -341,6 +342,39 @@ def test_lime_job_reports_analyzer_failure(syn_db):
     state = lime_jobs.wait(job, timeout=30)
     assert state["finished"] and "no model in this database" in state["error"]
     assert state["error"].startswith("LIME needs the run's model")
+
+
+class PieceAnalyzer(KeywordAnalyzer):
+    """The fake, with "leaving" in two pieces as WordPiece splits it."""
+
+    def words(self, text):
+        return [
+            saliency.Word(
+                w.start, w.end, ("leav", "##ing") if w.pieces == ("leaving",) else w.pieces
+            )
+            for w in super().words(text)
+        ]
+
+
+def test_lime_page_names_the_piece_and_shows_errors(app, syn_db):
+    import sys
+
+    # the page module as Dash loaded it (importing it again would register it twice)
+    (module,) = [p["module"] for p in dash.page_registry.values() if p["path"] == "/"]
+    page = sys.modules[module]
+    target = {"text": "the cat was leaving", "word_index": 3, "layer": 0, "factor": 0}
+    good = [{**target, "piece": 1, "word": "leaving"}]
+    job = lime_jobs.start(syn_db, PieceAnalyzer, good, 20)
+    assert lime_jobs.wait(job, timeout=60)["results"][0]["target_piece"] == "##ing"
+    *_, maps, _disabled = page.poll_lime(1, job)
+    assert maps[0].children == "“leaving” at “##ing”"
+    assert "fs-lime-target" in _text(maps[1])
+
+    bad = [{**target, "piece": 2, "word": "leaving"}]  # no third piece: an error, not a map
+    job = lime_jobs.start(syn_db, PieceAnalyzer, bad, 20)
+    lime_jobs.wait(job, timeout=60)
+    *_, maps, _disabled = page.poll_lime(1, job)
+    assert "piece 2 of word 3" in _text(maps[-1]) and "alert" in _text(maps[-1]).lower()
 
 
 # --------------------------------------------------------------------------- layouts

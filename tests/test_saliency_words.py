@@ -15,7 +15,7 @@ import pytest
 
 from factorscope import saliency
 from factorscope.analyzer import LiveAnalyzer
-from factorscope.dash_app import lime_jobs
+from factorscope.dash_app import lime_jobs, logic
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.ingest.runner import tokenize
 from factorscope.saliency import Target, Word
@@ -176,6 +176,33 @@ def test_alpha_is_read_at_the_ranked_piece(analyzer):
     result = saliency.explain(analyzer, ZWSP, 0, layer, factor, piece=1, n_samples=20)
     assert result["alpha"] == pytest.approx(alpha, rel=1e-4)
     assert (result["piece"], result["target_piece"]) == (1, "##over")
+
+
+def test_lime_targets_carry_the_piece_of_the_ranked_token():
+    sentence = {
+        "text": "He was leaving.",
+        "tokens": [
+            {"token_id": 1025, "position": 1, "piece": "he", "word_index": 0},
+            {"token_id": 1026, "position": 2, "piece": "was", "word_index": 1},
+            {"token_id": 1027, "position": 3, "piece": "leav", "word_index": 2},
+            {"token_id": 1028, "position": 4, "piece": "##ing", "word_index": 2},
+            {"token_id": 1029, "position": 5, "piece": ".", "word_index": 3},
+            {"token_id": 1030, "position": 6, "piece": "[SEP]", "word_index": None},
+        ],
+    }
+    assert logic._piece_of(sentence, 1028) == (2, 1, "##ing")
+    assert logic._piece_of(sentence, 1027) == (2, 0, "leav")
+    assert logic._piece_of(sentence, 1029) == (3, 0, ".")
+    assert logic._piece_of(sentence, 1030) is None
+
+
+def test_lime_targets_on_a_real_database(tiny_pipeline_db, analyzer):
+    targets = logic.lime_targets(tiny_pipeline_db, 0, 1, count=3)
+    assert targets
+    for target in targets:
+        word = analyzer.words(target["text"])[target["word_index"]]
+        assert word.pieces[target["piece"]] == target["piece_text"]
+        assert target["text"][word.start : word.end].lower() == target["word"].lower()
 
 
 # --------------------------------------------------------------------------- errors
