@@ -55,7 +55,12 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def start(db_path: str | Path, get_analyzer: Any, targets: list[dict], n_samples: int) -> str:
-    """Queue LIME maps of ``targets`` (dicts with text, word_index, layer, factor); a job id."""
+    """Queue LIME maps of ``targets``; a job id.
+
+    A target is a dict with text, word_index, layer, factor and optionally piece (which
+    piece of the word α is read at, 0 by default) and sentence_idx, as
+    :func:`factorscope.dash_app.logic.lime_targets` makes them.
+    """
     job_id = uuid.uuid4().hex
     job = Job(targets=list(targets), n_samples=int(n_samples))
     with _lock:
@@ -87,6 +92,7 @@ def _run(job: Job, db_path: str | Path, get_analyzer: Any) -> None:
                 target["word_index"],
                 target["layer"],
                 target["factor"],
+                piece=int(target.get("piece", 0)),
                 n_samples=job.n_samples,
                 sentence_idx=target.get("sentence_idx"),
                 progress=progress,

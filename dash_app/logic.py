@@ -223,20 +223,28 @@ def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
 
 
 def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) -> list[dict]:
-    """The top ``count`` contexts as LIME inputs: sentence text and the target word's index."""
+    """The top ``count`` contexts as LIME inputs: the sentence and the ranked token in it.
+
+    A target is the ranked token itself: its word (``word_index``, the tokenizer's
+    word number) and which piece of that word it is (``piece``, 0 for the first), so a
+    context ranked for ``##ing`` is explained at ``##ing``, not at the word's first piece.
+    """
     with WarehouseReader(db_path).connect() as con:
         top = queries.top_contexts(con, int(factor), int(layer), k=int(count), offset=0)
         targets = []
         for row in top.iter_rows(named=True):
             sentence = queries.token_context(con, int(row["sentence_idx"]))
-            word_index = _word_index_of(sentence, int(row["token_id"]))
-            if word_index is None:
+            found = _piece_of(sentence, int(row["token_id"]))
+            if found is None:
                 continue
+            word_index, piece, piece_text = found
             targets.append(
                 {
                     "text": sentence["text"],
                     "sentence_idx": int(row["sentence_idx"]),
                     "word_index": word_index,
+                    "piece": piece,
+                    "piece_text": piece_text,
                     "word": row["word"],
                     "layer": int(layer),
                     "factor": int(factor),
@@ -246,11 +254,23 @@ def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) ->
     return targets
 
 
-def _word_index_of(sentence: dict, token_id: int) -> int | None:
-    for token in sentence.get("tokens", []):
-        if int(token["token_id"]) == token_id:
-            value = token.get("word_index")
-            return int(value) if value is not None else None
+def _piece_of(sentence: dict, token_id: int) -> tuple[int, int, str] | None:
+    """(word_index, piece number within the word, piece) of a stored token, if it has a word."""
+    tokens = sentence.get("tokens", [])
+    for token in tokens:
+        if int(token["token_id"]) != token_id:
+            continue
+        if token.get("word_index") is None:
+            return None  # a special token ([CLS], [SEP]) kept by keep_special
+        word_index = int(token["word_index"])
+        piece = sum(
+            1
+            for other in tokens
+            if other.get("word_index") is not None
+            and int(other["word_index"]) == word_index
+            and int(other["position"]) < int(token["position"])
+        )
+        return word_index, piece, str(token.get("piece") or "")
     return None
 
 

@@ -8,6 +8,7 @@ sentence from the corpus gets the codes stored for it.
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from factorscope.encode import load_run_model
-from factorscope.errors import InputError
+from factorscope.errors import FactorscopeError, InputError
 from factorscope.ingest.model import LoadedModel
-from factorscope.ingest.runner import hidden_states, tokenize
+from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.learn import load_learner
+from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import store
 from factorscope.warehouse.queries import WarehouseReader
@@ -110,31 +112,92 @@ class LiveAnalyzer:
             )
         return out
 
-    def alpha_for(
-        self, texts: Sequence[str], word_index: int, layer: int, factor: int
-    ) -> np.ndarray:
-        """alpha of ``factor`` at the first piece of word ``word_index`` in each text.
+    def words(self, text: str) -> list[Word]:
+        """The words of ``text`` the model reads, as its fast tokenizer splits them.
 
-        The LIME "classifier": texts are perturbed copies of one sentence in which words
-        are replaced by [UNK], so word indices stay put while pieces move.
+        Word ``i`` here is the tokenizer's ``word_index`` ``i`` (the one stored for corpus
+        sentences): its character span comes from the pieces' offsets and its pieces are
+        the tokenizer's. Words past the run's ``max_length`` cut are left out. The text is
+        not stripped, so the offsets index ``text`` itself.
+        """
+        if not isinstance(text, str):
+            raise InputError("LIME needs a sentence of text")
+        with self._lock:  # a fast tokenizer with truncation is not safe across threads
+            (seen,) = tokenize(self.loaded, [text], max_length=self.max_length)
+            full = seen
+            if seen.n_positions >= self.max_length:  # cut: the last word may be cut in two
+                (full,) = tokenize(self.loaded, [text], max_length=MAX_POSITIONS)
+        return _words_of(seen, full)
+
+    def alpha_for(
+        self, texts: Sequence[str], targets: Sequence[Target], layer: int, factor: int
+    ) -> np.ndarray:
+        """alpha of ``factor`` at ``layer`` at one word piece of each text.
+
+        The LIME "classifier". ``targets[i]`` names piece ``piece`` of the word whose
+        character span in ``texts[i]`` is ``start:end`` (a span, not a word index, so a
+        word found at another index than expected is never read by mistake). A target
+        the model does not read, for instance one cut off at ``max_length``, is an
+        :class:`InputError`, never a 0.
         """
         if not 0 <= layer < self.n_layers:
             raise InputError(f"layer {layer} does not exist (0..{self.n_layers - 1})")
         if not 0 <= factor < self.n_factors:
             raise InputError(f"factor {factor} does not exist (0..{self.n_factors - 1})")
+        texts = list(texts)
+        targets = [t if isinstance(t, Target) else Target(*t) for t in targets]
+        if len(texts) != len(targets):
+            raise InputError(f"{len(texts)} texts but {len(targets)} targets")
         with self._lock:
             tokenized, states = self._codes(texts)
-            rows, missing = [], []
-            for i, (ts, st) in enumerate(zip(tokenized, states, strict=True)):
-                kept = ts.positions
-                hits = np.flatnonzero(ts.word_index[kept] == word_index)
-                if hits.size == 0:
-                    missing.append(i)
-                    rows.append(np.zeros(st.shape[-1], dtype=np.float32))
-                else:
-                    rows.append(st[layer, hits[0]])
-            X = np.stack(rows)
-            alpha = self.encoder.transform(X, np.full(len(rows), layer))[:, factor].toarray()
-        alpha = alpha.ravel().astype(np.float64)
-        alpha[missing] = 0.0
-        return alpha
+        rows = [
+            st[layer, _target_row(ts, target, self.max_length)]
+            for ts, st, target in zip(tokenized, states, targets, strict=True)
+        ]
+        with self._lock:
+            alpha = self.encoder.transform(np.stack(rows), np.full(len(rows), layer))
+        return alpha[:, factor].toarray().ravel().astype(np.float64)
+
+
+def _words_of(seen: TokenizedSentence, full: TokenizedSentence) -> list[Word]:
+    """The words with pieces in ``seen``; their spans from ``full`` (the same text uncut)."""
+    ids = seen.word_index
+    numbers = np.unique(ids[ids >= 0])
+    if not np.array_equal(numbers, np.arange(numbers.size)):
+        raise FactorscopeError(f"the tokenizer numbered the words of {seen.text!r} with gaps")
+    text, out = seen.text, []
+    starts = [*sorted({int(x) for x in full.word_start[full.word_index >= 0]}), len(text)]
+    for w in numbers.tolist():
+        members = np.flatnonzero(ids == w)
+        whole = np.flatnonzero(full.word_index == w)[0]
+        start, end = int(full.word_start[whole]), int(full.word_end[whole])
+        # combining marks the tokenizer strips ("e" + U+0301) belong to the word they
+        # follow: masked with it, drawn with it
+        limit = starts[starts.index(start) + 1]
+        while end < limit and unicodedata.combining(text[end]):
+            end += 1
+        out.append(Word(start, end, tuple(seen.pieces[m] for m in members.tolist())))
+    return out
+
+
+def _target_row(ts: TokenizedSentence, target: Target, max_length: int) -> int:
+    """Index among the kept positions (rows of the hidden states) of ``target``'s piece."""
+    kept = ts.positions
+    # by its first character: words never overlap, and the end of a word cut at
+    # max_length moves when masking shortens the sentence
+    hits = np.flatnonzero((ts.word_index[kept] >= 0) & (ts.word_start[kept] == target.start))
+    word = ts.text[target.start : target.end]
+    if hits.size == 0:
+        raise InputError(
+            f"the target word {word!r} (characters {target.start}..{target.end}) is not "
+            f"among the tokens the model reads of {ts.text!r}: a sentence is cut at "
+            f"max_length {max_length} pieces"
+        )
+    if np.unique(ts.word_index[kept][hits]).size > 1:
+        raise FactorscopeError(f"several words of {ts.text!r} span characters of {word!r}")
+    if not 0 <= target.piece < hits.size:
+        raise InputError(
+            f"the target word {word!r} has {hits.size} piece(s) the model reads, "
+            f"not a piece {target.piece} (cut at max_length {max_length}?)"
+        )
+    return int(hits[target.piece])

@@ -52,14 +52,23 @@ def _text(component) -> str:
     return json.dumps(component.to_plotly_json(), default=lambda o: o.to_plotly_json())
 
 
+_WORD = re.compile(r"\w+|[^\w\s]")  # the fake's "tokenizer": the real one is tested elsewhere
+
+
 class KeywordAnalyzer:
     """α = 1 when 'cat' survives the masking, minus 0.5 when 'not' does; decompose is fixed."""
 
     n_layers = N_LAYERS
     n_factors = N_FACTORS
 
-    def alpha_for(self, texts, word_index, layer, factor):
-        words = [saliency.split_words(t) for t in texts]
+    def words(self, text):
+        return [
+            saliency.Word(m.start(), m.end(), (m.group().lower(),)) for m in _WORD.finditer(text)
+        ]
+
+    def alpha_for(self, texts, targets, layer, factor):
+        assert len(texts) == len(targets)
+        words = [_WORD.findall(t) for t in texts]
         return np.array([("cat" in w) - 0.5 * ("not" in w) for w in words], dtype=float)
 
     def decompose(self, text, *, top=8):
@@ -74,7 +83,7 @@ class KeywordAnalyzer:
                     for layer in range(N_LAYERS)
                 ],
             }
-            for i, w in enumerate(saliency.split_words(text))
+            for i, w in enumerate(_WORD.findall(text))
         ]
 
 
@@ -259,20 +268,6 @@ def test_analyze_text_labels_and_errors(syn_db):
 # --------------------------------------------------------------------------- LIME
 
 
-def test_split_words_matches_bert_words():
-    assert saliency.split_words("It's left, (km).") == [
-        "It",
-        "'",
-        "s",
-        "left",
-        ",",
-        "(",
-        "km",
-        ")",
-        ".",
-    ]
-
-
 def test_explain_finds_the_driving_words():
     result = saliency.explain(
         KeywordAnalyzer(), "the cat did not sit", 1, 3, 5, n_samples=300, seed=1
@@ -299,8 +294,10 @@ def test_explain_reports_progress_and_validates():
         progress=lambda d, t: calls.append((d, t)),
     )
     assert calls == [(30, 100), (60, 100), (90, 100), (100, 100)]
-    with pytest.raises(InputError, match="outside the sentence"):
+    with pytest.raises(InputError, match="not among the 2 words the model reads"):
         saliency.explain(KeywordAnalyzer(), "a cat", 5, 0, 0, n_samples=100)
+    with pytest.raises(InputError, match="piece 1 of word 0"):
+        saliency.explain(KeywordAnalyzer(), "a cat", 0, 0, 0, piece=1, n_samples=100)
     with pytest.raises(InputError, match="non-empty"):
         saliency.explain(KeywordAnalyzer(), " ", 0, 0, 0)
 
@@ -312,6 +309,11 @@ def test_explain_cached_round_trip(syn_db):
     assert first["cached"] is False and second["cached"] is True
     assert second["words"] == first["words"]
     assert saliency.explain_cached(*args, n_samples=60)["cached"] is False
+    assert saliency.explain_cached(*args, n_samples=50, piece=0)["cached"] is True
+    # another piece of the same word is another map, never the cached one
+    assert saliency.cache_key(1, "a", 0, 2, 4, 50, 0, piece=1) != saliency.cache_key(
+        1, "a", 0, 2, 4, 50, 0, piece=0
+    )
 
 
 def test_lime_job_runs_top_contexts(syn_db):
@@ -319,8 +321,9 @@ def test_lime_job_runs_top_contexts(syn_db):
     targets = logic.lime_targets(syn_db, factor, layer, count=2)
     assert len(targets) == 2
     for target in targets:
-        words = saliency.split_words(target["text"])
+        words = _WORD.findall(target["text"])
         assert words[target["word_index"]].lower() == target["word"].lower()
+        assert target["piece"] == 0  # synthetic words are one piece each
     job = lime_jobs.start(syn_db, KeywordAnalyzer, targets, 40)
     state = lime_jobs.wait(job, timeout=60)
     assert state["finished"] and state["error"] is None
@@ -339,6 +342,39 @@ def test_lime_job_reports_analyzer_failure(syn_db):
     state = lime_jobs.wait(job, timeout=30)
     assert state["finished"] and "no model in this database" in state["error"]
     assert state["error"].startswith("LIME needs the run's model")
+
+
+class PieceAnalyzer(KeywordAnalyzer):
+    """The fake, with "leaving" in two pieces as WordPiece splits it."""
+
+    def words(self, text):
+        return [
+            saliency.Word(
+                w.start, w.end, ("leav", "##ing") if w.pieces == ("leaving",) else w.pieces
+            )
+            for w in super().words(text)
+        ]
+
+
+def test_lime_page_names_the_piece_and_shows_errors(app, syn_db):
+    import sys
+
+    # the page module as Dash loaded it (importing it again would register it twice)
+    (module,) = [p["module"] for p in dash.page_registry.values() if p["path"] == "/"]
+    page = sys.modules[module]
+    target = {"text": "the cat was leaving", "word_index": 3, "layer": 0, "factor": 0}
+    good = [{**target, "piece": 1, "word": "leaving"}]
+    job = lime_jobs.start(syn_db, PieceAnalyzer, good, 20)
+    assert lime_jobs.wait(job, timeout=60)["results"][0]["target_piece"] == "##ing"
+    *_, maps, _disabled = page.poll_lime(1, job)
+    assert maps[0].children == "“leaving” at “##ing”"
+    assert "fs-lime-target" in _text(maps[1])
+
+    bad = [{**target, "piece": 2, "word": "leaving"}]  # no third piece: an error, not a map
+    job = lime_jobs.start(syn_db, PieceAnalyzer, bad, 20)
+    lime_jobs.wait(job, timeout=60)
+    *_, maps, _disabled = page.poll_lime(1, job)
+    assert "piece 2 of word 3" in _text(maps[-1]) and "alert" in _text(maps[-1]).lower()
 
 
 # --------------------------------------------------------------------------- layouts

@@ -80,7 +80,8 @@ def test_stored_codes_equal_live_analysis(tiny_pipeline_db: Path) -> None:
     # and the LIME classifier reads the same numbers
     token = decomposition[0]
     layer, (factor, alpha) = 1, token["layers"][1]["factors"][0]
-    got = analyzer.alpha_for([text], token["word_index"], layer, factor)
+    word = analyzer.words(text)[token["word_index"]]
+    got = analyzer.alpha_for([text], [(word.start, word.end, 0)], layer, factor)
     np.testing.assert_allclose(got, [alpha], rtol=1e-4)
 
 

@@ -466,8 +466,11 @@ def poll_lime(_n: Any, job_id: str | None) -> tuple:
     maps: list[Any] = []
     for result in state["results"]:
         word = result.get("word") or ""
+        piece = result.get("target_piece") or ""
         if word:
-            maps.append(html.Div(f"“{word}”", className="small fw-semibold"))
+            # the ranked token may be a later piece of its word (“leaving” at “##ing”)
+            shown = f"“{word}”" if piece in ("", word.lower()) else f"“{word}” at “{piece}”"
+            maps.append(html.Div(shown, className="small fw-semibold"))
         maps.append(ui.lime_map(result))
     if state["error"]:
         maps.append(ui.error_alert(state["error"]))
