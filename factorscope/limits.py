@@ -126,6 +126,6 @@ def option_check(key: str) -> Callable[[Any], Any]:
         try:
             return limit.check(value, limit.flag)
         except InputError as e:
-            raise typer.BadParameter(str(e).removeprefix(f"{limit.flag} ")) from e
+            raise typer.BadParameter(str(e)) from e
 
     return callback
