@@ -145,8 +145,11 @@ def factor_view(db_path: str | Path, factor_raw: Any, layer_raw: Any = None) -> 
         n_factors = int(queries.dictionary_size(con))
         factor = parse_factor(factor_raw, n_factors)
         layers = [int(x) for x in queries.layers(con)]
-        if not layers:
-            raise InputError("This database has no encoded layers yet (run `factorscope encode`).")
+        if not layers or queries.layer_quality(con).is_empty():
+            raise InputError(
+                f"This database has a dictionary but no codes yet, so no factor is ever "
+                f"active: run `factorscope encode --db {db_path}`, then reload this page."
+            )
         layer = parse_layer(layer_raw, layers)
         level_info = queries.factor_level(con, factor) or {}
         peak = level_info.get("peak_layer")

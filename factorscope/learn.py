@@ -7,6 +7,7 @@ run again; a finished one with the same settings is not repeated.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -68,8 +69,19 @@ class LearnSummary:
     n_vectors: int
     seconds: float
     reused: bool
+    imported: bool = False
 
     def line(self) -> str:
+        if self.imported:
+            if self.reused:
+                return (
+                    f"learn: dictionary {self.dictionary_id} already holds this array "
+                    "(same content); nothing to do"
+                )
+            return (
+                f"learn: imported dictionary {self.dictionary_id}, {self.n_factors:,} factors "
+                "(not fitted; acts on raw hidden states; encode uses its --lambda)"
+            )
         if self.reused:
             return (
                 f"learn: dictionary {self.dictionary_id} with these settings exists; nothing to do"
@@ -106,46 +118,44 @@ def run_learn(
     db_path = Path(db_path)
     check_db_path_writable(db_path)
     run, existing = _read_state(db_path)
-    source = "trainDL" if from_npy is None else f"npy:{Path(from_npy).resolve()}"
+    if from_npy is not None:
+        return _import_npy(db_path, Path(from_npy), run, existing, config)
+    source = "trainDL"
     wanted = config.to_dict()
     for d in existing:
         if d["source"] == source and d["params"].get("learn_config") == wanted:
             return LearnSummary(d["dictionary_id"], 0, 0, 0.0, True)
 
-    if from_npy is not None:
-        learner = _import_npy(Path(from_npy), run["hidden_size"], config)
-        n_vectors = 0
-    else:
-        con = connect(newest_copy(db_path), read_only=True)
-        try:
-            X, layers, token_ids = store.read_hidden_sample(con)
-        finally:
-            con.close()
-        if config.max_vectors is not None and config.max_vectors < X.shape[0]:
-            # the same bottom-k rule as the ingest sample, so a subset spans every layer
-            keys = sample_keys(token_ids, layers, config.seed)
-            keep = np.sort(np.argpartition(keys, config.max_vectors - 1)[: config.max_vectors])
-            X, layers = X[keep], layers[keep]
-        n_vectors = X.shape[0]
-        learner = DictionaryLearner(
-            config.n_factors,
-            lambda1=config.lambda1,
-            batch_size=config.batch_size,
-            n_iter=config.n_iter,
-            seed=config.seed,
-            n_jobs=config.n_jobs,
-            preprocessing=config.preprocessing,
-        )
-        started = time.perf_counter()
-        with progress_bar("learn", total=1, unit="vectors") as bar:
-            task = bar.task_ids[0]
+    con = connect(newest_copy(db_path), read_only=True)
+    try:
+        X, layers, token_ids = store.read_hidden_sample(con)
+    finally:
+        con.close()
+    if config.max_vectors is not None and config.max_vectors < X.shape[0]:
+        # the same bottom-k rule as the ingest sample, so a subset spans every layer
+        keys = sample_keys(token_ids, layers, config.seed)
+        keep = np.sort(np.argpartition(keys, config.max_vectors - 1)[: config.max_vectors])
+        X, layers = X[keep], layers[keep]
+    n_vectors = X.shape[0]
+    learner = DictionaryLearner(
+        config.n_factors,
+        lambda1=config.lambda1,
+        batch_size=config.batch_size,
+        n_iter=config.n_iter,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
+        preprocessing=config.preprocessing,
+    )
+    started = time.perf_counter()
+    with progress_bar("learn", total=1, unit="vectors") as bar:
+        task = bar.task_ids[0]
 
-            def report(done: int, total: int) -> None:
-                seen = done * config.batch_size  # vectors fed to the online updates
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=seen, total=total * config.batch_size, rate=rate)
+        def report(done: int, total: int) -> None:
+            seen = done * config.batch_size  # vectors fed to the online updates
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=seen, total=total * config.batch_size, rate=rate)
 
-            learner.fit(X, layers, progress=report)
+        learner.fit(X, layers, progress=report)
 
     state = learner.to_dict()
     state["learn_config"] = wanted
@@ -165,20 +175,67 @@ def run_learn(
     )
 
 
-def _import_npy(path: Path, hidden_size: int, config: LearnConfig) -> DictionaryLearner:
-    """A user's dictionary (d x m or m x d); it acts on raw hidden states."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _import_npy(
+    db_path: Path, path: Path, run: dict, existing: list[dict], config: LearnConfig
+) -> LearnSummary:
+    """Store a user's dictionary (d x m or m x d .npy); it acts on raw hidden states.
+
+    Nothing is fitted: the summary says "imported", the stored settings are the file's
+    SHA-256 and shape, no preprocessing, and the ``lambda1`` encode will use. The same
+    array (by content, wherever the file lies) is not imported twice.
+    """
     if not path.is_file():
-        raise InputError(f"dictionary file {path} not found")
+        what = "a folder" if path.is_dir() else "not found"
+        raise InputError(f"--from-npy {path}: {what} (give a .npy file saved with numpy.save)")
+    with path.open("rb") as handle:
+        head = handle.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise InputError(
+            f"--from-npy {path} is not a NumPy .npy file (it does not start with the .npy "
+            "header): save the array with numpy.save(path, array)"
+        )
     try:
         phi = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{path} is not a NumPy .npy array: {e}") from e
+    except (ValueError, OSError, EOFError) as e:
+        detail = " ".join(str(e).split())
+        if "pickle" in detail:
+            detail = "it holds Python objects, not numbers"
+        raise InputError(f"--from-npy {path} cannot be read as a number array: {detail}") from e
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    wanted = {
+        "imported_npy_sha256": digest,
+        "shape": list(phi.shape),
+        "preprocessing": "none",
+        "lambda1": config.lambda1,
+    }
+    for d in existing:
+        if d["params"].get("learn_config") == wanted:
+            n_factors = int(d["params"].get("params", {}).get("n_factors", 0))
+            return LearnSummary(d["dictionary_id"], n_factors, 0, 0.0, True, imported=True)
     t0 = time.perf_counter()
     learner = DictionaryLearner.from_array(
-        phi, n_features=hidden_size, lambda1=config.lambda1, n_jobs=config.n_jobs
+        phi, n_features=run["hidden_size"], lambda1=config.lambda1, n_jobs=config.n_jobs
     )
     learner.fit_seconds_ = time.perf_counter() - t0
-    return learner
+    state = learner.to_dict()
+    state["learn_config"] = wanted
+    with staged_database(db_path) as con:
+        dictionary_id = store.save_dictionary(
+            con,
+            components=learner.components_,
+            lambda1=config.lambda1,
+            preprocessing={},
+            params=state,
+            seed=config.seed,
+            fit_seconds=learner.fit_seconds_,
+            source=f"npy:{path.resolve()}",
+        )
+    return LearnSummary(
+        dictionary_id, learner.components_.shape[0], 0, learner.fit_seconds_, False, imported=True
+    )
 
 
 def load_learner(record: store.DictionaryRecord) -> DictionaryLearner:

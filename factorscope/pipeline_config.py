@@ -9,6 +9,7 @@ to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from factorscope.errors import InputError
 from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.pipeline import IngestConfig
 from factorscope.learn import LearnConfig
+from factorscope.limits import check_setting
 
 
 @dataclass(frozen=True)
@@ -27,18 +29,52 @@ class PipelineConfig:
     encode: EncodeConfig = field(default_factory=EncodeConfig)
 
 
+_SECTIONS = {
+    "corpus": CorpusConfig,
+    "ingest": IngestConfig,
+    "learn": LearnConfig,
+    "encode": EncodeConfig,
+}
+
+
+def _hint(key: str, section: str, known: set[str]) -> str:
+    """``key`` with where it belongs: a close key of this section, or another section."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    for name, cls in _SECTIONS.items():
+        if name == section:
+            continue
+        others = {f.name for f in dataclasses.fields(cls)} - {"corpus"}
+        match = difflib.get_close_matches(key, sorted(others), n=1, cutoff=0.75)
+        if match and (not close or match[0] == key):
+            return f"{key} (did you mean {match[0]} in section [{name}]?)"
+    return f"{key} (did you mean {close[0]}?)" if close else key
+
+
 def _build(cls, section: str, values: dict, **extra):
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - set(extra)
     unknown = sorted(set(values) - known)
     if unknown:
+        hints = [_hint(key, section, known) for key in unknown]
         raise InputError(
-            f"unknown key(s) in [{section}]: {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})"
+            f"unknown key(s) in [{section}]: {', '.join(hints)} (known: {', '.join(sorted(known))})"
         )
+    checked = {
+        key: check_setting(key, value, f"[{section}] {key}") for key, value in values.items()
+    }
     try:
-        return cls(**values, **extra)
+        return cls(**checked, **extra)
     except TypeError as e:
         raise InputError(f"bad [{section}] settings: {e}") from e
+
+
+def describe(config: PipelineConfig) -> str:
+    """A few words on what a pipeline config will run (corpus, size, factors)."""
+    corpus = config.ingest.corpus
+    sentences = "all" if corpus.max_sentences is None else f"{corpus.max_sentences:,}"
+    return (
+        f"corpus {corpus.source}, {sentences} sentences, model "
+        f"{config.ingest.model or 'minilm-l6'}, {config.learn.n_factors:,} factors"
+    )
 
 
 def load_pipeline_config(path: str | Path | None, *, corpus: str | None = None) -> PipelineConfig:
@@ -53,7 +89,13 @@ def load_pipeline_config(path: str | Path | None, *, corpus: str | None = None) 
             raise InputError(f"{path} is not valid TOML: {e}") from e
     unknown = sorted(set(data) - {"corpus", "ingest", "learn", "encode"})
     if unknown:
-        raise InputError(f"unknown section(s) in config: {', '.join(unknown)}")
+        raise InputError(
+            f"unknown section(s) in config {path}: {', '.join(unknown)} "
+            "(known: corpus, ingest, learn, encode)"
+        )
+    for name in ("corpus", "ingest", "learn", "encode"):
+        if not isinstance(data.get(name, {}), dict):
+            raise InputError(f"config {path}: {name} must be a section [{name}], not a value")
     corpus_values = dict(data.get("corpus", {}))
     if corpus is not None:
         corpus_values["source"] = corpus

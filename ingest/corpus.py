@@ -67,18 +67,22 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         if self.format not in ("auto", "text", "jsonl", "csv", "parquet"):
             raise InputError(
-                f"corpus format must be auto/text/jsonl/csv/parquet, not {self.format!r}"
+                f"--format must be auto, text, jsonl, csv or parquet, not {self.format!r}"
             )
         if self.split not in ("auto", "lines", "paragraphs"):
-            raise InputError(f"split must be auto/lines/paragraphs, not {self.split!r}")
+            raise InputError(f"--split must be auto, lines or paragraphs, not {self.split!r}")
         if self.min_words < 1:
-            raise InputError("min_words must be at least 1")
+            raise InputError(f"min_words (--min-words) must be at least 1, not {self.min_words}")
         if self.max_words < self.min_words:
             raise InputError(
-                f"max_words ({self.max_words}) must be at least min_words ({self.min_words})"
+                f"max_words ({self.max_words}) must be at least min_words ({self.min_words}): "
+                "raise --max-words or lower --min-words"
             )
         if self.max_sentences is not None and self.max_sentences < 1:
-            raise InputError("max_sentences must be positive (or None for no cap)")
+            raise InputError(
+                "max_sentences (--max-sentences) must be at least 1, or 'all' for no cap, "
+                f"not {self.max_sentences}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +174,23 @@ def _records_from_jsonl(path: Path, field: str) -> Iterator[str]:
         value = record[field]
         if isinstance(value, str):
             yield value
+        elif value is not None:  # null: a record without text, skipped
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise InputError(
+                f"{path}:{number}: field {field!r} holds {_json_kind(value)} ({shown}), not "
+                "text: give the field that holds the text with --field"
+            )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
 
 
 def _records_from_table(path: Path, field: str, fmt: str) -> Iterator[str]:
@@ -267,6 +288,13 @@ def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
             yield label, record
 
 
+def _is_jsonl(config: CorpusConfig) -> bool:
+    path = Path(config.source)
+    return config.format == "jsonl" or (
+        config.format == "auto" and path.is_file() and _format_of(path, "auto") == "jsonl"
+    )
+
+
 def read_corpus(config: CorpusConfig) -> list[Sentence]:
     """The kept sentences, in corpus order, capped by seeded sampling.
 
@@ -291,7 +319,11 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
                 seen.add(text)
             kept.append(Sentence(text=text, source=source))
     if n_records == 0:
-        raise InputError(f"corpus {config.source!r} is empty")
+        raise InputError(
+            f"corpus {config.source!r} is empty (no text records"
+            + (f"; every {config.field!r} field is null" if _is_jsonl(config) else "")
+            + ")"
+        )
     if not kept:
         raise InputError(
             f"no sentence of corpus {config.source!r} has {config.min_words}..{config.max_words} "

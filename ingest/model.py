@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,30 @@ def resolve_model(name_or_path: str | None) -> tuple[str, str]:
     return name_or_path, name_or_path
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name no Hugging Face repo id has: absolute, relative (./, ../, ~) or deeper than a/b."""
+    return name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
+
+
+def _check_model_path(name: str, target: str) -> None:
+    """A clear error for a --model path that is missing, a file, or a folder without a model."""
+    path = Path(target)
+    if path.is_file():
+        raise ModelLoadError(
+            f"--model {name!r} is a file: give the model's folder (with config.json) or a name"
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"--model {name!r} is a folder but not a Hugging Face model (no config.json in it): "
+            "give a folder written by save_pretrained, or a model name such as "
+            "sentence-transformers/all-MiniLM-L6-v2"
+        )
+    if not path.exists() and _looks_like_path(name):
+        raise ModelLoadError(
+            f"--model {name!r}: no such folder (give an existing model folder or a model name)"
+        )
+
+
 @dataclass
 class LoadedModel:
     """A tokenizer and encoder ready to produce hidden states of every layer."""
@@ -59,11 +84,38 @@ class LoadedModel:
         return int(self.model.config.hidden_size)
 
 
+_DEVICE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a torch device this machine has, else :class:`ModelLoadError`."""
+    import torch
+
+    match = _DEVICE.match(device.strip().lower())
+    if match is None or (match.group(1) != "cuda" and match.group(2) is not None):
+        raise ModelLoadError(f"unknown device {device!r}: give cpu, cuda, cuda:N or mps (--device)")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelLoadError(
+                f"device {device!r} asked for, but this torch build sees no CUDA GPU "
+                "(CUDA not compiled in, or no GPU): use --device cpu"
+            )
+        if index is not None and int(index) >= count:
+            raise ModelLoadError(
+                f"device {device!r} asked for, but only cuda:0..cuda:{count - 1} exist"
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but MPS is not available: use cpu")
+    return match.group(0)
+
+
 def pick_device(device: str | None) -> str:
     import torch
 
     if device:
-        return device
+        return check_device(device)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -92,14 +144,26 @@ def load_model(
     if threads:
         torch.set_num_threads(threads)
     device = pick_device(device)
+    _check_model_path(name, target)
     try:
         tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=not allow_download)
         model = AutoModel.from_pretrained(target, local_files_only=not allow_download)
     except (OSError, ValueError, KeyError) as e:
-        where = "this path" if Path(target).exists() else "the local Hugging Face cache"
-        hint = "" if allow_download else " (downloads are off: set FACTORSCOPE_ALLOW_DOWNLOAD=1)"
+        detail = " ".join(str(e).split())
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        if Path(target).exists():
+            raise ModelLoadError(
+                f"cannot load model {name!r} from the folder {target}: {detail} "
+                "(give a folder written by save_pretrained: config, weights and tokenizer files)"
+            ) from e
+        hint = (
+            ""
+            if allow_download
+            else "; downloads are off: set FACTORSCOPE_ALLOW_DOWNLOAD=1 to fetch it"
+        )
         raise ModelLoadError(
-            f"cannot load model {name!r}: not found in {where}{hint}: {str(e).splitlines()[0]}"
+            f"cannot load model {name!r}: not in the local Hugging Face cache{hint} ({detail})"
         ) from e
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(

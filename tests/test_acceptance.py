@@ -330,3 +330,14 @@ def test_the_walk_holds_while_a_new_dictionary_is_encoded(
             walk.close()
     finally:
         assert encode.wait(timeout=900) == 0, (workdir / "encode.log").read_text()
+
+
+def test_the_demo_database_opens_in_a_duckdb_1x_cli(demo_db: Path):
+    """Ad-hoc SQL from any client: the DuckDB 1.x CLI (dev extra) reads the published file."""
+    from tests.test_duckdb_cli import SCHEMA_MD, _run_cli
+
+    blocks = re.findall(r"```sql\n(.*?)```", SCHEMA_MD.read_text(encoding="utf-8"), re.S)
+    for sql in blocks[:2]:
+        done = _run_cli(demo_db, sql)
+        assert done.returncode == 0, f"{sql}\n{done.stderr}"
+        assert len(done.stdout.strip().splitlines()) >= 2, (sql, done.stdout)

@@ -129,3 +129,55 @@ def test_console_examples_run(db, name):
     """Every example the app's console offers is accepted and returns a result."""
     frame, _ = run_safe_query(db, CONSOLE_EXAMPLES[name], row_cap=50)
     assert frame.width > 0, name
+
+
+def test_pivot_and_unpivot_are_read_only_queries(db, tmp_path):
+    """PIVOT (a MULTI statement to DuckDB) and UNPIVOT run, and still cannot write or read."""
+    before = _state(db.parent)
+    frame, _ = run_safe_query(db, "PIVOT codes ON layer USING count(*) GROUP BY factor")
+    assert frame.height > 0 and "factor" in frame.columns
+    frame, _ = run_safe_query(
+        db, "SELECT * FROM (PIVOT (SELECT layer, factor FROM codes) ON layer USING count(*))"
+    )
+    assert frame.height > 0
+    frame, _ = run_safe_query(
+        db, "UNPIVOT (SELECT 1 AS a, 2 AS b) ON a, b INTO NAME k VALUE v", row_cap=10
+    )
+    assert sorted(frame["k"]) == ["a", "b"]
+    out = tmp_path / "pivot"
+    out.mkdir()
+    for sql, word in (
+        ("PIVOT read_csv('/etc/passwd') ON column0", "disabled"),
+        ("WITH d AS (DELETE FROM codes RETURNING *) PIVOT d ON layer USING count(*)", "read-only"),
+        ("CREATE TABLE p AS PIVOT codes ON layer USING count(*)", "CREATE"),
+        (f"COPY (PIVOT codes ON layer USING count(*)) TO '{out}/p.csv'", "COPY"),
+        ("PIVOT codes ON layer USING count(*); DROP TABLE codes", "one statement"),
+    ):
+        with pytest.raises(SqlRefusedError) as caught:
+            run_safe_query(db, sql, timeout_s=5)
+        assert word.lower() in str(caught.value).lower(), (sql, str(caught.value))
+    assert list(out.iterdir()) == []
+    assert _state(db.parent) == before
+
+
+def test_result_bytes_are_capped(db):
+    """Rows stop at the byte cap; a first row over the cap is refused with how to narrow it."""
+    frame, truncated = run_safe_query(
+        db, "SELECT repeat('x', 100000) AS s FROM range(1000)", byte_cap=1_000_000
+    )
+    assert truncated and 0 < frame.height < 1000
+    assert frame.estimated_size() <= 1_100_000
+    with pytest.raises(SqlRefusedError, match=r"larger than the 1 MB cap.*--max-mb"):
+        run_safe_query(db, "SELECT repeat('x', 3000000)", byte_cap=1_000_000)
+    frame, truncated = run_safe_query(db, "SELECT 1 AS x")
+    assert not truncated and frame.height == 1
+
+
+def test_sql_timeout_is_documented_once():
+    """docs/SCHEMA.md states the same timeout as `sql --help` (the one constant)."""
+    from pathlib import Path
+
+    from factorscope.limits import SQL_MAX_MB, SQL_TIMEOUT_S
+
+    schema = (Path(__file__).parents[1] / "docs" / "SCHEMA.md").read_text("utf-8")
+    assert f"{SQL_TIMEOUT_S:g} s" in schema and f"{SQL_MAX_MB} MB" in schema

@@ -4,7 +4,11 @@ A query runs on its own read-only connection with external access disabled and t
 configuration locked (no files read or written, no extensions, no settings changed,
 no spilling to a temp folder). Only one statement is accepted, and only if DuckDB's
 own parser says it is a query: SELECT / WITH / FROM / DESCRIBE / SHOW / SUMMARIZE /
-EXPLAIN. Results are capped at ``row_cap`` rows, and a timer interrupts a query that
+EXPLAIN / PIVOT / UNPIVOT. (DuckDB parses a PIVOT whose columns it must first look up
+as a MULTI statement -- a temporary enum type, then the query --; that is allowed only
+when the statement's own keyword is PIVOT, and the read-only connection still refuses
+anything that writes or reads a file.) Results are capped at ``row_cap`` rows and
+``byte_cap`` bytes (batches stop being read there), and a timer interrupts a query that
 runs longer than ``timeout_s``.
 """
 
@@ -20,9 +24,12 @@ import polars as pl
 import pyarrow as pa
 
 from factorscope.errors import SqlRefusedError, WarehouseError
+from factorscope.limits import SQL_MAX_MB, SQL_TIMEOUT_S
 from factorscope.warehouse.connection import connect
 
-ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN"
+ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PIVOT and UNPIVOT"
+_PIVOT_WORDS = {"PIVOT", "UNPIVOT", "PIVOT_WIDER", "PIVOT_LONGER"}
+_QUERY_WORDS = {"SELECT", "WITH", "FROM"}
 
 _ALLOWED_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALYZE\s+)?", re.IGNORECASE)
@@ -84,9 +91,12 @@ def check_query(sql: str) -> str:
         raise SqlRefusedError(f"only one statement at a time is allowed, found {len(statements)}")
     statement = statements[0]
     kind = statement.type
+    if kind == duckdb.StatementType.MULTI and _is_pivot(statement.query):
+        return statement.query
     if kind not in _ALLOWED_TYPES:
+        name = _first_keyword(statement.query) if kind == duckdb.StatementType.MULTI else kind.name
         raise SqlRefusedError(
-            f"{kind.name} statements are not allowed: the console is read-only and runs "
+            f"{name} statements are not allowed: the console is read-only and runs "
             f"only {ALLOWED} queries"
         )
     if kind == duckdb.StatementType.EXPLAIN:
@@ -104,16 +114,70 @@ def check_query(sql: str) -> str:
     return statement.query
 
 
-def run_safe_query(
-    db_path: str | Path, sql: str, *, row_cap: int = 1000, timeout_s: float = 5.0
-) -> tuple[pl.DataFrame, bool]:
-    """Run one read-only query; returns (at most ``row_cap`` rows, whether more existed).
+def _keywords(sql: str) -> list[str]:
+    """The statement's keywords, upper-case, in order ([] if it cannot be tokenized)."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:
+        return []
+    ends = [t[0] for t in tokens[1:]] + [len(sql)]
+    return [
+        sql[start:end].strip().upper()
+        for (start, kind), end in zip(tokens, ends, strict=True)
+        if kind == duckdb.token_type.keyword
+    ]
 
+
+def _first_keyword(sql: str) -> str:
+    words = _keywords(sql)
+    return words[0] if words else "MULTI"
+
+
+def _is_pivot(sql: str) -> bool:
+    """Whether a MULTI statement is a query with a PIVOT (DuckDB splits only PIVOTs so).
+
+    Its first keyword must start a query (SELECT / WITH / FROM / PIVOT / UNPIVOT), so
+    ``CREATE TABLE ... AS PIVOT ...`` is refused here, before it reaches the connection.
+    """
+    words = _keywords(sql)
+    return (
+        bool(words)
+        and words[0] in _QUERY_WORDS | _PIVOT_WORDS
+        and any(word in _PIVOT_WORDS for word in words)
+    )
+
+
+def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
+    """How many leading rows of ``batch`` fit in ``budget`` bytes (binary search)."""
+    low, high = 0, batch.num_rows
+    while low < high:
+        mid = (low + high + 1) // 2
+        if batch.slice(0, mid).nbytes <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def run_safe_query(
+    db_path: str | Path,
+    sql: str,
+    *,
+    row_cap: int = 1000,
+    timeout_s: float = SQL_TIMEOUT_S,
+    byte_cap: int = SQL_MAX_MB * 1_000_000,
+) -> tuple[pl.DataFrame, bool]:
+    """Run one read-only query; returns (the rows within both caps, whether more existed).
+
+    At most ``row_cap`` rows and about ``byte_cap`` bytes (Arrow size) are read.
     Raises :class:`SqlRefusedError` for anything but one read-only query, a syntax
-    error, an error while running (its first line) or a query cancelled by the timeout.
+    error, an error while running (its first line), a query cancelled by the timeout,
+    or a first row already larger than ``byte_cap``.
     """
     if isinstance(row_cap, bool) or not isinstance(row_cap, int) or row_cap < 1:
         raise SqlRefusedError(f"row_cap must be a positive integer, got {row_cap!r}")
+    if isinstance(byte_cap, bool) or not isinstance(byte_cap, int) or byte_cap < 1:
+        raise SqlRefusedError(f"byte_cap must be a positive integer, got {byte_cap!r}")
     if not timeout_s > 0:
         raise SqlRefusedError(f"timeout_s must be positive, got {timeout_s!r}")
     query = check_query(sql)
@@ -138,9 +202,18 @@ def run_safe_query(
             reader = con.sql(query).to_arrow_reader(min(row_cap + 1, 10_000))
             batches: list[pa.RecordBatch] = []
             n = 0
+            size = 0
+            over_bytes = False
             for batch in reader:
+                if size + batch.nbytes > byte_cap:
+                    keep = _rows_within(batch, byte_cap - size)
+                    batches.append(batch.slice(0, keep))
+                    n += keep
+                    over_bytes = True
+                    break
                 batches.append(batch)
                 n += batch.num_rows
+                size += batch.nbytes
                 if n > row_cap:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema)
@@ -159,7 +232,12 @@ def run_safe_query(
         timer.cancel()
         with contextlib.suppress(duckdb.Error):
             con.close()
-    truncated = table.num_rows > row_cap
+    if over_bytes and table.num_rows == 0:
+        raise SqlRefusedError(
+            f"the result's first row is larger than the {byte_cap / 1e6:g} MB cap: select "
+            "fewer or shorter columns (e.g. left(text, 200)) or raise the cap (sql --max-mb)"
+        )
+    truncated = over_bytes or table.num_rows > row_cap
     table = table.slice(0, row_cap)
     return _to_polars(table), truncated
 

@@ -1,7 +1,10 @@
 """The `factorscope` command line: one thin command per library function.
 
-Errors the user can fix (``FactorscopeError``) become one line on stderr and exit code
-2; ``FACTORSCOPE_DEBUG=1`` shows the traceback instead.
+Every error leaves through :func:`main`, the one exit point: a mistake on the command
+line (unknown command or option, missing argument, a value of the wrong type or out of
+range) or in the data (``FactorscopeError``, an unusable path) becomes ONE line on
+stderr and exit code 2; ``--help`` prints help and exits 0. ``FACTORSCOPE_DEBUG=1``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 import sys
 
 import click
+import typer
+from rich.markup import escape
 
 from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_ingest,
@@ -25,6 +30,58 @@ from factorscope.progress import stderr_console
 
 __all__ = ["app", "main"]
 
+PROG = "factorscope"
+
+# typer vendors its own copy of click (typer._click): its exceptions are not click's.
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    click.exceptions.ClickException,
+    typer.exceptions.TyperException,
+)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.exceptions.Abort)
+_NO_ARGS_HELP = tuple(
+    cls
+    for cls in (
+        getattr(click.exceptions, "NoArgsIsHelpError", None),
+        getattr(typer._click.exceptions, "NoArgsIsHelpError", None),  # type: ignore[attr-defined]
+    )
+    if cls is not None
+)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (every run of whitespace, newlines included, becomes a space)."""
+    return " ".join(str(text).split())
+
+
+def _print_error(message: str) -> None:
+    stderr_console.print(
+        f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True
+    )
+
+
+def _usage_message(error: BaseException) -> str:
+    """click's message for a usage error, and which --help to read."""
+    cause = error.__cause__
+    if isinstance(cause, FactorscopeError):  # our own check, run as an option's callback
+        message = str(cause)
+    else:
+        format_message = getattr(error, "format_message", None)
+        message = format_message() if callable(format_message) else str(error)
+    message = one_line(message)
+    if not message.endswith((".", "?", "!")):
+        message += "."
+    ctx = getattr(error, "ctx", None)
+    command = getattr(ctx, "command_path", None) or PROG
+    return f"{message} See '{command} --help'."
+
+
+def _is_usage_error(error: BaseException) -> bool:
+    """typer's or click's usage error, whatever module its class comes from."""
+    return isinstance(error, _USAGE_ERRORS) or (
+        isinstance(getattr(error, "exit_code", None), int)
+        and callable(getattr(error, "format_message", None))
+    )
+
 
 def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("FACTORSCOPE_DEBUG") == "1"
@@ -37,16 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name=PROG, standalone_mode=False)
     except FactorscopeError as e:
         if debug:
             raise
-        stderr_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _print_error(str(e))
         return e.exit_code
-    except click.exceptions.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
+    except _ABORTS:
         stderr_console.print("aborted")
         return 130
     except KeyboardInterrupt:
@@ -54,6 +108,25 @@ def main(argv: list[str] | None = None) -> int:
             "interrupted: finished chunks are kept; run the same command to resume"
         )
         return 130
+    except Exception as e:
+        if _NO_ARGS_HELP and isinstance(e, _NO_ARGS_HELP):
+            ctx = getattr(e, "ctx", None)
+            if ctx is not None:
+                typer.echo(ctx.get_help())
+            return 0
+        if _is_usage_error(e):
+            if debug:
+                raise
+            _print_error(_usage_message(e))
+            return 2
+        if isinstance(e, OSError) and (e.filename is not None or e.strerror):
+            # a path or address the user gave that the system refused (permission, full disk)
+            if debug:
+                raise
+            where = f": {e.filename}" if e.filename is not None else ""
+            _print_error(f"{e.strerror or e}{where}")
+            return 2
+        raise
     return result if isinstance(result, int) else 0
 
 

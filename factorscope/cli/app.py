@@ -1,11 +1,17 @@
-"""The typer application and the options every command shares."""
+"""The typer application and the options every command shares.
+
+Numeric options take their allowed range from :data:`factorscope.limits.LIMITS` (the
+table the TOML config is checked against too), through :func:`limited`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from factorscope.limits import option_check
 
 app = typer.Typer(
     name="factorscope",
@@ -16,6 +22,24 @@ app = typer.Typer(
 )
 
 DEFAULT_DB = Path("factorscope.duckdb")
+
+
+def limited(key: str, *names: str, **kwargs: Any) -> Any:
+    """A typer option whose range is ``LIMITS[key]`` (message names the flag)."""
+    return typer.Option(*names, callback=option_check(key), **kwargs)
+
+
+def _device_callback(value: str | None) -> str | None:
+    from factorscope.errors import FactorscopeError
+    from factorscope.ingest.model import check_device
+
+    if value is None:
+        return None
+    try:
+        return check_device(value)
+    except FactorscopeError as e:
+        raise typer.BadParameter(f"--device: {e}") from e
+
 
 DbOption = Annotated[
     Path,
@@ -37,23 +61,13 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[
     str | None,
-    typer.Option("--device", help="torch device (default: cuda when present, else cpu)."),
+    typer.Option(
+        "--device",
+        callback=_device_callback,
+        help="torch device: cpu, cuda, cuda:N or mps (default: cuda when present, else cpu).",
+    ),
 ]
 ThreadsOption = Annotated[
-    int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's own).")
+    int | None, limited("threads", "--threads", help="torch CPU threads (default: torch's own).")
 ]
-
-
-def parse_count(value: str, option: str) -> int | None:
-    """An integer, or None for 'all'; raises a clear error otherwise."""
-    from factorscope.errors import InputError
-
-    if value.strip().lower() in ("all", "none"):
-        return None
-    try:
-        number = int(value)
-    except ValueError as e:
-        raise InputError(f"{option} must be a whole number or 'all', not {value!r}") from e
-    if number < 0:
-        raise InputError(f"{option} must not be negative")
-    return number
+SeedOption = Annotated[int, limited("seed", "--seed", help="Random seed.")]

@@ -12,10 +12,19 @@ from factorscope.cli.app import (
     DbOption,
     DeviceOption,
     ModelOption,
+    SeedOption,
     ThreadsOption,
     app,
-    parse_count,
+    limited,
 )
+
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Delete the run already in --db (and any unfinished work) and start over.",
+    ),
+]
 
 
 @app.command()
@@ -32,23 +41,47 @@ def ingest(
     split: Annotated[
         str, typer.Option("--split", help="auto, lines (one sentence a line) or paragraphs.")
     ] = "auto",
-    min_words: Annotated[int, typer.Option(help="Drop sentences with fewer words.")] = 4,
-    max_words: Annotated[int, typer.Option(help="Drop sentences with more words.")] = 48,
+    min_words: Annotated[
+        int, limited("min_words", "--min-words", help="Drop sentences with fewer words.")
+    ] = 4,
+    max_words: Annotated[
+        int, limited("max_words", "--max-words", help="Drop sentences with more words.")
+    ] = 48,
     max_sentences: Annotated[
-        str, typer.Option(help="Keep at most this many sentences (seeded sample), or 'all'.")
+        str,
+        limited(
+            "max_sentences",
+            "--max-sentences",
+            help="Keep at most this many sentences (seeded sample), or 'all'.",
+        ),
     ] = "2000",
     sample_size: Annotated[
         str,
-        typer.Option(help="Token x layer vectors kept for learning the dictionary, or 'all'."),
+        limited(
+            "sample_size",
+            "--sample-size",
+            help="Token x layer vectors kept for learning the dictionary, or 'all'.",
+        ),
     ] = "200000",
-    max_length: Annotated[int, typer.Option(help="Truncate sentences at this many pieces.")] = 128,
-    chunk_size: Annotated[int, typer.Option(help="Sentences per committed chunk.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Sentences per forward pass.")] = 32,
+    max_length: Annotated[
+        int, limited("max_length", "--max-length", help="Truncate sentences at this many pieces.")
+    ] = 128,
+    chunk_size: Annotated[
+        int, limited("chunk_size", "--chunk-size", help="Sentences per committed chunk.")
+    ] = 256,
+    batch_size: Annotated[
+        int, limited("batch_size", "--batch-size", help="Sentences per forward pass.")
+    ] = 32,
     keep_special: Annotated[
         bool, typer.Option(help="Store [CLS]/[SEP]-like special tokens as contexts too.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed for sentence and vector sampling.")] = 0,
-    no_dedupe: Annotated[bool, typer.Option(help="Keep duplicate sentences.")] = False,
+    seed: SeedOption = 0,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
+        ),
+    ] = True,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     shard: Annotated[
@@ -58,11 +91,13 @@ def ingest(
             "join the shards with `merge-ingest`."
         ),
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Read a corpus, run the model, store sentences, tokens and a hidden-state sample.
 
     Resumable: after an interruption, run the same command again.
     """
+    from factorscope.cli.checks import check_same_run
     from factorscope.ingest.corpus import CorpusConfig
     from factorscope.ingest.pipeline import IngestConfig, run_ingest
     from factorscope.scale.sharding import ShardSpec
@@ -75,14 +110,14 @@ def ingest(
             split=split,  # type: ignore[arg-type]
             min_words=min_words,
             max_words=max_words,
-            max_sentences=parse_count(max_sentences, "--max-sentences"),
+            max_sentences=max_sentences,  # type: ignore[arg-type]  (the callback parsed it)
             seed=seed,
-            dedupe=not no_dedupe,
+            dedupe=dedupe,
         ),
         model=model,
         max_length=max_length,
         chunk_size=chunk_size,
-        sample_size=parse_count(sample_size, "--sample-size"),
+        sample_size=sample_size,  # type: ignore[arg-type]
         keep_special=keep_special,
         seed=seed,
         batch_size=batch_size,
@@ -90,5 +125,6 @@ def ingest(
         threads=threads,
     )
     spec = ShardSpec.parse(shard) if shard is not None else None
+    check_same_run(db, config, overwrite=overwrite)
     summary = run_ingest(db, config, shard=spec)
     typer.echo(summary.line())

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from factorscope.cli.app import DEFAULT_DB, DbOption, DeviceOption, ThreadsOption, app, parse_count
+from factorscope.cli.app import (
+    DEFAULT_DB,
+    DbOption,
+    DeviceOption,
+    SeedOption,
+    ThreadsOption,
+    app,
+    limited,
+)
+from factorscope.cli.commands_ingest import OverwriteOption
 from factorscope.sparse import DEFAULT_LAMBDA1, DEFAULT_N_FACTORS, DEFAULT_PREPROCESSING
 
 
@@ -32,20 +41,31 @@ def _print_quality(quality: list[dict], level_counts: dict[str, int] | None = No
 @app.command()
 def learn(
     db: DbOption = DEFAULT_DB,
-    n_factors: Annotated[int, typer.Option("--n-factors", "-m", min=1)] = DEFAULT_N_FACTORS,
-    lambda1: Annotated[float, typer.Option("--lambda", help="L1 penalty.")] = DEFAULT_LAMBDA1,
+    n_factors: Annotated[
+        int, limited("n_factors", "--n-factors", "-m", help="Dictionary size (atoms).")
+    ] = DEFAULT_N_FACTORS,
+    lambda1: Annotated[
+        float, limited("lambda1", "--lambda", help="L1 penalty (also used by encode).")
+    ] = DEFAULT_LAMBDA1,
     preprocessing: Annotated[
         str, typer.Option(help="center-scale, scale or none (per layer).")
     ] = DEFAULT_PREPROCESSING,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
-    n_iter: Annotated[int | None, typer.Option(help="Online updates (default: 2 epochs).")] = None,
+    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = 256,
+    n_iter: Annotated[
+        int | None, limited("n_iter", "--n-iter", help="Online updates (default: 2 epochs).")
+    ] = None,
     max_vectors: Annotated[
-        str, typer.Option(help="Use at most this many vectors, or 'all'.")
+        str,
+        limited("max_vectors", "--max-vectors", help="Use at most this many vectors, or 'all'."),
     ] = "all",
-    seed: int = 0,
+    seed: SeedOption = 0,
     from_npy: Annotated[
         Path | None,
-        typer.Option("--from-npy", help="Import a dictionary (d x m or m x d .npy) instead."),
+        typer.Option(
+            "--from-npy",
+            help="Import a dictionary (d x m or m x d .npy) instead of learning one; "
+            "it acts on raw hidden states and encode uses --lambda.",
+        ),
     ] = None,
 ) -> None:
     """Learn one dictionary shared by all layers from the stored hidden-state sample."""
@@ -58,7 +78,7 @@ def learn(
         batch_size=batch_size,
         n_iter=n_iter,
         seed=seed,
-        max_vectors=parse_count(max_vectors, "--max-vectors"),
+        max_vectors=max_vectors,  # type: ignore[arg-type]  (the callback parsed it)
     )
     typer.echo(run_learn(db, config, from_npy=from_npy).line())
 
@@ -66,9 +86,12 @@ def learn(
 @app.command()
 def encode(
     db: DbOption = DEFAULT_DB,
-    dictionary: Annotated[int | None, typer.Option(help="Dictionary id (default: newest).")] = None,
+    dictionary: Annotated[
+        int | None,
+        limited("dictionary_id", "--dictionary", help="Dictionary id (default: newest)."),
+    ] = None,
     backend: Annotated[str, typer.Option(help="spams (default) or torch.")] = "spams",
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = 32,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     engine: Annotated[
@@ -82,12 +105,12 @@ def encode(
         Path | None,
         typer.Option("--out", help="Shard folder to write Parquet to, instead of the database."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Ray actors (--engine ray).")] = 1,
+    workers: Annotated[int, limited("workers", "--workers", help="Ray actors (--engine ray).")] = 1,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or local).")
     ] = None,
     partial_k: Annotated[
-        int, typer.Option(min=200, help="Top rows per (factor, layer) a shard keeps.")
+        int, limited("partial_k", "--partial-k", help="Top rows per (factor, layer) a shard keeps.")
     ] = 200,
     dictionary_db: Annotated[
         Path | None,
@@ -103,8 +126,10 @@ def encode(
     With --shard or --engine ray the codes go to a shard folder (Parquet) instead of
     the database; `factorscope merge` builds the warehouse from the folders.
     """
+    from factorscope.cli.checks import check_output_folder
     from factorscope.encode import EncodeConfig, run_encode
     from factorscope.errors import InputError
+    from factorscope.sparse import BACKENDS
 
     config = EncodeConfig(
         dictionary_id=dictionary,
@@ -115,6 +140,10 @@ def encode(
     )
     if engine not in ("local", "ray"):
         raise InputError(f"--engine must be local or ray, not {engine!r}")
+    if backend not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if out is not None:
+        check_output_folder(out)
     if shard is None and out is None and dictionary_db is None and engine == "local":
         summary = run_encode(db, config)
         typer.echo(summary.line())
@@ -191,14 +220,29 @@ def pipeline(
         Path | None, typer.Option("--config", help="A TOML pipeline config (see configs/).")
     ] = None,
     corpus: Annotated[str | None, typer.Option(help="Override the config's corpus.")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
-    """Run ingest -> learn -> encode with one config; finished stages are not redone."""
+    """Run ingest -> learn -> encode with one config; finished stages are not redone.
+
+    Without --config the built-in defaults run (see `pipeline_config.describe`).
+    """
+    from factorscope.cli.checks import check_same_run
     from factorscope.encode import run_encode
     from factorscope.ingest.pipeline import run_ingest
     from factorscope.learn import run_learn
-    from factorscope.pipeline_config import load_pipeline_config
+    from factorscope.pipeline_config import describe, load_pipeline_config
+    from factorscope.progress import stderr_console
 
     settings = load_pipeline_config(config, corpus=corpus)
+    check_same_run(db, settings.ingest, overwrite=overwrite)
+    if config is None:
+        stderr_console.print(
+            f"pipeline: no --config given, running the built-in defaults ({describe(settings)}); "
+            "give --config FILE (see configs/) to choose",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     typer.echo(run_ingest(db, settings.ingest).line())
     learned = run_learn(db, settings.learn)
     typer.echo(learned.line())

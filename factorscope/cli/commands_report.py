@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from factorscope.cli.app import DEFAULT_DB, DbOption, app
+from factorscope.cli.app import DEFAULT_DB, DbOption, SeedOption, app, limited
 
 
 @app.command()
@@ -17,7 +17,10 @@ def report(
         Path, typer.Option("--out", help="Folder for README.md and figures/ (created).")
     ] = Path("docs/report"),
     examples_per_level: Annotated[
-        int, typer.Option(min=0, max=20, help="Example factors shown per level.")
+        int,
+        limited(
+            "examples_per_level", "--examples-per-level", help="Example factors shown per level."
+        ),
     ] = 3,
     word: Annotated[
         list[str] | None,
@@ -26,11 +29,14 @@ def report(
             help="A word for the polysemy check (repeat; default: left, right, bank, play).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for picking the example factors.")] = 0,
+    seed: SeedOption = 0,
 ) -> None:
     """Write a reproduction report of the database: counts, timings, quality, levels,
     example factors and the polysemy check."""
+    from factorscope.cli.checks import check_output_folder
     from factorscope.report import DEFAULT_WORDS, write_report
+
+    check_output_folder(out)
 
     summary = write_report(
         db,

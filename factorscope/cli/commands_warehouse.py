@@ -7,17 +7,21 @@ from typing import Annotated
 
 import typer
 
-from factorscope.cli.app import DEFAULT_DB, DbOption, app
+from factorscope.cli.app import DEFAULT_DB, DbOption, app, limited
+from factorscope.limits import SQL_MAX_MB, SQL_TIMEOUT_S
 
 
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="One read-only statement (SELECT, WITH, ...).")],
     db: DbOption = DEFAULT_DB,
-    max_rows: Annotated[int, typer.Option(min=1, help="Row cap.")] = 1000,
+    max_rows: Annotated[int, limited("max_rows", "--max-rows", help="Row cap.")] = 1000,
+    max_mb: Annotated[
+        int, limited("max_mb", "--max-mb", help="Result size cap in MB (rows stop there).")
+    ] = SQL_MAX_MB,
     timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds before the query is cancelled.")
-    ] = 10.0,
+        float, limited("timeout", "--timeout", help="Seconds before the query is cancelled.")
+    ] = SQL_TIMEOUT_S,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
 ) -> None:
     """Run one read-only SQL query (no writes, no files, no network) and print the rows."""
@@ -25,14 +29,21 @@ def sql(
 
     from factorscope.warehouse.safe_sql import run_safe_query
 
-    frame, truncated = run_safe_query(db, query, row_cap=max_rows, timeout_s=timeout)
+    frame, truncated = run_safe_query(
+        db, query, row_cap=max_rows, timeout_s=timeout, byte_cap=max_mb * 1_000_000
+    )
     if csv:
         typer.echo(frame.write_csv(), nl=False)
     else:
         with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
             typer.echo(frame)
     if truncated:
-        typer.echo(f"(showing the first {max_rows} rows; raise --max-rows for more)", err=True)
+        cap = f"--max-rows {max_rows}" if frame.height >= max_rows else f"--max-mb {max_mb}"
+        typer.echo(
+            f"(showing the first {frame.height:,} rows, the {cap} cap: narrow the query with "
+            f"WHERE / LIMIT or fewer columns, or raise {cap.split()[0]})",
+            err=True,
+        )
 
 
 @app.command()
@@ -42,11 +53,13 @@ def export(
     format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Write every table and public view to Parquet or CSV files."""
+    from factorscope.cli.checks import check_output_folder
     from factorscope.errors import InputError
     from factorscope.warehouse.export import export as export_tables
 
     if format not in ("parquet", "csv"):
         raise InputError(f"--format must be parquet or csv, not {format!r}")
+    check_output_folder(out_dir, "OUT_DIR")
     for path in export_tables(db, out_dir, fmt=format):  # type: ignore[arg-type]
         typer.echo(str(path))
 
@@ -57,12 +70,26 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Interface to bind (loopback unless told otherwise).")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8050,
-    lime_samples: Annotated[int, typer.Option(min=10, help="Default LIME sample count.")] = 200,
+    port: Annotated[int, limited("port", "--port", help="TCP port to listen on.")] = 8050,
+    lime_samples: Annotated[
+        int, limited("lime_samples", "--lime-samples", help="Default LIME sample count.")
+    ] = 200,
     debug: bool = False,
 ) -> None:
     """Serve the Dash explorer over the published database."""
+    from factorscope.cli.checks import check_port_free, check_readable_database
     from factorscope.dash_app.app import serve as serve_app
+    from factorscope.progress import stderr_console
 
+    held = check_readable_database(db)
+    check_port_free(host, port)
+    if not held["encoded"]:
+        stderr_console.print(
+            f"note: {db} has no codes yet, so factor pages are empty: run "
+            f"`factorscope {'encode' if held['dictionaries'] else 'learn'} --db {db}`",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     typer.echo(f"factorscope: serving {db.resolve()} on http://{host}:{port}/ (Ctrl+C stops)")
     serve_app(db, host=host, port=port, debug=debug, lime_default_samples=lime_samples)

@@ -1,0 +1,131 @@
+"""The allowed range of every numeric setting, defined once.
+
+The CLI's options take their checks from here (:func:`option_check` as a typer
+callback) and so does the TOML pipeline config (:func:`check_setting`), so a flag and
+its config key can never disagree. Keys are the config field names; ``flag`` is what
+the command line calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from factorscope.errors import InputError
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """``low <= value <= high`` (``low < value`` when ``low_open``); ``all_word``: 'all' is None."""
+
+    flag: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    integer: bool = True
+    all_word: bool = False
+
+    def describe(self) -> str:
+        low, high = _num(self.low), _num(self.high)
+        if self.low is not None and self.high is not None and not self.low_open:
+            text = f"from {low} to {high}"
+        elif self.low is not None:
+            text = f"{'greater than' if self.low_open else 'at least'} {low}"
+            if self.high is not None:
+                text += f" and at most {high}"
+        else:
+            text = f"at most {high}"
+        kind = "a whole number" if self.integer else "a number"
+        return f"{kind} {text}" + (", or 'all'" if self.all_word else "")
+
+    def check(self, value: Any, name: str) -> Any:
+        """``value`` converted (an int, a float, or None for 'all'); InputError otherwise."""
+        if value is None:
+            return None
+        if self.all_word and isinstance(value, str) and value.strip().lower() in ("all", "none"):
+            return None
+        number: Any = value
+        if isinstance(value, str):
+            try:
+                number = int(value) if self.integer else float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InputError(f"{name} must be {self.describe()}, not {value!r}")
+        if self.integer and isinstance(number, float):
+            if not number.is_integer():
+                raise InputError(f"{name} must be {self.describe()}, not {value!r}")
+            number = int(number)
+        if not math.isfinite(number) or (
+            (self.low is not None and (number <= self.low if self.low_open else number < self.low))
+            or (self.high is not None and number > self.high)
+        ):
+            raise InputError(f"{name} must be {self.describe()}, not {value!r}")
+        return number
+
+
+SQL_TIMEOUT_S = 10.0
+"""Default seconds before a console query is cancelled (`sql --timeout`)."""
+SQL_MAX_MB = 16
+"""Default cap on a console result's size in MB (`sql --max-mb`)."""
+
+_SEED = Limit("--seed", 0, 2**32 - 1)
+
+LIMITS: dict[str, Limit] = {
+    # corpus
+    "min_words": Limit("--min-words", 1, 10_000),
+    "max_words": Limit("--max-words", 1, 10_000),
+    "max_sentences": Limit("--max-sentences", 1, 10**9, all_word=True),
+    "seed": _SEED,
+    # ingest (max_length's ceiling is ingest.pipeline.MAX_POSITIONS, checked by a test)
+    "max_length": Limit("--max-length", 2, 1024),
+    "chunk_size": Limit("--chunk-size", 1, 1_000_000),
+    "sample_size": Limit("--sample-size", 0, 10**12, all_word=True),
+    "batch_size": Limit("--batch-size", 1, 1_000_000),
+    "threads": Limit("--threads", 1, 4096),
+    # learn
+    "n_factors": Limit("-m/--n-factors", 1, 100_000),
+    "lambda1": Limit("--lambda", 0, 1e6, low_open=True, integer=False),
+    "n_iter": Limit("--n-iter", 1, 10**9),
+    "max_vectors": Limit("--max-vectors", 1, 10**12, all_word=True),
+    # encode
+    "dictionary_id": Limit("--dictionary", 1, 2**31 - 1),
+    "workers": Limit("--workers", 1, 4096),
+    "partial_k": Limit("--partial-k", 200, 10**7),
+    # serve, sql, report
+    "port": Limit("--port", 1, 65535),
+    "lime_samples": Limit("--lime-samples", 10, 10_000),
+    "max_rows": Limit("--max-rows", 1, 1_000_000),
+    "max_mb": Limit("--max-mb", 1, 4096),
+    "timeout": Limit("--timeout", 0.1, 3600, integer=False),
+    "examples_per_level": Limit("--examples-per-level", 0, 20),
+}
+
+
+def check_setting(key: str, value: Any, where: str) -> Any:
+    """``value`` of config key ``key`` checked against its limit (``where`` names it)."""
+    limit = LIMITS.get(key)
+    return value if limit is None else limit.check(value, where)
+
+
+def option_check(key: str) -> Callable[[Any], Any]:
+    """A typer callback that checks an option against ``LIMITS[key]``."""
+    limit = LIMITS[key]
+
+    def callback(value: Any) -> Any:
+        import typer
+
+        try:
+            return limit.check(value, limit.flag)
+        except InputError as e:
+            raise typer.BadParameter(str(e)) from e
+
+    return callback
