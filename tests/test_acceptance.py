@@ -205,10 +205,12 @@ def _walk(walk: Walk) -> None:
 
     # A random high-level factor, with its IS curve and contexts.
     pg.locator("#factor-random-high").click()
+    pg.wait_for_url(re.compile(r"/factor/\d+$"))
+    factor = int(re.search(r"/factor/(\d+)$", pg.url).group(1))
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
     pg.locator("h3 .badge").get_by_text("high level").wait_for()
     pg.locator("#factor-contexts-table tr.fs-context-row").first.wait_for()
     pg.locator("#factor-is-graph .js-plotly-plot .scatterlayer").wait_for()
-    factor = int(re.search(r"Factor (\d+)", pg.locator("h3").first.inner_text()).group(1))
     walk.check("2-random-high")
 
     # Another layer.
