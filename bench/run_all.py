@@ -19,6 +19,7 @@ BENCHMARKS = [
     ("pipeline", "bench_pipeline.py"),
     ("warehouse", "bench_warehouse.py"),
     ("app_load", "bench_app_load.py"),
+    ("analyze_render", "bench_analyze_render.py"),
     ("scale", "bench_scale.py"),
 ]
 

@@ -46,7 +46,10 @@ LIME_FEEDBACK = "lime-feedback"
 ANALYZE_TEXT = "analyze-text"
 ANALYZE_TOP = "analyze-top"
 ANALYZE_RUN = "analyze-run"
-ANALYZE_OUTPUT = "analyze-output"
+ANALYZE_OUTPUT = "analyze-output"  # drawn by assets/analyze.js, never by Dash
+ANALYZE_DATA = "analyze-data"  # dcc.Store: the compact decomposition
+ANALYZE_MESSAGE = "analyze-message"  # errors and notes from the server
+ANALYZE_SUMMARY = "analyze-summary"  # written by the clientside renderer
 
 # Search (pages/search.py)
 SEARCH_WORD = "search-word"

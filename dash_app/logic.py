@@ -356,11 +356,16 @@ def run_console_query(db_path: str | Path, sql: Any, *, row_cap: int = 1000) -> 
     return SqlResult(frame, truncated=bool(truncated))
 
 
-def analyze_text(analyzer: Any, db_path: str | Path, text: Any, *, top: int = 8) -> list[dict]:
-    """Decompose a sentence live; each factor gets its label when one is stored.
+def analyze_text(analyzer: Any, db_path: str | Path, text: Any, *, top: int = 8) -> dict:
+    """Decompose a sentence live, as the compact object the Analyze page draws.
 
-    Returns one dict per stored token: ``word``, ``piece``, ``position``, ``word_index``
-    and ``layers`` = ``[{"layer", "factors": [{"factor", "alpha", "label"}]}]``.
+    ``tokens``: one ``{"text", "word", "piece", "cont"}`` per stored token (``text`` the
+    piece as written, ``cont`` true for a piece that continues the previous one's word);
+    ``layers``: the layer numbers; ``codes[i][t]``: the flat ``[factor, alpha, factor,
+    alpha, ...]`` of token ``t`` at ``layers[i]``, largest first; ``labels``: factor
+    (a string, JSON keys are strings) -> label, for the factors shown that have one;
+    ``read_chars`` / ``n_chars``: how much of the sentence the model read (it stops at
+    the run's ``max_length`` pieces) out of how much was typed.
     """
     sentence = text.strip() if isinstance(text, str) else ""
     if not sentence:
@@ -368,27 +373,38 @@ def analyze_text(analyzer: Any, db_path: str | Path, text: Any, *, top: int = 8)
     if len(sentence) > 2000:
         raise InputError("A sentence can be at most 2000 characters.")
     tokens = analyzer.decompose(sentence, top=int(top))
-    wanted = {int(f) for tok in tokens for lay in tok["layers"] for f, _a in lay["factors"]}
+    layers = sorted({int(lay["layer"]) for tok in tokens for lay in tok["layers"]})
+    column = {layer: i for i, layer in enumerate(layers)}
+    codes: list[list[list[float]]] = [[[] for _ in tokens] for _ in layers]
+    for t, tok in enumerate(tokens):
+        for lay in tok["layers"]:
+            flat = codes[column[int(lay["layer"])]][t]
+            for f, a in lay["factors"]:
+                flat += [int(f), round(float(a), 4)]
+    wanted = {int(f) for per_layer in codes for flat in per_layer for f in flat[::2]}
     labels = factor_labels(db_path, wanted)
-    out = []
+    rows, previous = [], None
     for tok in tokens:
-        layers = [
+        word_index = tok.get("word_index")
+        piece = str(tok.get("piece") or "")
+        rows.append(
             {
-                "layer": int(lay["layer"]),
-                "factors": [
-                    {"factor": int(f), "alpha": float(a), "label": labels.get(int(f))}
-                    for f, a in lay["factors"]
-                ],
-            }
-            for lay in tok["layers"]
-        ]
-        out.append(
-            {
-                **{k: tok.get(k) for k in ("word", "piece", "position", "word_index")},
-                "layers": layers,
+                "text": str(tok.get("text") or piece or tok.get("word") or ""),
+                "word": str(tok.get("word") or ""),
+                "piece": piece,
+                "cont": word_index is not None and word_index >= 0 and word_index == previous,
             }
         )
-    return out
+        previous = word_index
+    ends = [int(tok["end"]) for tok in tokens if tok.get("end") is not None]
+    return {
+        "tokens": rows,
+        "layers": layers,
+        "codes": codes,
+        "labels": {str(f): label for f, label in sorted(labels.items())},
+        "read_chars": max(ends) if ends else len(sentence),
+        "n_chars": len(sentence),
+    }
 
 
 def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:

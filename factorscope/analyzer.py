@@ -81,7 +81,13 @@ class LiveAnalyzer:
         return tokenized, states
 
     def decompose(self, text: str, *, top: int = 8) -> list[dict]:
-        """Per stored token: word, piece, position and, per layer, its top factors by alpha."""
+        """Per stored token: word, piece, position and, per layer, its top factors by alpha.
+
+        ``text`` is the piece as written in the sentence: its character span ``start`` to
+        ``end``, without surrounding spaces; ``left`` for BERT's ``left`` and for byte-level
+        BPE's ``Ġleft`` alike, ``ing`` for ``##ing``. Special tokens have an empty span;
+        their text is the piece.
+        """
         text = self._check(text)
         with self._lock:
             (ts,), (st,) = self._codes([text])
@@ -101,10 +107,14 @@ class LiveAnalyzer:
                         "factors": [(int(f), float(row[f])) for f in order if row[f] > 0],
                     }
                 )
+            start, end = int(ts.char_start[position]), int(ts.char_end[position])
             out.append(
                 {
                     "word": ts.word_at(position),
                     "piece": ts.pieces[position],
+                    "text": ts.text[start:end].strip() or ts.pieces[position],
+                    "start": start,
+                    "end": end,
                     "position": position,
                     "word_index": int(ts.word_index[position]),
                     "layers": per_layer,

@@ -279,6 +279,71 @@ def pipeline_db(request) -> Path:
         pytest.skip("the tiny_pipeline_db fixture is not available")
 
 
+LONG_TEXT = " ".join(
+    ["She left the room and turned left at the station, where the unbelievably old bank."] * 14
+)  # 210 words: more pieces than the run's max_length (128)
+HOSTILE = '<script>window.__pwned = 1</script> <img src=x onerror="window.__pwned = 2">'
+
+
+def test_analyze_long_text_escaped_and_linked(start_server, page, pipeline_db, tmp_path):
+    from factorscope.dash_app import logic
+    from factorscope.warehouse.queries import WarehouseReader
+
+    from .conftest import TINY_FACTORS, copy_db
+
+    db = copy_db(pipeline_db, tmp_path)
+    for factor in range(TINY_FACTORS):
+        logic.save_label(db, factor, HOSTILE)
+    WarehouseReader(db).close()
+    base = start_server(db)
+    pg = page
+    pg.goto(f"{base}/analyze")
+    tables = pg.locator("#analyze-output table.fs-decomp")
+
+    # A short hostile sentence first (the model loads): it and the labels stay text.
+    pg.locator("#analyze-text").fill(f"He left {HOSTILE} the bank.")
+    pg.locator("#analyze-run").click()
+    tables.first.wait_for(timeout=60_000)
+    output = pg.locator("#analyze-output")
+    assert pg.evaluate("window.__pwned") is None
+    assert output.locator("img, script, b").count() == 0
+    assert f"({HOSTILE})" in output.inner_text()
+    words = output.locator("td.fs-decomp-word").all_inner_texts()
+    assert {"<", "script", ">", "/"} <= set(words)
+
+    # ~200 words: the first layer's table shows well within the hang guard.
+    pg.locator("#analyze-text").fill(LONG_TEXT)
+    pg.locator("#analyze-run").click()
+    pg.wait_for_function(
+        "document.querySelectorAll('#analyze-output table.fs-decomp tr').length >= 100",
+        timeout=15_000,
+    )
+    assert tables.count() == 1  # only the open layer is drawn
+    rows = output.locator("table.fs-decomp tr")
+    assert rows.count() == 128 - 2  # max_length pieces, less [CLS] and [SEP]
+    pg.locator("#analyze-message").get_by_text("stopped after").wait_for()
+    words = output.locator("td.fs-decomp-word").all_inner_texts()
+    assert not [w for w in words if w.startswith("##")]  # the text of a piece, not the piece
+    assert output.locator("td.fs-piece-cont").count() > 0  # "unbelievably" is split
+    assert re.search(r"\d\.\d\d·f\d+", output.inner_text())
+    n_layers = output.locator("details.fs-layer").count()
+    assert n_layers >= 2
+    output.locator("summary.fs-layer-summary").nth(1).click()
+    tables.nth(1).wait_for()
+    assert tables.nth(1).locator("tr").count() == 128 - 2
+    shot(pg, "analyze-long")
+
+    link = tables.nth(1).locator("a.fs-f").first
+    href = link.get_attribute("href")
+    assert re.fullmatch(r"/factor/\d+\?layer=\d+", href)
+    link.click()
+    pg.wait_for_url(re.compile(re.escape(href) + "$"))
+    factor = href.split("/")[2].split("?")[0]
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
+    assert pg.evaluate("window.__pwned") is None
+    check_console(pg)
+
+
 def test_analyze_and_lime(start_server, page, pipeline_db):
     base = start_server(pipeline_db)
     pg = page

@@ -255,14 +255,68 @@ def test_overview(syn_db):
     assert set(info["levels"]) >= {"low", "mid", "high"} or sum(info["levels"].values()) > 0
 
 
-def test_analyze_text_labels_and_errors(syn_db):
+def test_analyze_text_is_compact_with_labels_and_errors(syn_db):
     logic.save_label(syn_db, 7, "seven")
-    tokens = logic.analyze_text(KeywordAnalyzer(), syn_db, "the cat sat", top=2)
-    assert [t["word"] for t in tokens] == ["the", "cat", "sat"]
-    first = tokens[0]["layers"][0]["factors"]
-    assert first[1] == {"factor": 7, "alpha": 0.25, "label": "seven"}
+    data = logic.analyze_text(KeywordAnalyzer(), syn_db, "the cat sat", top=2)
+    assert [t["text"] for t in data["tokens"]] == ["the", "cat", "sat"]
+    assert data["layers"] == list(range(N_LAYERS))
+    # codes[layer][token] = [factor, alpha, factor, alpha, ...], largest first
+    assert data["codes"][0][0] == [0, 0.5, 7, 0.25]
+    assert data["codes"][N_LAYERS - 1][2] == [2, 0.5, 7, 0.25]
+    assert data["labels"]["7"] == "seven"
+    assert set(data["labels"]) <= {"0", "1", "2", "7"}
+    assert data["read_chars"] == data["n_chars"] == len("the cat sat")
+    json.dumps(data)  # what the dcc.Store holds
     with pytest.raises(InputError, match="Type a sentence"):
         logic.analyze_text(KeywordAnalyzer(), syn_db, "   ")
+    with pytest.raises(InputError, match="at most 2000"):
+        logic.analyze_text(KeywordAnalyzer(), syn_db, "word " * 500)
+
+
+class PieceAnalyzer:
+    """decompose as LiveAnalyzer gives it for a byte-level BPE model, cut at 3 pieces."""
+
+    # piece, start, end, word index: "He leaving ..." -> He, Ġleav, ing
+    PIECES = (("He", 0, 2, 0), ("Ġleav", 2, 7, 1), ("ing", 7, 10, 1))
+
+    def decompose(self, text, *, top=8):
+        return [
+            {
+                "word": text[2:10].strip() if word_index else "He",
+                "piece": piece,
+                "text": text[start:end].strip(),
+                "start": start,
+                "end": end,
+                "position": i + 1,
+                "word_index": word_index,
+                "layers": [{"layer": 0, "factors": [(1, 0.123456)]}],
+            }
+            for i, (piece, start, end, word_index) in enumerate(self.PIECES)
+        ]
+
+
+def test_analyze_text_shows_piece_text_and_truncation(syn_db):
+    data = logic.analyze_text(PieceAnalyzer(), syn_db, "He leaving the room", top=2)
+    assert [t["text"] for t in data["tokens"]] == ["He", "leav", "ing"]
+    assert [t["piece"] for t in data["tokens"]] == ["He", "Ġleav", "ing"]
+    assert [t["word"] for t in data["tokens"]] == ["He", "leaving", "leaving"]
+    assert [t["cont"] for t in data["tokens"]] == [False, False, True]
+    assert data["codes"] == [[[1, 0.1235]] * 3]
+    assert (data["read_chars"], data["n_chars"]) == (10, len("He leaving the room"))
+
+
+def test_analyze_page_callback(app, syn_db):
+    from factorscope.dash_app.pages import analyze as page
+
+    data, message = page.analyze(1, "the cat sat", 3)
+    assert message is None and len(data["tokens"]) == 3
+    data, message = page.analyze(1, "", 3)
+    assert data is None and "Type a sentence" in _text(message)
+    data, message = page.analyze(1, "the cat", 0)
+    assert data is None and "Factors per word" in _text(message)
+    note = page.truncation_note({"tokens": [{}] * 4, "read_chars": 9, "n_chars": 30})
+    assert "stopped after 9 of 30 characters" in _text(note)
+    assert page.truncation_note({"tokens": [{}], "read_chars": 30, "n_chars": 30}) is None
 
 
 # --------------------------------------------------------------------------- LIME

@@ -3,6 +3,10 @@
 ``apple = 0.42·f17 + 0.22·f903 + …``: the sentence goes through the run's model and
 the sparse encoder (:class:`factorscope.analyzer.LiveAnalyzer`), exactly as ``encode``
 did for the corpus; each factor links to its page at that layer.
+
+The server sends one compact object (``logic.analyze_text``) to a ``dcc.Store``;
+``assets/analyze.js`` draws it as one plain table per layer, each in a ``<details>``,
+with one innerHTML write. (Thousands of Dash components took the browser minutes.)
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from factorscope.dash_app import components as ui
 from factorscope.dash_app import config, ids, logic
@@ -28,7 +32,7 @@ def layout(text: str | None = None, **_query: Any) -> html.Div:
             html.H3("Analyze a sentence"),
             html.P(
                 "Every word at every layer as a sparse sum of dictionary factors "
-                "(α·f, largest first). Click a factor to open it.",
+                "(α·f, largest first), one layer per section. Click a factor to open it.",
                 className="text-muted",
             ),
             dbc.Textarea(
@@ -57,73 +61,63 @@ def layout(text: str | None = None, **_query: Any) -> html.Div:
                 ],
                 className="mb-3 g-2 align-items-center",
             ),
-            dcc.Loading(html.Div(id=ids.ANALYZE_OUTPUT), type="default"),
+            dcc.Loading(
+                [
+                    dcc.Store(id=ids.ANALYZE_DATA),
+                    html.Div(id=ids.ANALYZE_MESSAGE),
+                    html.Div(id=ids.ANALYZE_SUMMARY, className="small text-muted mb-1"),
+                    # Filled by assets/analyze.js from the store; Dash gives it no children.
+                    html.Div(id=ids.ANALYZE_OUTPUT, className="fs-analyze"),
+                ],
+                type="default",
+            ),
         ]
     )
 
 
-def render_decomposition(tokens: list[dict]) -> Any:
-    """One card per layer; each row is a word piece and its sum of factors."""
-    if not tokens:
-        return html.P("The model kept no tokens of this sentence.", className="text-muted")
-    layers = sorted({lay["layer"] for tok in tokens for lay in tok["layers"]})
-    cards = []
-    for layer in layers:
-        rows = []
-        for tok in tokens:
-            factors = next((lay["factors"] for lay in tok["layers"] if lay["layer"] == layer), [])
-            word = tok.get("piece") or tok.get("word") or ""
-            terms: list[Any] = []
-            for i, f in enumerate(factors):
-                if i:
-                    terms.append(" + ")
-                term = [f"{f['alpha']:.2f}·", ui.factor_link(f["factor"], layer, label=f["label"])]
-                if f.get("label"):
-                    term.append(html.Span(f" ({f['label']})", className="text-muted small"))
-                terms.append(html.Span(term, className="fs-factor-term"))
-            rows.append(
-                html.Tr(
-                    [
-                        html.Td(word, className="fs-decomp-word"),
-                        html.Td(
-                            ["= ", *terms] if terms else "= 0", className="font-monospace small"
-                        ),
-                    ]
-                )
-            )
-        cards.append(
-            dbc.Card(
-                [
-                    dbc.CardHeader(f"Layer {layer}" + (" (embeddings)" if layer == 0 else "")),
-                    dbc.CardBody(
-                        dbc.Table(html.Tbody(rows), size="sm", className="mb-0 fs-decomp"),
-                        className="p-2",
-                    ),
-                ],
-                className="mb-3 fs-card",
-            )
-        )
-    return html.Div(cards)
+def truncation_note(data: dict) -> Any:
+    """A warning when the model stopped reading before the end of the sentence."""
+    read, total = int(data.get("read_chars") or 0), int(data.get("n_chars") or 0)
+    if not data.get("tokens") or read >= total:
+        return None
+    return dbc.Alert(
+        f"The model reads at most {len(data['tokens'])} pieces of a sentence (the run's "
+        f"max_length): it stopped after {read} of {total} characters.",
+        color="warning",
+        className="mb-2 py-2 small",
+    )
 
 
 @callback(
-    Output(ids.ANALYZE_OUTPUT, "children"),
+    Output(ids.ANALYZE_DATA, "data"),
+    Output(ids.ANALYZE_MESSAGE, "children"),
     Input(ids.ANALYZE_RUN, "n_clicks"),
     State(ids.ANALYZE_TEXT, "value"),
     State(ids.ANALYZE_TOP, "value"),
     prevent_initial_call=True,
 )
-def analyze(_clicks: Any, text: Any, top: Any) -> Any:
+def analyze(_clicks: Any, text: Any, top: Any) -> tuple[dict | None, Any]:
+    """The compact decomposition for the store (drawn by assets/analyze.js), or a message."""
     cfg = config.get_config()
     try:
         analyzer = cfg.analyzer()
     except Exception as e:  # no model stored, model files gone, analyzer missing...
-        return ui.error_alert(f"Live analysis is not available for this database: {e}")
+        return None, ui.error_alert(f"Live analysis is not available for this database: {e}")
     try:
         n_top = logic.parse_n_samples(
             top if top is not None else 5, low=1, high=32, name="Factors per word"
         )
-        tokens = logic.analyze_text(analyzer, cfg.db_path, text, top=n_top)
+        data = logic.analyze_text(analyzer, cfg.db_path, text, top=n_top)
     except FactorscopeError as e:
-        return ui.error_alert(str(e))
-    return render_decomposition(tokens)
+        return None, ui.error_alert(str(e))
+    return data, truncation_note(data)
+
+
+# One innerHTML write per analysis instead of thousands of Dash components.
+clientside_callback(
+    ClientsideFunction(namespace="factorscope_analyze", function_name="render"),
+    Output(ids.ANALYZE_SUMMARY, "children"),
+    Input(ids.ANALYZE_DATA, "data"),
+    State(ids.ANALYZE_OUTPUT, "id"),
+    prevent_initial_call=True,
+)
