@@ -411,19 +411,8 @@ def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:
     """Labels of the given factors (those without a label are left out)."""
     if not factors:
         return {}
-    bulk = getattr(queries, "factor_labels", None)
     with WarehouseReader(db_path).connect() as con:
-        if bulk is not None:
-            found = bulk(con, sorted(factors))
-            if isinstance(found, pl.DataFrame):
-                return {int(r["factor"]): r["label"] for r in found.iter_rows(named=True)}
-            return {int(k): v for k, v in dict(found).items()}
-        labels = {}
-        for factor in sorted(factors):
-            info = queries.factor_label(con, factor)
-            if info and info.get("label"):
-                labels[factor] = info["label"]
-        return labels
+        return queries.factor_labels(con, sorted(factors))
 
 
 def layer_list(db_path: str | Path) -> list[int]:

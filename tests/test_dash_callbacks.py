@@ -273,7 +273,7 @@ def test_analyze_text_is_compact_with_labels_and_errors(syn_db):
         logic.analyze_text(KeywordAnalyzer(), syn_db, "word " * 500)
 
 
-class PieceAnalyzer:
+class BpeAnalyzer:
     """decompose as LiveAnalyzer gives it for a byte-level BPE model, cut at 3 pieces."""
 
     # piece, start, end, word index: "He leaving ..." -> He, Ġleav, ing
@@ -296,7 +296,7 @@ class PieceAnalyzer:
 
 
 def test_analyze_text_shows_piece_text_and_truncation(syn_db):
-    data = logic.analyze_text(PieceAnalyzer(), syn_db, "He leaving the room", top=2)
+    data = logic.analyze_text(BpeAnalyzer(), syn_db, "He leaving the room", top=2)
     assert [t["text"] for t in data["tokens"]] == ["He", "leav", "ing"]
     assert [t["piece"] for t in data["tokens"]] == ["He", "Ġleav", "ing"]
     assert [t["word"] for t in data["tokens"]] == ["He", "leaving", "leaving"]

@@ -94,6 +94,9 @@ def test_labels_round_trip(db):
     q.set_label(db, 4, "  the   left hand ")
     with reader.connect() as con:
         assert q.factor_label(con, 4)["label"] == "the left hand"
+        bulk = q.factor_labels(con, [4, 5])  # one query: the user's label wins
+        assert bulk[4] == "the left hand"
+        assert bulk.get(5) == (q.factor_label(con, 5) or {}).get("label")
         found = q.search_labels(con, "LEFT HAND")
         assert found.filter(pl.col("source") == "user")["factor"].to_list() == [4]
     q.set_label(db, 4, "")

@@ -619,6 +619,21 @@ def factor_label(con: duckdb.DuckDBPyConnection, factor: int) -> dict | None:
     }
 
 
+def factor_labels(con: duckdb.DuckDBPyConnection, factors: list[int]) -> dict[int, str]:
+    """{factor: label} of the given factors in one query: the user's label, else the
+    automatic one; factors without either are left out."""
+    ids = [_as_int(f, "factor") for f in factors]
+    if not ids:
+        return {}
+    rows = _rows(
+        con,
+        "SELECT factor, arg_min(label, CASE source WHEN 'user' THEN 0 ELSE 1 END) "
+        "FROM factor_labels WHERE list_contains(?, factor) GROUP BY factor",
+        [ids],
+    )
+    return {int(factor): label for factor, label in rows}
+
+
 def search_labels(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 20) -> pl.DataFrame:
     """Factors whose user or automatic label contains ``text`` (case-insensitive)."""
     if not isinstance(text, str) or not text.strip():
