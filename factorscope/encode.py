@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from factorscope.errors import InputError, WarehouseError
+from factorscope.errors import InputError, ModelLoadError, WarehouseError
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.runner import MAX_POSITIONS, hidden_states, tokenize
@@ -68,9 +68,14 @@ def load_run_model(run: dict, config: EncodeConfig | None = None) -> LoadedModel
     config = config or EncodeConfig()
     try:
         return load_model(run["model"], device=config.device, threads=config.threads)
-    except Exception:
+    except Exception as e:
         if run.get("model_path") and Path(run["model_path"]).exists():
             return load_model(run["model_path"], device=config.device, threads=config.threads)
+        if isinstance(e, ModelLoadError):
+            raise ModelLoadError(
+                f"cannot load model {run['model']!r} of this run (it was ingested with it): {e}; "
+                "restore the model's folder, or ingest again into a new --db"
+            ) from e
         raise
 
 
