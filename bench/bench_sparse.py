@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fit_idx = rng.choice(len(X), min(args.fit_vectors, len(X)), replace=False)
     dl = DictionaryLearner(args.n_factors, n_jobs=args.n_jobs, n_iter=None, seed=0)
-    dl.fit(X[fit_idx], layers[fit_idx])
+    dl.fit(X[fit_idx], layers=layers[fit_idx])
     lam = dl.lambda1
     log.info("trainDL m=%d on %d vectors: %.1fs", args.n_factors, len(fit_idx), dl.fit_seconds_)
 
@@ -91,15 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     Xe, Le = X[enc_idx], layers[enc_idx]
     enc = SparseEncoder(dl, lambda1=lam, n_jobs=args.n_jobs)
     comp = dl.components_
-    enc.transform(Xe[:256], Le[:256])  # warm-up
+    enc.transform(Xe[:256], layers=Le[:256])  # warm-up
 
     # (a) pipeline, (b) bare spams.lasso: best of 3 each, interleaved
-    Xp = enc.preprocess(Xe, Le)
+    Xp = enc.preprocess(Xe, layers=Le)
     Xf = np.asfortranarray(Xp.T)
     Df = np.asfortranarray(comp.T)
     ta, tb = [], []
     for _ in range(3):
-        A, t = _timed(enc.transform, Xe, Le)
+        A, t = _timed(enc.transform, Xe, layers=Le)
         ta.append(t)
         B, t = _timed(spams.lasso, Xf, D=Df, lambda1=lam, mode=2, pos=True, numThreads=args.n_jobs)
         tb.append(t)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rate_d = len(s) / td
     obj_d = lasso_objective(Xs, comp, Dsk, lam)
     tenc = SparseEncoder(dl, lambda1=lam, backend="torch", tol=1e-6)
-    E, te = _timed(tenc.transform, Xe[s], Le[s])
+    E, te = _timed(tenc.transform, Xe[s], layers=Le[s])
     rate_e = len(s) / te
     obj_e = lasso_objective(Xs, comp, E, lam)
 

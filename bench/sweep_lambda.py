@@ -107,21 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         unit = raw_norm if prep == "none" else 1.0
         dl = DictionaryLearner(
             m, lambda1=lam * unit, preprocessing=prep, n_jobs=args.n_jobs, seed=0
-        ).fit(Xtr, Ltr)
+        ).fit(Xtr, layers=Ltr)
         log.info("fit %s m=%d lambda=%.3g: %.1fs", prep, m, lam, dl.fit_seconds_)
         for mult in mults:
             enc = SparseEncoder(dl, lambda1=lam * mult * unit, n_jobs=args.n_jobs)
             t = time.perf_counter()
-            A = enc.transform(Xte, Lte)
+            A = enc.transform(Xte, layers=Lte)
             enc_s = time.perf_counter() - t
-            Xp = enc.preprocess(Xte, Lte)
-            fvu = fraction_of_variance_unexplained(Xp, enc.squared_residuals(Xte, A, Lte))
+            Xp = enc.preprocess(Xte, layers=Lte)
+            fvu = fraction_of_variance_unexplained(Xp, enc.squared_residuals(Xte, A, layers=Lte))
             l0 = np.diff(A.indptr)
             used = np.zeros(m, bool)
             used[A.indices] = True
             by_layer = {
                 int(k): fraction_of_variance_unexplained(
-                    Xp[Lte == k], enc.squared_residuals(Xte[Lte == k], A[Lte == k], k)
+                    Xp[Lte == k], enc.squared_residuals(Xte[Lte == k], A[Lte == k], layers=k)
                 )
                 for k in np.unique(Lte)
             }

@@ -94,7 +94,7 @@ class LiveAnalyzer:
             n_layers, n_tok, dim = st.shape
             X = st.reshape(n_layers * n_tok, dim)
             layers = np.repeat(np.arange(n_layers), n_tok)
-            codes = self.encoder.transform(X, layers).toarray()
+            codes = self.encoder.transform(X, layers=layers).toarray()
         out = []
         for t, position in enumerate(ts.positions.tolist()):
             per_layer = []
@@ -165,7 +165,7 @@ class LiveAnalyzer:
             for ts, st, target in zip(tokenized, states, targets, strict=True)
         ]
         with self._lock:
-            alpha = self.encoder.transform(np.stack(rows), np.full(len(rows), layer))
+            alpha = self.encoder.transform(np.stack(rows), layers=np.full(len(rows), layer))
         return alpha[:, factor].toarray().ravel().astype(np.float64)
 
 

@@ -83,7 +83,7 @@ def layer_stats(
     encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray, codes
 ) -> dict[str, list]:
     """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding)."""
-    Xp = encoder.preprocess(X, layers).astype(np.float64)
+    Xp = encoder.preprocess(X, layers=layers).astype(np.float64)
     residual = Xp - encoder.reconstruct(codes)
     sq_res = np.einsum("ij,ij->i", residual, residual)
     sq_norm = np.einsum("ij,ij->i", Xp, Xp)
@@ -196,7 +196,7 @@ def encode_vectors(
     n_tokens: int,
 ) -> EncodedBatch:
     """Code hidden states (one row per token x layer) and sum the per-layer quality stats."""
-    codes = encoder.transform(X, layers)
+    codes = encoder.transform(X, layers=layers)
     stats = layer_stats(encoder, X, layers, codes)
     return EncodedBatch(
         codes=_codes_table(codes, layers, token_ids),

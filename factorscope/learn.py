@@ -155,7 +155,7 @@ def run_learn(
             rate = seen / max(time.perf_counter() - started, 1e-9)
             bar.update(task, completed=seen, total=total * config.batch_size, rate=rate)
 
-        learner.fit(X, layers, progress=report)
+        learner.fit(X, layers=layers, progress=report)
 
     state = learner.to_dict()
     state["learn_config"] = wanted

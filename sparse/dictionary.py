@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
-
-from factorscope.errors import InputError
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 
 from ._defaults import DEFAULT_LAMBDA1, DEFAULT_N_FACTORS, DEFAULT_PREPROCESSING
 from ._validation import (
-    ParamsMixin,
-    Rule,
+    InvalidInputError,
+    SparseEstimator,
     check_fitted,
     check_layers,
+    check_params,
     check_X,
-    is_choice,
-    is_int,
-    is_real,
-    validate_params,
+    validate_X,
 )
 from .preprocessing import PREPROCESSING_CHOICES, LayerScaler
 
@@ -66,14 +65,14 @@ def from_array(
         Rows scaled to unit Euclidean norm.
     """
     if layout not in ("auto", "columns", "rows"):
-        raise InputError(f"layout must be 'auto', 'columns' or 'rows', got {layout!r}")
+        raise InvalidInputError(f"layout must be 'auto', 'columns' or 'rows', got {layout!r}")
     arr = check_X(phi, name="dictionary", dtype=np.float64, min_samples=1)
     if n_features is not None and (isinstance(n_features, bool) or int(n_features) < 1):
-        raise InputError(f"n_features must be a positive int, got {n_features!r}")
+        raise InvalidInputError(f"n_features must be a positive int, got {n_features!r}")
     rows_d, cols_d = arr.shape
     if layout == "auto":
         if n_features is None:
-            raise InputError(
+            raise InvalidInputError(
                 "cannot tell atoms from features: pass n_features (the model's hidden size) "
                 "or layout='columns' (d x m) / layout='rows' (m x d)"
             )
@@ -82,27 +81,27 @@ def from_array(
         elif cols_d == n_features:
             layout = "rows"
         else:
-            raise InputError(
+            raise InvalidInputError(
                 f"dictionary has shape {arr.shape} but neither axis matches the hidden size "
                 f"n_features={n_features}"
             )
     comp = arr.T if layout == "columns" else arr
     if n_features is not None and comp.shape[1] != n_features:
-        raise InputError(
+        raise InvalidInputError(
             f"dictionary read as layout={layout!r} has {comp.shape[1]} features per atom, "
             f"but the model's hidden size is n_features={n_features}"
         )
     norms = np.linalg.norm(comp, axis=1)
     if (norms <= 0).any():
         bad = np.flatnonzero(norms <= 0)
-        raise InputError(
+        raise InvalidInputError(
             f"dictionary has {bad.size} all-zero atom(s) (first: atom {int(bad[0])}); "
             "every atom needs a direction"
         )
     return np.ascontiguousarray(comp / norms[:, None], dtype=np.float32)
 
 
-class DictionaryLearner(ParamsMixin):
+class DictionaryLearner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SparseEstimator):
     """Online non-negative dictionary learning (``spams.trainDL``), one dictionary for all layers.
 
     Solves, over ``Phi`` with unit-norm columns and ``alpha >= 0``,
@@ -143,33 +142,24 @@ class DictionaryLearner(ParamsMixin):
         Online updates run.
     fit_seconds_ : float
         Wall time of ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` in ``fit`` was a DataFrame with string column names.
+
+    A scikit-learn transformer (clone, ``Pipeline``, ``GridSearchCV``): ``layers`` is
+    keyword-only with a default, so a plain ``fit(X)`` treats every row as one layer.
+    ``transform`` returns float32 CSR codes whatever the input dtype (SPAMS works in
+    float32).
     """
 
-    _param_names = (
-        "n_factors",
-        "lambda1",
-        "batch_size",
-        "n_iter",
-        "seed",
-        "n_jobs",
-        "preprocessing",
-        "verbose",
-    )
-    _params_table: ClassVar[dict[str, Rule]] = {
-        "n_factors": (is_int(1), "an int >= 1"),
-        "lambda1": (is_real(0.0, strict=True), "a float > 0"),
-        "batch_size": (is_int(1), "an int >= 1"),
-        "n_iter": (is_int(1, none_ok=True), "None or an int >= 1"),
-        "seed": (is_int(0), "an int >= 0"),
-        "n_jobs": (
-            lambda v: is_int(1)(v) or v == -1,
-            "-1 or an int >= 1",
-        ),
-        "preprocessing": (
-            is_choice(*PREPROCESSING_CHOICES),
-            f"one of {list(PREPROCESSING_CHOICES)}",
-        ),
-        "verbose": (is_choice(True, False), "True or False"),
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "n_factors": [Interval(Integral, 1, None, closed="left")],
+        "lambda1": [Interval(Real, 0.0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1})],
+        "preprocessing": [StrOptions(set(PREPROCESSING_CHOICES))],
+        "verbose": ["boolean"],
     }
 
     def __init__(
@@ -193,11 +183,22 @@ class DictionaryLearner(ParamsMixin):
         self.preprocessing = preprocessing
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # float32 codes for any input
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Output width (``get_feature_names_out``): one column per atom."""
+        return self.components_.shape[0]
+
     def fit(
         self,
         X: Any,
-        layers: Any = None,
+        y: Any = None,
         *,
+        layers: Any = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> DictionaryLearner:
         """Learn the preprocessing and the dictionary.
@@ -206,6 +207,8 @@ class DictionaryLearner(ParamsMixin):
         ----------
         X : array-like of shape (n_samples, n_features)
             Hidden states, rows of any layers.
+        y : None
+            Ignored (scikit-learn's API).
         layers : array-like of int of shape (n_samples,), optional
             Layer of each row (``None``: all one layer).
         progress : callable, optional
@@ -217,16 +220,16 @@ class DictionaryLearner(ParamsMixin):
         self : DictionaryLearner
         """
 
-        validate_params(self, self._params_table)
+        check_params(self)
         t0 = time.perf_counter()
-        X = check_X(X, min_samples=1)
+        X = validate_X(self, X, reset=True)
         if X.shape[0] < self.n_factors:
-            raise InputError(
+            raise InvalidInputError(
                 f"n_factors={self.n_factors} exceeds the number of training vectors "
-                f"({X.shape[0]}); give more vectors or fewer factors"
+                f"(n_samples={X.shape[0]}); give more vectors or fewer factors"
             )
         lay = check_layers(layers, X.shape[0])
-        pre = LayerScaler.from_name(self.preprocessing).fit(X, lay)
+        pre = LayerScaler.from_name(self.preprocessing).fit(X, layers=lay)
         Xp = pre._transform(X, lay)
 
         rng = np.random.default_rng(self.seed)
@@ -242,7 +245,6 @@ class DictionaryLearner(ParamsMixin):
         norms = np.linalg.norm(comp, axis=1, keepdims=True)
         self.components_ = np.ascontiguousarray(comp / np.maximum(norms, 1e-12))
         self.preprocessor_ = pre
-        self.n_features_in_ = X.shape[1]
         self.n_iter_ = n_iter
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -302,7 +304,7 @@ class DictionaryLearner(ParamsMixin):
         D0 /= np.linalg.norm(D0, axis=0, keepdims=True)
         return np.asfortranarray(D0)
 
-    def transform(self, X: Any, layers: Any = None):
+    def transform(self, X: Any, *, layers: Any = None):
         """Non-negative sparse codes with this dictionary (``SparseEncoder``, spams backend).
 
         Parameters
@@ -314,7 +316,21 @@ class DictionaryLearner(ParamsMixin):
         -------
         codes : scipy.sparse.csr_matrix of shape (n_samples, n_factors), float32
         """
-        return self.encoder().transform(X, layers)
+        check_fitted(self, "components_")
+        X = validate_X(self, X, reset=False, min_samples=0)
+        enc = self.encoder()
+        return enc._code(X, check_layers(layers, X.shape[0]), *enc._resolve())
+
+    def fit_transform(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        layers: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ):
+        """``fit`` then ``transform`` with the same ``layers``."""
+        return self.fit(X, layers=layers, progress=progress).transform(X, layers=layers)
 
     def encoder(self, **params: Any):
         """A :class:`SparseEncoder` bound to this fitted dictionary and its preprocessing."""
@@ -342,11 +358,11 @@ class DictionaryLearner(ParamsMixin):
         comp = from_array(phi, n_features=n_features, layout=layout)
         params.setdefault("preprocessing", "none")
         obj = cls(comp.shape[0], **params)
-        validate_params(obj, cls._params_table)
+        check_params(obj)
         if preprocessor is not None:
             check_fitted(preprocessor, "scale_")
             if preprocessor.n_features_in_ != comp.shape[1]:
-                raise InputError(
+                raise InvalidInputError(
                     f"preprocessor was fitted on {preprocessor.n_features_in_} features but the "
                     f"dictionary has {comp.shape[1]}"
                 )
@@ -379,11 +395,11 @@ class DictionaryLearner(ParamsMixin):
         components : array-like of shape (n_factors, n_features)
         """
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            raise InputError(f"not a DictionaryLearner state (expected format {_FORMAT!r})")
+            raise InvalidInputError(f"not a DictionaryLearner state (expected format {_FORMAT!r})")
         comp = check_X(components, name="components", n_features=d["n_features"])
         obj = cls(**d["params"])
         if comp.shape[0] != obj.n_factors:
-            raise InputError(
+            raise InvalidInputError(
                 f"components has {comp.shape[0]} atoms but the stored n_factors is {obj.n_factors}"
             )
         obj.components_ = np.ascontiguousarray(comp)

@@ -9,25 +9,26 @@ one) that stops on a relative duality gap.
 
 from __future__ import annotations
 
+import copy
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-
-from factorscope.errors import InputError
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 
 from ._defaults import DEFAULT_LAMBDA1
 from ._validation import (
-    ParamsMixin,
-    Rule,
+    InvalidInputError,
+    SparseEstimator,
     check_fitted,
     check_layers,
+    check_params,
     check_X,
-    is_choice,
-    is_int,
-    is_real,
-    validate_params,
+    validate_X,
 )
+from .preprocessing import LayerScaler
 
 BACKENDS = ("spams", "torch")
 
@@ -172,17 +173,25 @@ def _fista_adaptive(
         return a.cpu().numpy()
 
 
-class SparseEncoder(ParamsMixin):
+class SparseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SparseEstimator):
     """Non-negative lasso codes of hidden states for a fixed dictionary.
 
-    A stateless transformer (like scikit-learn's ``SparseCoder``): ``fit`` only
-    checks the parameters and returns ``self``; ``transform`` works straight away.
+    A stateless scikit-learn transformer (like scikit-learn's ``SparseCoder``):
+    ``fit`` only checks the parameters (and ``X``'s width, when given) and returns
+    ``self``; ``transform`` works straight away. ``layers`` is keyword-only with a
+    default, so a plain ``transform(X)`` works in a ``Pipeline``.
+
+    The ``dictionary`` and ``preprocessor`` are fitted data, not hyper-parameters:
+    ``clone`` shares them with the clone (as ``sklearn.frozen.FrozenEstimator``
+    does) instead of handing out unfitted copies, and ``get_params(deep=True)`` does
+    not reach inside them.
 
     Parameters
     ----------
     dictionary : DictionaryLearner or array-like of shape (n_factors, n_features)
         A fitted :class:`DictionaryLearner` (its preprocessing is used unless
-        ``preprocessor`` is given) or atoms as rows.
+        ``preprocessor`` is given) or atoms as rows. Any fitted scikit-learn
+        estimator with ``components_`` of that shape works too.
     lambda1 : float, optional
         L1 penalty; default: the learner's ``lambda1``, else ``DEFAULT_LAMBDA1``.
     backend : {"spams", "torch"}, default="spams"
@@ -202,30 +211,32 @@ class SparseEncoder(ParamsMixin):
         objective (at least 1e-4 in float32, whose iterates stall near 1e-5).
     max_iter : int, default=20000
         Torch backend: iteration cap.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_factors, n_features)
+        The dictionary's atoms as rows, float32 (read from ``dictionary``).
+    n_features_in_ : int
+        Set by ``fit``.
+    n_factors_ : int
+        Set by ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` in ``fit`` was a DataFrame with string column names.
     """
 
-    _param_names = (
-        "dictionary",
-        "lambda1",
-        "backend",
-        "block_size",
-        "n_jobs",
-        "preprocessor",
-        "device",
-        "dtype",
-        "tol",
-        "max_iter",
-    )
-    _params_table: ClassVar[dict[str, Rule]] = {
-        "lambda1": (is_real(0.0, strict=True, none_ok=True), "None or a float > 0"),
-        "backend": (is_choice(*BACKENDS), f"one of {list(BACKENDS)}"),
-        "block_size": (is_int(1), "an int >= 1"),
-        "n_jobs": (lambda v: is_int(1)(v) or v == -1, "-1 or an int >= 1"),
-        "device": (lambda v: v is None or isinstance(v, str), "None or a torch device string"),
-        "dtype": (is_choice("float32", "float64"), "'float32' or 'float64'"),
-        "tol": (is_real(0.0, strict=True), "a float > 0"),
-        "max_iter": (is_int(1), "an int >= 1"),
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "dictionary": ["array-like", HasMethods(["get_params"])],
+        "lambda1": [Interval(Real, 0.0, None, closed="neither"), None],
+        "backend": [StrOptions(set(BACKENDS))],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1})],
+        "preprocessor": [LayerScaler, None],
+        "device": [str, None],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "tol": [Interval(Real, 0.0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
+    _shared_params = ("dictionary", "preprocessor")
 
     def __init__(
         self,
@@ -252,27 +263,44 @@ class SparseEncoder(ParamsMixin):
         self.tol = tol
         self.max_iter = max_iter
 
-    def __repr__(self) -> str:
-        p = self.get_params()
-        d = p.pop("dictionary")
-        shape = getattr(getattr(d, "components_", d), "shape", None)
-        args = ", ".join(f"{k}={v!r}" for k, v in p.items() if k != "preprocessor")
-        return f"SparseEncoder(<dictionary {shape}>, {args})"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False  # stateless: transform works before fit
+        tags.transformer_tags.preserves_dtype = ["float32"]  # float32 codes for any input
+        return tags
+
+    def __sklearn_clone__(self) -> SparseEncoder:
+        # clone() would clone a fitted DictionaryLearner / LayerScaler into unfitted
+        # ones: clone the rest and share the fitted data (see the class docstring).
+        bare = copy.copy(self)
+        for name in self._shared_params:
+            setattr(bare, name, None)
+        new = BaseEstimator.__sklearn_clone__(bare)
+        return new.set_params(**{name: getattr(self, name) for name in self._shared_params})
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The encoder's parameters; ``deep`` adds nothing (the dictionary is data)."""
+        return super().get_params(deep=False)
+
+    @property
+    def _n_features_out(self) -> int:
+        """Output width (``get_feature_names_out``): one column per atom."""
+        return self.components_.shape[0]
 
     # ------------------------------------------------------------------ resolution
     def _resolve(self) -> tuple[np.ndarray, Any, float]:
         """(components float32 C-order, fitted preprocessor or None, lambda1)."""
-        validate_params(self, self._params_table)
+        check_params(self)
         d = self.dictionary
         pre = self.preprocessor
         lam = self.lambda1
-        if hasattr(d, "_params_table") and hasattr(d, "n_factors"):  # a DictionaryLearner
+        if isinstance(d, BaseEstimator):  # a fitted DictionaryLearner (or similar)
             check_fitted(d, "components_")
             comp = d.components_
             if pre is None:
-                pre = d.preprocessor_
+                pre = getattr(d, "preprocessor_", None)
             if lam is None:
-                lam = d.lambda1
+                lam = getattr(d, "lambda1", None)
         else:
             comp = check_X(d, name="dictionary", min_samples=1)
         if lam is None:
@@ -280,7 +308,7 @@ class SparseEncoder(ParamsMixin):
         if pre is not None:
             check_fitted(pre, "scale_")
             if pre.n_features_in_ != comp.shape[1]:
-                raise InputError(
+                raise InvalidInputError(
                     f"preprocessor expects {pre.n_features_in_} features but the dictionary "
                     f"has {comp.shape[1]}"
                 )
@@ -291,14 +319,31 @@ class SparseEncoder(ParamsMixin):
         """Atoms as rows, shape (n_factors, n_features)."""
         return self._resolve()[0]
 
-    def fit(self, X: Any = None, layers: Any = None) -> SparseEncoder:
-        """Check parameters and dictionary; nothing is learned. Returns ``self``."""
+    def fit(self, X: Any = None, y: Any = None, *, layers: Any = None) -> SparseEncoder:
+        """Check parameters and dictionary; nothing is learned.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), optional
+            When given, checked against the dictionary's width (and its column names
+            kept, for a DataFrame).
+        y : None
+            Ignored (scikit-learn's API).
+        layers : ignored
+            Accepted so that a ``Pipeline`` can pass the same arguments to every step.
+
+        Returns
+        -------
+        self : SparseEncoder
+        """
         comp, _, _ = self._resolve()
+        if X is not None:
+            validate_X(self, X, reset=True, n_features=comp.shape[1])
         self.n_features_in_ = comp.shape[1]
         self.n_factors_ = comp.shape[0]
         return self
 
-    def preprocess(self, X: Any, layers: Any = None) -> np.ndarray:
+    def preprocess(self, X: Any, *, layers: Any = None) -> np.ndarray:
         """``X`` after the encoder's preprocessing (unchanged when there is none).
 
         Parameters
@@ -311,12 +356,12 @@ class SparseEncoder(ParamsMixin):
         X_pre : ndarray of shape (n_samples, n_features), float32 C-order
         """
         comp, pre, _ = self._resolve()
-        X = check_X(X, n_features=comp.shape[1])
+        X = validate_X(self, X, reset=False, n_features=comp.shape[1], min_samples=0)
         lay = check_layers(layers, X.shape[0])
         return X if pre is None else pre._transform(X, lay)
 
     # ------------------------------------------------------------------ coding
-    def transform(self, X: Any, layers: Any = None) -> sp.csr_matrix:
+    def transform(self, X: Any, *, layers: Any = None) -> sp.csr_matrix:
         """Non-negative sparse codes.
 
         Parameters
@@ -331,10 +376,15 @@ class SparseEncoder(ParamsMixin):
         codes : scipy.sparse.csr_matrix of shape (n_samples, n_factors), float32
         """
         comp, pre, lam = self._resolve()
-        X = check_X(X, n_features=comp.shape[1])
-        lay = check_layers(layers, X.shape[0])
+        X = validate_X(self, X, reset=False, n_features=comp.shape[1], min_samples=0)
+        return self._code(X, check_layers(layers, X.shape[0]), comp, pre, lam)
+
+    def _code(
+        self, X: np.ndarray, layers: np.ndarray | None, comp: np.ndarray, pre: Any, lam: float
+    ) -> sp.csr_matrix:
+        """``transform`` for a checked ``X`` and ``layers`` and a resolved dictionary."""
         if pre is not None:
-            X = pre._transform(X, lay)
+            X = pre._transform(X, layers)
         return self._encode(X, comp, lam)
 
     def _encode(self, X: np.ndarray, comp: np.ndarray, lam: float) -> sp.csr_matrix:
@@ -367,8 +417,9 @@ class SparseEncoder(ParamsMixin):
         out.sort_indices()
         return out
 
-    def fit_transform(self, X: Any, layers: Any = None) -> sp.csr_matrix:
-        return self.fit().transform(X, layers)
+    def fit_transform(self, X: Any, y: Any = None, *, layers: Any = None) -> sp.csr_matrix:
+        """``fit`` then ``transform`` with the same ``layers``."""
+        return self.fit(X).transform(X, layers=layers)
 
     # ------------------------------------------------------------------ quality
     def reconstruct(self, codes: Any) -> np.ndarray:
@@ -384,12 +435,12 @@ class SparseEncoder(ParamsMixin):
         """
         comp, _, _ = self._resolve()
         if codes.shape[1] != comp.shape[0]:
-            raise InputError(
+            raise InvalidInputError(
                 f"codes has {codes.shape[1]} columns but the dictionary has {comp.shape[0]} atoms"
             )
         return np.asarray(codes @ comp, dtype=np.float32)
 
-    def squared_residuals(self, X: Any, codes: Any, layers: Any = None) -> np.ndarray:
+    def squared_residuals(self, X: Any, codes: Any, *, layers: Any = None) -> np.ndarray:
         """``||x - Phi alpha||^2`` per row, on the preprocessed scale.
 
         Sum it and divide by the total variance of the preprocessed vectors for the
@@ -406,9 +457,9 @@ class SparseEncoder(ParamsMixin):
         -------
         residuals : ndarray of shape (n_samples,), float64
         """
-        Xp = self.preprocess(X, layers)
+        Xp = self.preprocess(X, layers=layers)
         if codes.shape[0] != Xp.shape[0]:
-            raise InputError(f"codes has {codes.shape[0]} rows but X has {Xp.shape[0]}")
+            raise InvalidInputError(f"codes has {codes.shape[0]} rows but X has {Xp.shape[0]}")
         R = Xp.astype(np.float64) - self.reconstruct(codes)
         return np.einsum("ij,ij->i", R, R)
 

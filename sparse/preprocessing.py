@@ -19,17 +19,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-
-from factorscope.errors import InputError
+from sklearn.base import OneToOneFeatureMixin, TransformerMixin
 
 from ._validation import (
-    ParamsMixin,
-    Rule,
+    InvalidInputError,
+    SparseEstimator,
     check_fitted,
     check_layers,
-    check_X,
-    is_choice,
-    validate_params,
+    check_params,
+    validate_X,
 )
 
 #: Names accepted by ``DictionaryLearner(preprocessing=...)``, mapped to LayerScaler params.
@@ -42,7 +40,7 @@ PREPROCESSING_CHOICES: dict[str, dict[str, bool]] = {
 _FORMAT = "factorscope.LayerScaler/1"
 
 
-class LayerScaler(ParamsMixin):
+class LayerScaler(OneToOneFeatureMixin, TransformerMixin, SparseEstimator):
     """Per-layer centring and scaling: ``x -> (x - mean[layer]) * scale[layer]``.
 
     With ``scale=True`` each layer is scaled so that its vectors (after centring,
@@ -79,38 +77,54 @@ class LayerScaler(ParamsMixin):
     scale_ : ndarray of shape (n_layers,)
         Per-layer multiplier (ones when ``scale=False``).
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` in ``fit`` was a DataFrame with string column names.
+
+    A scikit-learn transformer: ``layers`` is keyword-only with a default, so a plain
+    ``fit(X)`` / ``transform(X)`` (one layer) works in a ``Pipeline``; the output is
+    float32 whatever the input dtype.
     """
 
-    _param_names = ("center", "scale")
-    _params_table: ClassVar[dict[str, Rule]] = {
-        "center": (is_choice(True, False), "True or False"),
-        "scale": (is_choice(True, False), "True or False"),
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "center": ["boolean"],
+        "scale": ["boolean"],
     }
 
     def __init__(self, *, center: bool = True, scale: bool = True) -> None:
         self.center = center
         self.scale = scale
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # float32 out for any input
+        return tags
+
     @classmethod
     def from_name(cls, name: str) -> LayerScaler:
         """The scaler for a ``preprocessing`` name (see ``PREPROCESSING_CHOICES``)."""
         if name not in PREPROCESSING_CHOICES:
-            raise InputError(
+            raise InvalidInputError(
                 f"preprocessing must be one of {sorted(PREPROCESSING_CHOICES)}, got {name!r}"
             )
         return cls(**PREPROCESSING_CHOICES[name])
 
-    def fit(self, X: Any, layers: Any = None) -> LayerScaler:
+    def fit(self, X: Any, y: Any = None, *, layers: Any = None) -> LayerScaler:
         """Learn per-layer mean and scale.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored (scikit-learn's API).
         layers : array-like of int of shape (n_samples,), optional
             Layer of each row; ``None`` treats every row as layer 0.
+
+        Returns
+        -------
+        self : LayerScaler
         """
-        validate_params(self, self._params_table)
-        X = check_X(X, min_samples=1, dtype=np.float64)
+        check_params(self)
+        X = validate_X(self, X, reset=True, dtype=np.float64)
         lay = check_layers(layers, X.shape[0])
         if lay is None:
             lay = np.zeros(X.shape[0], dtype=np.int64)
@@ -135,7 +149,7 @@ class LayerScaler(ParamsMixin):
         """Index into ``layers_`` for each row (trusts a checked ``layers``)."""
         if layers is None:
             if self.layers_.size != 1:
-                raise InputError(
+                raise InvalidInputError(
                     f"layers is required: this scaler was fitted on {self.layers_.size} layers "
                     f"({self.layers_.tolist()})"
                 )
@@ -144,13 +158,13 @@ class LayerScaler(ParamsMixin):
         pos = np.clip(pos, 0, self.layers_.size - 1)
         bad = self.layers_[pos] != layers
         if bad.any():
-            raise InputError(
+            raise InvalidInputError(
                 f"layer {int(layers[bad][0])} was not seen when the preprocessing was fitted "
                 f"(known layers: {self.layers_.tolist()})"
             )
         return pos
 
-    def transform(self, X: Any, layers: Any = None) -> np.ndarray:
+    def transform(self, X: Any, *, layers: Any = None) -> np.ndarray:
         """Apply the per-layer map.
 
         Parameters
@@ -163,8 +177,12 @@ class LayerScaler(ParamsMixin):
         X_new : ndarray of shape (n_samples, n_features), float32
         """
         check_fitted(self, "scale_")
-        X = check_X(X, n_features=self.n_features_in_)
+        X = validate_X(self, X, reset=False, min_samples=0)
         return self._transform(X, check_layers(layers, X.shape[0]))
+
+    def fit_transform(self, X: Any, y: Any = None, *, layers: Any = None) -> np.ndarray:
+        """``fit`` then ``transform`` with the same ``layers``."""
+        return self.fit(X, layers=layers).transform(X, layers=layers)
 
     def _transform(self, X: np.ndarray, layers: np.ndarray | None) -> np.ndarray:
         if not self.center and not self.scale:
@@ -175,7 +193,7 @@ class LayerScaler(ParamsMixin):
             out *= self.scale_[idx, None]
         return out
 
-    def inverse_transform(self, X: Any, layers: Any = None) -> np.ndarray:
+    def inverse_transform(self, X: Any, *, layers: Any = None) -> np.ndarray:
         """Map preprocessed vectors (e.g. reconstructions) back to hidden-state space.
 
         Parameters
@@ -188,7 +206,7 @@ class LayerScaler(ParamsMixin):
         X_orig : ndarray of shape (n_samples, n_features), float32
         """
         check_fitted(self, "scale_")
-        X = check_X(X, n_features=self.n_features_in_)
+        X = validate_X(self, X, reset=False, min_samples=0)
         idx = self._rows(check_layers(layers, X.shape[0]), X.shape[0])
         out = X / self.scale_[idx, None]
         if self.center:
@@ -209,7 +227,7 @@ class LayerScaler(ParamsMixin):
     def from_dict(cls, d: dict[str, Any]) -> LayerScaler:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            raise InputError(f"not a LayerScaler state (expected format {_FORMAT!r})")
+            raise InvalidInputError(f"not a LayerScaler state (expected format {_FORMAT!r})")
         obj = cls(**d["params"])
         if "scale" in d:
             obj.layers_ = np.asarray(d["layers"], dtype=np.int64)

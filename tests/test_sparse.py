@@ -43,7 +43,7 @@ def data():
 @pytest.fixture(scope="module")
 def learner(data):
     X, layers = data
-    return DictionaryLearner(64, lambda1=0.05, n_iter=40, seed=3).fit(X, layers)
+    return DictionaryLearner(64, lambda1=0.05, n_iter=40, seed=3).fit(X, layers=layers)
 
 
 def test_defaults_are_the_module_constants():
@@ -63,7 +63,7 @@ def test_fit_sets_attributes(learner):
 
 def test_codes_are_nonnegative_sparse_csr(learner, data):
     X, layers = data
-    A = learner.transform(X[:300], layers[:300])
+    A = learner.transform(X[:300], layers=layers[:300])
     assert sp.isspmatrix_csr(A)
     assert A.shape == (300, 64)
     assert A.dtype == np.float32
@@ -77,8 +77,8 @@ def test_kkt_conditions_of_nonnegative_lasso(learner, data, backend):
     X, layers = data
     lam = 0.05
     enc = SparseEncoder(learner, lambda1=lam, backend=backend, dtype="float64", tol=1e-9)
-    Xp = enc.preprocess(X[:200], layers[:200]).astype(np.float64)
-    A = enc.transform(X[:200], layers[:200]).toarray().astype(np.float64)
+    Xp = enc.preprocess(X[:200], layers=layers[:200]).astype(np.float64)
+    A = enc.transform(X[:200], layers=layers[:200]).toarray().astype(np.float64)
     Phi = learner.components_.astype(np.float64)
     corr = (Xp - A @ Phi) @ Phi.T  # phi_j^T r
     active = A > 0
@@ -91,9 +91,9 @@ def test_kkt_conditions_of_nonnegative_lasso(learner, data, backend):
 def test_same_seed_same_dictionary_different_seed_different(data):
     X, layers = data
     kw = dict(lambda1=0.05, n_iter=20, batch_size=128)
-    a = DictionaryLearner(48, seed=7, **kw).fit(X, layers).components_
-    b = DictionaryLearner(48, seed=7, **kw).fit(X, layers).components_
-    c = DictionaryLearner(48, seed=8, **kw).fit(X, layers).components_
+    a = DictionaryLearner(48, seed=7, **kw).fit(X, layers=layers).components_
+    b = DictionaryLearner(48, seed=7, **kw).fit(X, layers=layers).components_
+    c = DictionaryLearner(48, seed=8, **kw).fit(X, layers=layers).components_
     assert np.array_equal(a, b)
     assert not np.allclose(a, c, atol=1e-3)
 
@@ -104,18 +104,18 @@ def test_progress_reports_every_segment_and_changes_nothing(data):
     kw = dict(lambda1=0.05, n_iter=None, batch_size=32, seed=5)
     calls = []
     with_bar = DictionaryLearner(24, **kw).fit(
-        X, layers, progress=lambda d, t: calls.append((d, t))
+        X, layers=layers, progress=lambda d, t: calls.append((d, t))
     )
-    without = DictionaryLearner(24, **kw).fit(X, layers)
+    without = DictionaryLearner(24, **kw).fit(X, layers=layers)
     n_iter = int(np.ceil(2 * X.shape[0] / 32))  # two passes
     assert with_bar.n_iter_ == n_iter and len(calls) > 2
     assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and calls[-1] == (n_iter, n_iter)
     assert np.array_equal(with_bar.components_, without.components_)
     # segmented learning still finds a good dictionary: it codes the data well
     enc = with_bar.encoder()
-    codes = enc.transform(X, layers)
+    codes = enc.transform(X, layers=layers)
     fvu = fraction_of_variance_unexplained(
-        enc.preprocess(X, layers), enc.squared_residuals(X, codes, layers)
+        enc.preprocess(X, layers=layers), enc.squared_residuals(X, codes, layers=layers)
     )
     assert fvu < 0.5
 
@@ -125,12 +125,12 @@ def test_torch_backend_objective_matches_spams(learner, data):
     lam = 0.05
     spams_enc = SparseEncoder(learner, lambda1=lam)
     torch_enc = SparseEncoder(learner, lambda1=lam, backend="torch")
-    Xp = spams_enc.preprocess(X[:400], layers[:400])
+    Xp = spams_enc.preprocess(X[:400], layers=layers[:400])
     o_spams = lasso_objective(
-        Xp, learner.components_, spams_enc.transform(X[:400], layers[:400]), lam
+        Xp, learner.components_, spams_enc.transform(X[:400], layers=layers[:400]), lam
     )
     o_torch = lasso_objective(
-        Xp, learner.components_, torch_enc.transform(X[:400], layers[:400]), lam
+        Xp, learner.components_, torch_enc.transform(X[:400], layers=layers[:400]), lam
     )
     assert abs(o_torch.sum() - o_spams.sum()) / o_spams.sum() < 1e-4
     assert np.max(np.abs(o_torch - o_spams) / o_spams) < 1e-3
@@ -139,28 +139,30 @@ def test_torch_backend_objective_matches_spams(learner, data):
 def test_reference_fista_approaches_spams(learner, data):
     X, layers = data
     enc = SparseEncoder(learner, lambda1=0.05)
-    Xp = enc.preprocess(X[:200], layers[:200])
+    Xp = enc.preprocess(X[:200], layers=layers[:200])
     A = fista_nonneg(Xp, learner.components_, 0.05, n_iter=500, dtype="float64")
     assert A.min() >= 0
     o_ref = lasso_objective(Xp, learner.components_, A, 0.05).sum()
-    o_spams = lasso_objective(Xp, learner.components_, enc.transform(X[:200], layers[:200]), 0.05)
+    o_spams = lasso_objective(
+        Xp, learner.components_, enc.transform(X[:200], layers=layers[:200]), 0.05
+    )
     assert abs(o_ref - o_spams.sum()) / o_spams.sum() < 1e-3
 
 
 def test_preprocessing_equalises_layers_and_round_trips(data):
     X, layers = data
-    sc = LayerScaler().fit(X, layers)
-    Xp = sc.transform(X, layers)
+    sc = LayerScaler().fit(X, layers=layers)
+    Xp = sc.transform(X, layers=layers)
     for k in range(N_LAYERS):
         rows = Xp[layers == k]
         assert np.linalg.norm(rows.mean(0)) < 1e-3
         assert np.linalg.norm(rows, axis=1).mean() == pytest.approx(1.0, rel=1e-4)
     state = json.loads(json.dumps(sc.to_dict()))
     sc2 = LayerScaler.from_dict(state)
-    assert np.array_equal(sc2.transform(X, layers), Xp)
-    np.testing.assert_allclose(sc2.inverse_transform(Xp, layers), X, rtol=1e-4, atol=1e-3)
+    assert np.array_equal(sc2.transform(X, layers=layers), Xp)
+    np.testing.assert_allclose(sc2.inverse_transform(Xp, layers=layers), X, rtol=1e-4, atol=1e-3)
     with pytest.raises(InputError, match="layer 9"):
-        sc.transform(X[:2], [0, 9])
+        sc.transform(X[:2], layers=[0, 9])
     with pytest.raises(InputError, match="layers is required"):
         sc.transform(X[:2])
 
@@ -170,21 +172,21 @@ def test_learner_state_round_trip_codes_identical(learner, data):
     state = json.loads(json.dumps(learner.to_dict()))
     back = DictionaryLearner.from_dict(state, learner.components_.tolist())
     assert back.get_params() == learner.get_params()
-    a = learner.transform(X[:100], layers[:100])
-    b = back.transform(X[:100], layers[:100])
+    a = learner.transform(X[:100], layers=layers[:100])
+    b = back.transform(X[:100], layers=layers[:100])
     assert (a != b).nnz == 0
 
 
 def test_fvu_and_residuals(learner, data):
     X, layers = data
     enc = learner.encoder()
-    A = enc.transform(X[:500], layers[:500])
-    r = enc.squared_residuals(X[:500], A, layers[:500])
+    A = enc.transform(X[:500], layers=layers[:500])
+    r = enc.squared_residuals(X[:500], A, layers=layers[:500])
     assert r.shape == (500,) and (r >= 0).all()
-    fvu = fraction_of_variance_unexplained(enc.preprocess(X[:500], layers[:500]), r)
+    fvu = fraction_of_variance_unexplained(enc.preprocess(X[:500], layers=layers[:500]), r)
     assert 0.0 < fvu < 0.5
     zero = sp.csr_matrix(A.shape, dtype=np.float32)
-    assert enc.squared_residuals(X[:500], zero, layers[:500]).sum() > r.sum()
+    assert enc.squared_residuals(X[:500], zero, layers=layers[:500]).sum() > r.sum()
 
 
 @pytest.mark.parametrize(
@@ -198,22 +200,22 @@ def test_fvu_and_residuals(learner, data):
 )
 def test_input_validation(learner, bad, match):
     with pytest.raises(InputError, match=match):
-        learner.encoder().transform(bad, np.zeros(len(bad), dtype=int))
+        learner.encoder().transform(bad, layers=np.zeros(len(bad), dtype=int))
 
 
 def test_empty_input_gives_empty_codes(learner):
-    A = learner.transform(np.zeros((0, D_FEAT), dtype=np.float32), np.zeros(0, dtype=int))
+    A = learner.transform(np.zeros((0, D_FEAT), dtype=np.float32), layers=np.zeros(0, dtype=int))
     assert A.shape == (0, 64)
 
 
 def test_bad_params_name_the_parameter(data):
     X, layers = data
     with pytest.raises(InputError, match="lambda1"):
-        DictionaryLearner(8, lambda1=-1.0).fit(X, layers)
+        DictionaryLearner(8, lambda1=-1.0).fit(X, layers=layers)
     with pytest.raises(InputError, match="preprocessing"):
-        DictionaryLearner(8, preprocessing="whiten").fit(X, layers)
+        DictionaryLearner(8, preprocessing="whiten").fit(X, layers=layers)
     with pytest.raises(InputError, match="n_factors"):
-        DictionaryLearner(5000).fit(X, layers)
+        DictionaryLearner(5000).fit(X, layers=layers)
     with pytest.raises(InputError, match="backend"):
         SparseEncoder(np.eye(4, dtype=np.float32), backend="cuda").transform(np.eye(4))
 
@@ -232,11 +234,11 @@ def test_get_set_params():
 def test_not_fitted_errors(data):
     X, layers = data
     with pytest.raises(NotFittedError):
-        DictionaryLearner(8).transform(X, layers)
+        DictionaryLearner(8).transform(X, layers=layers)
     with pytest.raises(NotFittedError):
-        LayerScaler().transform(X, layers)
+        LayerScaler().transform(X, layers=layers)
     with pytest.raises(NotFittedError):
-        SparseEncoder(DictionaryLearner(8)).transform(X, layers)
+        SparseEncoder(DictionaryLearner(8)).transform(X, layers=layers)
 
 
 def test_encoder_fit_is_a_noop_returning_self(learner):
