@@ -4,7 +4,9 @@ The corpus streams through the model again chunk by chunk (only the sample of hi
 states is stored), each chunk's vectors of all layers are coded with the active
 dictionary, and the non-zero codes are committed with the chunk's bookkeeping row.
 Memory stays bounded by one chunk whatever the corpus size; a killed run resumes at
-the first uncommitted chunk.
+the first uncommitted chunk. The encode is done only when the codes *and* the
+summaries built from them are published: a run killed after its last chunk finishes
+the summaries (if missing) and publishes (see docs/CONTRACTS.md, "Crash safety").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.pipeline import check_db_path_writable
@@ -217,10 +220,21 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 "--dictionary-db RUN_DB` (see docs/SCALE.md)"
             )
         record = store.load_dictionary(con, config.dictionary_id)
+        staged_done = store.encode_finished(con, record.dictionary_id)
     finally:
         con.close()
-    if record.status == "encoded":
+    # Done only when published, summaries included; a staging copy whose encode is
+    # finished (killed while publishing) is published below, not encoded again.
+    if _published_encode_finished(db_path, record.dictionary_id):
         return EncodeSummary(record.dictionary_id, 0, 0, 0.0, True, [])
+    if staged_done:
+        started = time.perf_counter()
+        with staged_database(db_path) as con:
+            quality = store.layer_quality_rows(con, record.dictionary_id)
+            levels = queries.level_counts(con)
+        return EncodeSummary(
+            record.dictionary_id, 0, 0, time.perf_counter() - started, False, quality, levels
+        )
 
     learner = load_learner(record)
     encoder = SparseEncoder(learner, backend=config.backend)
@@ -283,6 +297,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 )
                 n_vectors += batch.n_vectors
                 n_codes += table.num_rows
+                crashpoint("encode.chunk")
                 bar.update(
                     task,
                     advance=batch.n_tokens,
@@ -290,6 +305,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 )
         with stderr_console.status("sorting codes and building summaries"):
             store.finish_encoding(con, record.dictionary_id)
+            crashpoint("encode.finished")
             _refresh_summaries(con)
         quality = store.layer_quality_rows(con, record.dictionary_id)
         levels = queries.level_counts(con)
@@ -302,6 +318,17 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         quality,
         levels,
     )
+
+
+def _published_encode_finished(db_path: Path, dictionary_id: int) -> bool:
+    """Whether the published file holds this dictionary's finished encode (summaries too)."""
+    if not db_path.exists():
+        return False
+    con = connect(db_path, read_only=True)
+    try:
+        return store.ingest_finished(con) and store.encode_finished(con, dictionary_id)
+    finally:
+        con.close()
 
 
 def _refresh_summaries(con) -> None:
