@@ -55,8 +55,14 @@ class EncodeSummary:
     already_complete: bool
     quality: list[dict]
     level_counts: dict[str, int] = field(default_factory=dict)
+    from_staging: bool = False
 
     def line(self) -> str:
+        if self.from_staging:
+            return (
+                f"encode: dictionary {self.dictionary_id}, encoded by an interrupted run, "
+                "is published"
+            )
         if self.already_complete:
             return f"encode: dictionary {self.dictionary_id} is already encoded; nothing to do"
         rate = self.n_vectors / self.seconds if self.seconds else 0.0
@@ -232,9 +238,8 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         with staged_database(db_path) as con:
             quality = store.layer_quality_rows(con, record.dictionary_id)
             levels = queries.level_counts(con)
-        return EncodeSummary(
-            record.dictionary_id, 0, 0, time.perf_counter() - started, False, quality, levels
-        )
+        seconds = time.perf_counter() - started
+        return EncodeSummary(record.dictionary_id, 0, 0, seconds, False, quality, levels, True)
 
     learner = load_learner(record)
     encoder = SparseEncoder(learner, backend=config.backend)

@@ -98,9 +98,15 @@ class IngestSummary:
     seconds: float
     already_complete: bool
     shard: ShardSpec | None = None
+    from_staging: bool = False
 
     def line(self) -> str:
         what = "ingest" if self.shard is None else f"ingest (shard {self.shard})"
+        if self.from_staging:
+            return (
+                f"{what}: {self.n_sentences:,} sentences, {self.n_tokens:,} tokens, ingested by "
+                f"an interrupted run, are published -> {self.db_path}"
+            )
         if self.already_complete:
             return (
                 f"{what}: {self.db_path} already holds this run "
@@ -216,6 +222,7 @@ def _summary(
     shard: ShardSpec | None,
     *,
     already_complete: bool = False,
+    from_staging: bool = False,
     seconds: float = 0.0,
 ) -> IngestSummary:
     return IngestSummary(
@@ -228,6 +235,7 @@ def _summary(
         seconds,
         already_complete,
         shard,
+        from_staging,
     )
 
 
@@ -274,7 +282,8 @@ def run_ingest(
         started = time.perf_counter()
         with staged_database(db_path) as con:
             store.settle_unfinished_encode(con)
-        return _summary(db_path, previous, shard, seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return _summary(db_path, previous, shard, from_staging=True, seconds=seconds)
 
     sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
     loaded = load_model(config.model, device=config.device, threads=config.threads)

@@ -224,7 +224,8 @@ def test_ingest_killed_before_publishing_is_published_not_skipped(
     assert scalar(wip_path(db), "SELECT status FROM runs") == "ingested"
 
     out = run_cli(args)
-    assert "nothing to do" not in out and db.exists() and not wip_path(db).exists()
+    assert "ingested by an interrupted run, are published" in out  # no model run again
+    assert db.exists() and not wip_path(db).exists()
     assert_same_stage(reference["ingested"], db, INGEST_TABLES)
     assert "nothing to do" in run_cli(args)
 
@@ -246,6 +247,8 @@ def test_learn_killed_at_each_step_publishes_the_same_dictionary(
 
     out = run_cli(learn_args(db))
     assert "nothing to do" not in out and not wip_path(db).exists()
+    # A dictionary already stored in the staging copy is published, not fitted again.
+    assert ("fitted by an interrupted run" in out) == (point != "learn.fitted:1")
     assert_same_stage(reference["learned"], db, (*INGEST_TABLES, *LEARN_TABLES))
     assert "nothing to do" in run_cli(learn_args(db))
 
@@ -292,7 +295,9 @@ def test_encode_killed_after_its_chunks_is_finished_and_published(
     # inside the publish they all are.
     assert summarized == point.startswith("publish.")
 
-    assert "nothing to do" not in run_cli(encode_args(db))
+    out = run_cli(encode_args(db))
+    assert "nothing to do" not in out
+    assert ("encoded by an interrupted run, is published" in out) == summarized
     assert not wip.exists()
     assert_same_stage(reference["encoded"], db, (*INGEST_TABLES, *ENCODE_TABLES))
     assert "nothing to do" in run_cli(encode_args(db))
