@@ -26,7 +26,7 @@ import pytest
 from factorscope.warehouse import queries as q
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout
-from factorscope.warehouse.publish import publish_lock, wal_path, wip_path
+from factorscope.warehouse.publish import wal_path, wip_path
 from factorscope.warehouse.summaries import SUMMARY_TABLES
 
 from .conftest import copy_db, write_random_corpus
@@ -414,26 +414,31 @@ def test_a_stale_wal_of_the_replaced_file_is_set_aside(tmp_path: Path, reference
     assert_databases_match(reference["encoded"], db, ENCODE_TABLES)
 
 
-def test_a_label_saved_while_a_stage_publishes_is_kept(tmp_path: Path, reference: dict) -> None:
-    """The app's label write waits for the publisher's lock, then lands in the new file."""
+def test_a_label_saved_while_a_stage_publishes_is_kept(
+    tmp_path: Path, reference: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A label saved between the publisher's carry and its replace waits for the
+    replace, then lands in the new file (without the lock it went into the old one)."""
     import threading
 
+    from factorscope.warehouse import publish
+
     db = copy_db(reference["learned"], tmp_path)
-    holder_started, release = threading.Event(), threading.Event()
+    savers: list[threading.Thread] = []
+    carry = publish.carry_app_tables
 
-    def publisher() -> None:
-        with publish_lock(db):  # stands for a publish between its carry and its replace
-            holder_started.set()
-            release.wait(10)
+    def carry_then_save_a_label(con, path, **kw):
+        copied = carry(con, path, **kw)
+        saver = threading.Thread(target=q.set_label, args=(db, 4, "saved during a publish"))
+        saver.start()
+        saver.join(0.5)
+        assert saver.is_alive()  # held by the publish lock until the file is replaced
+        savers.append(saver)
+        return copied
 
-    thread = threading.Thread(target=publisher)
-    thread.start()
-    holder_started.wait(10)
-    saver = threading.Thread(target=q.set_label, args=(db, 4, "saved during a publish"))
-    saver.start()
-    saver.join(0.5)
-    assert saver.is_alive()  # it waits for the publish
-    release.set()
-    thread.join()
-    saver.join(10)
+    monkeypatch.setattr(publish, "carry_app_tables", carry_then_save_a_label)
+    with publish.staged_database(db) as con:
+        con.execute("DELETE FROM user_labels")  # what the staging copy holds is replaced
+    savers[0].join(30)
+    assert not savers[0].is_alive()
     assert scalar(db, "SELECT label FROM user_labels WHERE factor = 4") == "saved during a publish"
