@@ -4,7 +4,9 @@ The corpus streams through the model again chunk by chunk (only the sample of hi
 states is stored), each chunk's vectors of all layers are coded with the active
 dictionary, and the non-zero codes are committed with the chunk's bookkeeping row.
 Memory stays bounded by one chunk whatever the corpus size; a killed run resumes at
-the first uncommitted chunk.
+the first uncommitted chunk. The encode is done only when the codes *and* the
+summaries built from them are published: a run killed after its last chunk finishes
+the summaries (if missing) and publishes (see docs/CONTRACTS.md, "Crash safety").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, ModelLoadError, WarehouseError
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.pipeline import check_db_path_writable
@@ -52,8 +55,14 @@ class EncodeSummary:
     already_complete: bool
     quality: list[dict]
     level_counts: dict[str, int] = field(default_factory=dict)
+    from_staging: bool = False
 
     def line(self) -> str:
+        if self.from_staging:
+            return (
+                f"encode: dictionary {self.dictionary_id}, encoded by an interrupted run, "
+                "is published"
+            )
         if self.already_complete:
             return f"encode: dictionary {self.dictionary_id} is already encoded; nothing to do"
         rate = self.n_vectors / self.seconds if self.seconds else 0.0
@@ -222,10 +231,20 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 "--dictionary-db RUN_DB` (see docs/SCALE.md)"
             )
         record = store.load_dictionary(con, config.dictionary_id)
+        staged_done = store.encode_finished(con, record.dictionary_id)
     finally:
         con.close()
-    if record.status == "encoded":
+    # Done only when published, summaries included; a staging copy whose encode is
+    # finished (killed while publishing) is published below, not encoded again.
+    if _published_encode_finished(db_path, record.dictionary_id):
         return EncodeSummary(record.dictionary_id, 0, 0, 0.0, True, [])
+    if staged_done:
+        started = time.perf_counter()
+        with staged_database(db_path) as con:
+            quality = store.layer_quality_rows(con, record.dictionary_id)
+            levels = queries.level_counts(con)
+        seconds = time.perf_counter() - started
+        return EncodeSummary(record.dictionary_id, 0, 0, seconds, False, quality, levels, True)
 
     learner = load_learner(record)
     encoder = SparseEncoder(learner, backend=config.backend)
@@ -288,6 +307,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 )
                 n_vectors += batch.n_vectors
                 n_codes += table.num_rows
+                crashpoint("encode.chunk")
                 bar.update(
                     task,
                     advance=batch.n_tokens,
@@ -295,6 +315,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
                 )
         with stderr_console.status("sorting codes and building summaries"):
             store.finish_encoding(con, record.dictionary_id)
+            crashpoint("encode.finished")
             _refresh_summaries(con)
         quality = store.layer_quality_rows(con, record.dictionary_id)
         levels = queries.level_counts(con)
@@ -307,6 +328,17 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         quality,
         levels,
     )
+
+
+def _published_encode_finished(db_path: Path, dictionary_id: int) -> bool:
+    """Whether the published file holds this dictionary's finished encode (summaries too)."""
+    if not db_path.exists():
+        return False
+    con = connect(db_path, read_only=True)
+    try:
+        return store.ingest_finished(con) and store.encode_finished(con, dictionary_id)
+    finally:
+        con.close()
 
 
 def _refresh_summaries(con) -> None:

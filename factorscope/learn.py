@@ -2,7 +2,9 @@
 
 The sample holds vectors of every layer, so one dictionary serves all layers, as in
 the reference. Fitting is one step: a killed ``learn`` stores nothing and is simply
-run again; a finished one with the same settings is not repeated.
+run again; a finished one with the same settings is not repeated once it is
+*published*; one stored in ``<db>.wip`` but not yet published (killed while
+publishing) is published, not fitted again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.sampling import sample_keys
@@ -70,8 +73,14 @@ class LearnSummary:
     seconds: float
     reused: bool
     imported: bool = False
+    from_staging: bool = False
 
     def line(self) -> str:
+        if self.from_staging:
+            return (
+                f"learn: dictionary {self.dictionary_id}, fitted by an interrupted run, "
+                "is published"
+            )
         if self.imported:
             if self.reused:
                 return (
@@ -111,6 +120,24 @@ def _read_state(db_path: Path) -> tuple[dict, list[dict]]:
     return run, dictionaries
 
 
+def _published_dictionaries(db_path: Path) -> list[dict]:
+    """The dictionaries of the published file (none if nothing is published yet)."""
+    if not db_path.exists():
+        return []
+    con = connect(db_path, read_only=True)
+    try:
+        return store.list_dictionaries(con) if store.ingest_finished(con) else []
+    finally:
+        con.close()
+
+
+def _matching(dictionaries: list[dict], source: str, wanted: dict) -> dict | None:
+    for d in dictionaries:
+        if d["source"] == source and d["params"].get("learn_config") == wanted:
+            return d
+    return None
+
+
 def run_learn(
     db_path: str | Path, config: LearnConfig, *, from_npy: str | Path | None = None
 ) -> LearnSummary:
@@ -122,9 +149,16 @@ def run_learn(
         return _import_npy(db_path, Path(from_npy), run, existing, config)
     source = "trainDL"
     wanted = config.to_dict()
-    for d in existing:
-        if d["source"] == source and d["params"].get("learn_config") == wanted:
-            return LearnSummary(d["dictionary_id"], 0, 0, 0.0, True)
+    published = _matching(_published_dictionaries(db_path), source, wanted)
+    if published is not None:
+        return LearnSummary(published["dictionary_id"], 0, 0, 0.0, True)
+    staged = _matching(existing, source, wanted)
+    if staged is not None:
+        # Stored in the staging copy by a learn killed before it was published.
+        with staged_database(db_path) as con:
+            store.settle_unfinished_encode(con)
+        n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
+        return LearnSummary(staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True)
 
     con = connect(newest_copy(db_path), read_only=True)
     try:
@@ -157,9 +191,12 @@ def run_learn(
 
         learner.fit(X, layers=layers, progress=report)
 
+    crashpoint("learn.fitted")
     state = learner.to_dict()
     state["learn_config"] = wanted
     with staged_database(db_path) as con:
+        # An encode killed in this staging copy must not be published half done.
+        store.settle_unfinished_encode(con)
         dictionary_id = store.save_dictionary(
             con,
             components=learner.components_,
@@ -170,6 +207,7 @@ def run_learn(
             fit_seconds=learner.fit_seconds_,
             source=source,
         )
+        crashpoint("learn.saved")
     return LearnSummary(
         dictionary_id, learner.components_.shape[0], n_vectors, learner.fit_seconds_, False
     )

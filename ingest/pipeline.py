@@ -3,7 +3,8 @@
 Work is cut into chunks of ``chunk_size`` sentences; each chunk is committed in one
 transaction with its row in ``ingest_chunks``. Re-running the same command after a
 crash or ``kill -9`` skips the committed chunks and ends with exactly the rows of an
-uninterrupted run. All input is validated (corpus read, model loaded) before the
+uninterrupted run; a run is done only once published (see docs/CONTRACTS.md, "Crash
+safety"). All input is validated (corpus read, model loaded) before the
 database is touched, so bad input leaves it unchanged.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from factorscope import __version__
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.ingest.corpus import CorpusConfig, Sentence, read_corpus
 from factorscope.ingest.model import LoadedModel, load_model
@@ -96,9 +98,15 @@ class IngestSummary:
     seconds: float
     already_complete: bool
     shard: ShardSpec | None = None
+    from_staging: bool = False
 
     def line(self) -> str:
         what = "ingest" if self.shard is None else f"ingest (shard {self.shard})"
+        if self.from_staging:
+            return (
+                f"{what}: {self.n_sentences:,} sentences, {self.n_tokens:,} tokens, ingested by "
+                f"an interrupted run, are published -> {self.db_path}"
+            )
         if self.already_complete:
             return (
                 f"{what}: {self.db_path} already holds this run "
@@ -125,7 +133,15 @@ def check_db_path_writable(db_path: Path) -> None:
 
 def existing_run(db_path: Path) -> dict | None:
     """The run stored in the staging copy or the published file, read without writing."""
-    source = newest_copy(db_path)
+    return _read_run(newest_copy(db_path))
+
+
+def published_run(db_path: Path) -> dict | None:
+    """The run of the published file only (what readers see), or None."""
+    return _read_run(Path(db_path))
+
+
+def _read_run(source: Path) -> dict | None:
     if not source.exists():
         return None
     con = connect(source, read_only=True)
@@ -200,6 +216,29 @@ def prepare_corpus(
     return PreparedCorpus([p[0] for p in pairs], [p[1] for p in pairs])
 
 
+def _summary(
+    db_path: Path,
+    run: dict,
+    shard: ShardSpec | None,
+    *,
+    already_complete: bool = False,
+    from_staging: bool = False,
+    seconds: float = 0.0,
+) -> IngestSummary:
+    return IngestSummary(
+        db_path,
+        run["n_sentences"],
+        run["n_tokens"],
+        run["n_layers"],
+        run["sample_size"],
+        0,
+        seconds,
+        already_complete,
+        shard,
+        from_staging,
+    )
+
+
 def _describe(shard: ShardSpec | None) -> str:
     return "the whole run" if shard is None else f"shard {shard}"
 
@@ -233,18 +272,18 @@ def run_ingest(
             f"{db_path} already holds {_describe(run_shard(previous))} of this run, not "
             f"{_describe(shard)}; use another --db for this one"
         )
+    # Done only when published: a staging copy may hold a finished but unpublished
+    # run (killed while publishing), which is published below, not skipped. A staging
+    # copy next to a published finished run belongs to a later stage: left alone.
+    published = published_run(db_path)
+    if published is not None and published["status"] == "ingested":
+        return _summary(db_path, published, shard, already_complete=True)
     if previous is not None and previous["status"] == "ingested":
-        return IngestSummary(
-            db_path,
-            previous["n_sentences"],
-            previous["n_tokens"],
-            previous["n_layers"],
-            previous["sample_size"],
-            0,
-            0.0,
-            True,
-            shard,
-        )
+        started = time.perf_counter()
+        with staged_database(db_path) as con:
+            store.settle_unfinished_encode(con)
+        seconds = time.perf_counter() - started
+        return _summary(db_path, previous, shard, from_staging=True, seconds=seconds)
 
     sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
     loaded = load_model(config.model, device=config.device, threads=config.threads)
@@ -332,6 +371,7 @@ def run_ingest(
                     seconds=time.perf_counter() - t0,
                 )
                 done_now += 1
+                crashpoint("ingest.chunk")
                 processed += token_table.num_rows
                 bar.update(
                     task,
@@ -340,6 +380,7 @@ def run_ingest(
                 )
         seconds = time.perf_counter() - started
         store.finish_run(con, seconds)
+        crashpoint("ingest.finished")
     return IngestSummary(
         db_path,
         int(members.size),

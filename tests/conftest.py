@@ -129,31 +129,3 @@ def write_random_corpus(path: Path, *, n_sentences: int, seed: int) -> Path:
     )
     path.write_text("\n".join(lines), "utf-8")
     return path
-
-
-def kill_9_while_running(command: list[str], db: Path, delays: tuple[float, ...]) -> int:
-    """Start ``command`` once per delay and SIGKILL it that long after it began writing.
-
-    "Began writing" is the staging copy ``<db>.wip`` appearing. Returns how many runs
-    were really killed (a run that finished first was not).
-    """
-    import os
-    import signal
-    import subprocess
-    import time
-
-    from factorscope.warehouse.publish import wip_path
-
-    env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
-    kills = 0
-    for delay in delays:
-        proc = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + 60
-        while not wip_path(db).exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    return kills

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from factorscope.ingest.runner import hidden_states, tokenize
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
-from .conftest import SENTENCES, kill_9_while_running, write_random_corpus
+from .conftest import SENTENCES
 
 
 def file_digest(path: Path) -> str:
@@ -113,60 +110,6 @@ def test_sample_all_keeps_every_vector(
     db = tmp_path / "all.duckdb"
     summary = run_ingest(db, tiny_config(tiny_model_dir, sentence_corpus, sample_size=None))
     assert table_rows(db, "SELECT count(*) FROM hidden_states")[0][0] == summary.n_tokens * 3
-
-
-def _ingest_command(db: Path, model: Path, corpus: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from factorscope.cli import main; sys.exit(main())",
-        "ingest",
-        "--db",
-        str(db),
-        "--model",
-        str(model),
-        "--corpus",
-        str(corpus),
-        "--split",
-        "lines",
-        "--max-sentences",
-        "all",
-        "--chunk-size",
-        "8",
-        "--sample-size",
-        "3000",
-        "--batch-size",
-        "8",
-        "--threads",
-        "1",
-    ]
-
-
-@pytest.mark.slow
-def test_resume_after_kill_9_gives_exactly_the_uninterrupted_rows(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
-    corpus = write_random_corpus(tmp_path / "big.txt", n_sentences=1500, seed=0)
-    env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
-    reference = tmp_path / "reference.duckdb"
-    subprocess.run(_ingest_command(reference, tiny_model_dir, corpus), check=True, env=env)
-
-    resumed = tmp_path / "resumed.duckdb"
-    command = _ingest_command(resumed, tiny_model_dir, corpus)
-    kills = kill_9_while_running(command, resumed, delays=(0.3, 1.0))
-    assert kills >= 1, "the ingest finished before it could be killed; make the corpus bigger"
-    assert wip_path(resumed).exists() and not resumed.exists()
-    subprocess.run(_ingest_command(resumed, tiny_model_dir, corpus), check=True, env=env)
-    assert not wip_path(resumed).exists()
-
-    for sql in (
-        "SELECT * FROM sentences ORDER BY sentence_idx",
-        "SELECT * FROM tokens ORDER BY token_id",
-        "SELECT layer, token_id, vector FROM hidden_states ORDER BY layer, token_id",
-        "SELECT chunk, n_sentences, n_tokens, n_sampled FROM ingest_chunks ORDER BY chunk",
-        "SELECT n_sentences, n_tokens, n_chunks, sample_size, status FROM runs",
-    ):
-        assert table_rows(resumed, sql) == table_rows(reference, sql), sql
 
 
 @pytest.mark.parametrize(

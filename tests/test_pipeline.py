@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +17,8 @@ from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.learn import LearnConfig, run_learn
 from factorscope.pipeline_config import load_pipeline_config
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import wip_path
 
-from .conftest import TINY_FACTORS, copy_db, kill_9_while_running, write_random_corpus
+from .conftest import TINY_FACTORS, copy_db
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -142,50 +138,6 @@ def test_encode_without_dictionary_is_a_clear_error(
     )
     assert main(["encode", "--db", str(db)]) == 2
     assert "no dictionary" in capsys.readouterr().err
-
-
-def _encode_cmd(db: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from factorscope.cli import main; sys.exit(main())",
-        "encode",
-        "--db",
-        str(db),
-        "--threads",
-        "1",
-    ]
-
-
-@pytest.mark.slow
-def test_encode_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> None:
-    corpus = write_random_corpus(tmp_path / "big.txt", n_sentences=1200, seed=1)
-    base = tmp_path / "base.duckdb"
-    run_ingest(
-        base,
-        IngestConfig(
-            corpus=CorpusConfig(source=str(corpus), split="lines", max_sentences=None),
-            model=str(tiny_model_dir),
-            chunk_size=10,
-            sample_size=4000,
-        ),
-    )
-    run_learn(base, LearnConfig(n_factors=32, seed=0))
-    (tmp_path / "r").mkdir()
-    (tmp_path / "k").mkdir()
-    reference, killed = copy_db(base, tmp_path / "r"), copy_db(base, tmp_path / "k")
-    env = {**os.environ, "FACTORSCOPE_PROGRESS": "0"}
-    subprocess.run(_encode_cmd(reference), check=True, env=env)
-
-    kills = kill_9_while_running(_encode_cmd(killed), killed, delays=(0.5, 1.5))
-    assert kills >= 1 and wip_path(killed).exists()
-    subprocess.run(_encode_cmd(killed), check=True, env=env)
-    for sql in (
-        "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, token_id",
-        "SELECT dictionary_id, chunk, n_codes FROM encode_chunks ORDER BY chunk",
-        "SELECT layer, n_vectors, fvu, mean_l0, dead_factors FROM layer_quality ORDER BY layer",
-    ):
-        assert rows(killed, sql) == rows(reference, sql), sql
 
 
 def test_pipeline_config_rejects_unknown_keys(tmp_path: Path) -> None:

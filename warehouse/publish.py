@@ -9,25 +9,39 @@ short-lived read-only connections on the published path and so see either the ol
 or the new file, never a half-written one.
 
 A killed writer leaves ``<db>.wip`` behind; the next writer resumes in it, which is
-what makes the stages resumable after ``kill -9``.
+what makes the stages resumable after ``kill -9``. A stage is done only once its
+results are *published*: each stage decides "nothing to do" from the published file,
+and finishes and publishes a staging copy it finds (see docs/CONTRACTS.md, "Crash
+safety").
 
 Tables the app writes into the published file itself (``user_labels``,
 ``lime_cache``) are copied from the published file into the staging copy just before
-it is published, so a label saved while an encode ran is not lost.
+it is published. The app's writes and that carry-then-replace take the same lock
+(``fcntl.flock`` on ``<db>.lock``, :func:`publish_lock`), so a label is written
+either before the carry (and carried) or after the replace (into the new file),
+never into the old file after its tables were carried.
+
+A DuckDB file's write-ahead log lives next to it as ``<file>.wal``. The publisher
+checkpoints the staging copy (its log is folded in and removed), and sets aside a
+``<db>.wal`` left by a killed app write (its rows were read by the carry) before the
+new file takes the name, so no published file is ever paired with a foreign log
+(DuckDB refuses that: "WAL does not match database file").
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import WarehouseError
 from factorscope.warehouse.connection import connect
 
@@ -43,6 +57,50 @@ def wip_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".wip")
 
 
+def wal_path(path: str | Path) -> Path:
+    """DuckDB's write-ahead log of the database file at ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".wal")
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file shared by the publisher and the app's writers of ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def publish_lock(path: str | Path, *, timeout_s: float = 60.0) -> Iterator[None]:
+    """Hold the exclusive lock on ``<db>.lock`` (publishing, or the app writing ``<db>``).
+
+    ``flock`` locks belong to the open file, so two threads of one process exclude each
+    other too; the kernel drops the lock when its holder dies, even by ``kill -9``.
+    """
+    lock = lock_path(path)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WarehouseError(
+                        f"database {path} is being published by another process; "
+                        "try again in a moment"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def newest_copy(path: str | Path) -> Path:
     """Where the newest data is: an unfinished staging copy if a writer left one, else ``path``.
 
@@ -56,14 +114,19 @@ def newest_copy(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def staged_database(
-    path: str | Path, *, fresh: bool = False
+    path: str | Path,
+    *,
+    fresh: bool = False,
+    carry_if: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A write connection on the staging copy, published over ``path`` on success.
 
     On any exception the staging copy is kept (for resume) and the published file is
     left exactly as it was. ``fresh=True`` stages an empty database instead of a copy
     of the published one (a leftover staging copy is discarded); the app's tables are
-    still carried over.
+    still carried over, unless ``carry_if`` (called with the staging connection and
+    the published file attached as ``published``) says the published file is not
+    of the same run.
     """
     path = Path(path)
     wip = wip_path(path)
@@ -72,6 +135,9 @@ def staged_database(
     elif not wip.exists() and path.exists():
         partial = wip.with_name(wip.name + ".copying")
         shutil.copyfile(path, partial)
+        # A log left by an earlier staging copy must not pair with this new one.
+        with contextlib.suppress(FileNotFoundError):
+            wal_path(wip).unlink()
         os.replace(partial, wip)
     con = connect(wip)
     try:
@@ -80,23 +146,48 @@ def staged_database(
         with contextlib.suppress(duckdb.Error):
             con.close()
         raise
+    _publish(con, path, carry_if)
+
+
+def _publish(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    carry_if: Callable[[duckdb.DuckDBPyConnection], bool] | None,
+) -> None:
+    """Carry the app's tables, checkpoint, and replace ``path`` by the staging copy."""
+    wip = wip_path(path)
     try:
-        carry_app_tables(con, path)
+        con.execute("CHECKPOINT")  # the long part, before the app's writers are held up
+        with publish_lock(path):
+            carry_app_tables(con, path, carry_if=carry_if)
+            crashpoint("publish.carried")
+            con.execute("CHECKPOINT")
+            con.close()
+            if wal_path(wip).exists():
+                raise WarehouseError(f"{wip} still has a write-ahead log after its checkpoint")
+            stale = wal_path(path)
+            if stale.exists():
+                # Left by a killed write of the app; the carry above read its rows.
+                os.replace(stale, stale.with_name(stale.name + ".replaced"))
+                log.warning("set aside the write-ahead log %s of the replaced file", stale)
+            crashpoint("publish.replace")
+            os.replace(wip, path)
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.close()
         raise
-    con.execute("CHECKPOINT")
-    con.close()
-    os.replace(wip, path)
     log.info("published %s", path)
 
 
 def discard_staging(path: str | Path) -> bool:
-    """Drop an unfinished staging copy; returns whether there was one."""
+    """Drop an unfinished staging copy; returns whether there was one.
+
+    The log goes first: a staging copy without its log is an older consistent state,
+    a log without its file would pair with the next staging copy.
+    """
     wip = wip_path(path)
     found = False
-    for leftover in (wip, Path(str(wip) + ".wal")):
+    for leftover in (wal_path(wip), wip):
         if leftover.exists():
             leftover.unlink()
             found = True
@@ -104,12 +195,17 @@ def discard_staging(path: str | Path) -> bool:
 
 
 def carry_app_tables(
-    con: duckdb.DuckDBPyConnection, published: str | Path, *, attempts: int = 20
+    con: duckdb.DuckDBPyConnection,
+    published: str | Path,
+    *,
+    attempts: int = 20,
+    carry_if: Callable[[duckdb.DuckDBPyConnection], bool] | None = None,
 ) -> int:
     """Replace the staging copy's app tables by the published file's; returns rows copied.
 
-    The published file is attached read-only; while the app holds its short write
-    lock (a label being saved) the attach is retried for a few seconds.
+    The published file is attached read-only; while another process holds it (a label
+    being saved by an app that does not take :func:`publish_lock`) the attach is
+    retried for a few seconds. ``carry_if``: see :func:`staged_database`.
     """
     published = Path(published)
     if not published.exists():
@@ -124,6 +220,9 @@ def carry_app_tables(
             time.sleep(0.1 * (attempt + 1))
     copied = 0
     try:
+        if carry_if is not None and not carry_if(con):
+            log.warning("%s holds another run: its labels and LIME results are not kept", published)
+            return 0
         present = {
             row[0]
             for row in con.execute(

@@ -23,6 +23,7 @@ import polars as pl
 
 from factorscope.errors import InputError, WarehouseError
 from factorscope.warehouse.connection import connect_raw, file_signature, first_line, gate_of
+from factorscope.warehouse.publish import publish_lock
 from factorscope.warehouse.summaries import CONTEXT_WORDS
 
 LEVELS = ("low", "mid", "high")
@@ -126,7 +127,11 @@ class WarehouseReader:
 def _write_connection(
     db_path: str | Path, *, attempts: int = 20, retry_delay_s: float = 0.05
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short write connection on the published file; this process's reads wait."""
+    """A short write connection on the published file; this process's reads wait.
+
+    Holds :func:`~factorscope.warehouse.publish.publish_lock` throughout, so a stage
+    that publishes meanwhile either carries this write or replaces the file first.
+    """
     path = Path(db_path)
     if not path.exists():
         raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
@@ -137,33 +142,43 @@ def _write_connection(
         gate.cond.wait_for(lambda: gate.readers == 0)
         gate.drop()
     try:
-        con = None
-        last: BaseException | None = None
-        for attempt in range(attempts):
-            try:
-                con = connect_raw(path, read_only=False)
-                break
-            except duckdb.Error as e:
-                last = e
-                if not _is_lock_error(e):
-                    raise WarehouseError(f"cannot open database {path}: {first_line(e)}") from e
-                time.sleep(retry_delay_s * (attempt + 1))
-        if con is None:
-            raise WarehouseError(
-                f"database {path} is busy (another process reads or writes it); "
-                f"try again in a moment ({first_line(last) if last else 'locked'})"
-            ) from last
-        try:
+        with publish_lock(path), _open_for_write(path, attempts, retry_delay_s) as con:
             yield con
-        except duckdb.Error as e:
-            raise WarehouseError(f"write to {path} failed: {first_line(e)}") from e
-        finally:
-            with contextlib.suppress(duckdb.Error):
-                con.close()
     finally:
         with gate.cond:
             gate.writing = False
             gate.cond.notify_all()
+
+
+@contextlib.contextmanager
+def _open_for_write(
+    path: Path, attempts: int, retry_delay_s: float
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    if not path.exists():  # a publish can only replace it, but be plain about a removal
+        raise WarehouseError(f"no database at {path} (run `factorscope ingest` first)")
+    con = None
+    last: BaseException | None = None
+    for attempt in range(attempts):
+        try:
+            con = connect_raw(path, read_only=False)
+            break
+        except duckdb.Error as e:
+            last = e
+            if not _is_lock_error(e):
+                raise WarehouseError(f"cannot open database {path}: {first_line(e)}") from e
+            time.sleep(retry_delay_s * (attempt + 1))
+    if con is None:
+        raise WarehouseError(
+            f"database {path} is busy (another process reads or writes it); "
+            f"try again in a moment ({first_line(last) if last else 'locked'})"
+        ) from last
+    try:
+        yield con
+    except duckdb.Error as e:
+        raise WarehouseError(f"write to {path} failed: {first_line(e)}") from e
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.close()
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -153,6 +153,46 @@ def add_ingest_seconds(con: duckdb.DuckDBPyConnection, seconds: float) -> None:
     )
 
 
+def ingest_finished(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether this file holds a finished ingest run (all its chunks committed)."""
+    run = get_run(con)
+    return run is not None and run["status"] == "ingested"
+
+
+def run_identity(con: duckdb.DuckDBPyConnection, database: str = "main") -> tuple | None:
+    """(config_hash, number of sentences, a digest of their ids) of a file's run, or None.
+
+    ``database`` is ``main`` or an attached alias from :data:`_RUN_DATABASES`. Two
+    files with equal identities hold the same run: labels of one fit the other.
+    """
+    if database not in _RUN_DATABASES:
+        raise ValueError(f"unknown database alias {database!r}")
+    # `main` is the schema of this file, whose catalog is named after the file.
+    present = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs' AND database_name = "
+        "CASE WHEN ? = 'main' THEN current_database() ELSE ? END",
+        [database, database],
+    ).fetchall()[0][0]
+    if not present:
+        return None
+    # The alias comes from _RUN_DATABASES above, never from a caller's string.
+    row = con.execute(
+        f"SELECT (SELECT config_hash FROM {database}.runs ORDER BY run_id LIMIT 1), "
+        f"(SELECT count(*) FROM {database}.sentences), "
+        f"(SELECT bit_xor(hash(sentence_id)) FROM {database}.sentences)"
+    ).fetchall()[0]
+    return None if row[0] is None else tuple(row)
+
+
+_RUN_DATABASES = ("main", "published")
+
+
+def same_run_as_published(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the attached ``published`` file holds the same run as this one."""
+    mine = run_identity(con, "main")
+    return mine is not None and mine == run_identity(con, "published")
+
+
 def done_ingest_chunks(con: duckdb.DuckDBPyConnection) -> set[int]:
     return {row[0] for row in con.execute("SELECT chunk FROM ingest_chunks").fetchall()}
 
@@ -394,6 +434,69 @@ def begin_encoding(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> None:
             "UPDATE dictionaries SET status = 'encoding' WHERE dictionary_id = ?",
             [dictionary_id],
         )
+
+
+def encode_finished(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> bool:
+    """Whether ``dictionary_id``'s encode is finished here, summaries included.
+
+    Finished means its status is ``encoded`` *and* the summary tables were rebuilt
+    from its codes (``summary_meta`` names it); a status committed before a kill in
+    the summary refresh is not enough.
+    """
+    row = con.execute(
+        "SELECT d.status, (SELECT value FROM summary_meta WHERE key = 'dictionary_id') "
+        "FROM dictionaries d WHERE d.dictionary_id = ?",
+        [dictionary_id],
+    ).fetchall()
+    if not row or row[0][0] != "encoded" or row[0][1] is None:
+        return False
+    return json.loads(row[0][1]) == dictionary_id
+
+
+def unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The dictionary whose encode this file holds unfinished (codes or summaries), if any."""
+    rows = con.execute(
+        "SELECT dictionary_id FROM dictionaries WHERE status <> 'learned' ORDER BY dictionary_id"
+    ).fetchall()
+    for (dictionary_id,) in rows:
+        if not encode_finished(con, dictionary_id):
+            return int(dictionary_id)
+    return None
+
+
+def settle_unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
+    """Bring a staging copy that holds an unfinished encode to a consistent state.
+
+    ``ingest`` and ``learn`` call it before they publish a staging copy, so a published
+    file never shows codes without their summaries. An encode whose codes are complete
+    (status ``encoded``) gets its summaries rebuilt; one killed among its chunks is
+    dropped (its partial codes, and the summaries of the codes it had replaced) and
+    its dictionary is ``learned`` again, to be encoded by the next ``encode``.
+    Returns the dictionary settled, if any.
+    """
+    from factorscope.warehouse import summaries  # summaries imports this module
+
+    dictionary_id = unfinished_encode(con)
+    if dictionary_id is None:
+        return None
+    status = con.execute(
+        "SELECT status FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
+    ).fetchall()[0][0]
+    if status == "encoded":
+        summaries.refresh_summaries(con)
+        return dictionary_id
+    with transaction(con):
+        con.execute("DELETE FROM codes")
+        con.execute("DELETE FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id])
+        con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id = ?", [dictionary_id])
+        con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
+        for table in summaries.SUMMARY_TABLES:
+            # Table names come from summaries' fixed tuple, never from a caller.
+            con.execute(f"DELETE FROM {table}")
+        con.execute(
+            "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [dictionary_id]
+        )
+    return dictionary_id
 
 
 def done_encode_chunks(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> set[int]:

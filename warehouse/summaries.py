@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.warehouse import store
 
@@ -215,6 +216,7 @@ def refresh_summaries(
             con.execute(_RANKED, {"top_k": top_k})
             con.execute(_SPANS, {"context": CONTEXT_WORDS})
             con.execute(_TOP_CONTEXTS)
+            crashpoint("encode.summaries")  # test hook: a kill inside the refresh
             con.execute("DROP TABLE _ranked")
             con.execute("DROP TABLE _spans")
             con.execute(_IMPORTANCE, {"importance_k": importance_k})

@@ -5,6 +5,10 @@ once. The merged database has the tables and views of a locally encoded one (the
 and the SQL console work on it unchanged); its top contexts, importance scores and
 levels equal a single run's (see :mod:`factorscope.warehouse.shards`). With
 ``attach=True`` the codes stay in the shard folders and ``codes`` is a view over them.
+
+A merge always builds a fresh staging copy and publishes it whole, so a killed merge
+is simply run again. The labels and LIME results of the file it replaces are kept
+only when that file holds the same run (same config hash and sentence ids).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.warehouse import store
@@ -107,7 +112,8 @@ def run_merge(
         atoms.column("vector"), int(manifest["run"]["hidden_size"])
     )
     roots = [layout.root for layout, _ in shards]
-    with staged_database(db_path, fresh=True) as con:
+    # Labels and LIME results belong to a run: keep them only from a file of this one.
+    with staged_database(db_path, fresh=True, carry_if=store.same_run_as_published) as con:
         build_merged_warehouse(
             con,
             roots,
@@ -117,6 +123,7 @@ def run_merge(
             top_k=top_k,
             importance_k=int(job["importance_k"]),
         )
+        crashpoint("merge.built")
         # Before the file is published, so no reader sees attached codes it may not read.
         write_roots_sidecar(db_path, roots if attach else None)
     counts = [m["counts"] for _, m in shards]

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from factorscope import __version__
+from factorscope.crashpoints import crashpoint
 from factorscope.encode import EncodeConfig, TokenMismatchError, encode_sentences, load_run_model
 from factorscope.errors import InputError, WarehouseError
 from factorscope.learn import load_learner
@@ -269,6 +270,7 @@ def finish_shard(
     )
     for name, table in partials.items():
         write_parquet(table, layout.partial(name))
+    crashpoint("shard.finish")
     row = dict(job.dictionary_row)
     write_json(
         {
@@ -351,7 +353,14 @@ def _stats_with_keys(
 def write_chunk(
     layout: ShardLayout, shard: int, chunk: int, codes: pa.Table, stats: pa.Table, seconds: float
 ) -> None:
-    """One chunk's codes (one file per layer) and then its stats (the chunk's done-marker)."""
+    """One chunk's codes (one file per layer) and then its stats (the chunk's done-marker).
+
+    Code files of this chunk left by a run killed before its stats were written are
+    removed first, so the chunk holds exactly the new run's files.
+    """
+    name = layout.codes_part(0, shard, chunk).name
+    for stale in layout.codes.glob(f"layer=*/{name}"):
+        stale.unlink()
     layer = codes.column("layer").to_numpy()
     bounds = np.flatnonzero(np.diff(layer)) + 1  # codes come sorted by layer
     starts = np.concatenate([[0], bounds])
@@ -419,6 +428,7 @@ def run_shard_encode(
             )
             n_vectors += batch.n_vectors
             n_codes += batch.codes.num_rows
+            crashpoint("shard.chunk")
             bar.update(task, advance=batch.n_tokens)
     seconds = time.perf_counter() - started
     return finish_shard(
