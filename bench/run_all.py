@@ -21,6 +21,7 @@ BENCHMARKS = [
     ("app_load", "bench_app_load.py"),
     ("analyze_render", "bench_analyze_render.py"),
     ("scale", "bench_scale.py"),
+    ("segmentation", "bench_segmentation.py"),
 ]
 
 

@@ -184,3 +184,49 @@ def test_cli_report(synthetic_db, tmp_path, capsys):
     assert str(out / "README.md") in capsys.readouterr().out
     assert (out / "README.md").is_file()
     assert main(["report", "--db", str(tmp_path / "missing.duckdb"), "--out", str(out)]) == 2
+
+
+def test_report_steps_are_gather_compute_render():
+    """The report reads only through warehouse.queries: no SQL in its modules."""
+    import factorscope.report as report
+
+    folder = Path(report.__file__).parent
+    sources = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.py")}
+    assert {"gather.py", "compute.py", "figures.py", "markdown.py"} <= set(sources)
+    for name, text in sources.items():
+        assert not re.search(r"\bSELECT\b|\.execute\(|\.sql\(", text), name
+        if name != "gather.py":
+            assert not re.search(r"\bqueries\.\w+\(", text), f"{name} reads the warehouse"
+
+
+def test_compute_on_plain_data():
+    from factorscope.report import compute
+
+    picks = compute.pick_examples([9, 8, 7, 6, 5, 4], 2, seed=0, level="low")
+    assert len(picks) == 2 and set(picks) <= {9, 8, 7}
+    assert picks == compute.pick_examples([9, 8, 7, 6, 5, 4], 2, seed=0, level="low")
+    assert compute.pick_examples([], 3, seed=0, level="low") == []
+
+    rows, skipped = compute.polysemy_rows(
+        ["a", "b"], {"a": ([1, 1], [1, 2]), "b": ([], [])}, layers=(0, 3)
+    )
+    assert [r.word for r in rows] == ["a"] and skipped == ["b"]
+    assert rows[0].reading == "split"
+
+    first = [{"word": "x", "fired": 4, "distinct_top": 1, "top_count": 4}]
+    last = [{"word": "x", "fired": 4, "distinct_top": 3, "top_count": 2}]
+    base = compute.baseline(first, last)
+    assert base is not None
+    assert (base["n_words"], base["median_distinct_first"], base["median_distinct_last"]) == (
+        1,
+        1.0,
+        3.0,
+    )
+    assert (base["median_share_first"], base["median_share_last"]) == (1.0, 0.5)
+    assert base["share_growing"] == 1.0
+    assert compute.baseline(first, []) is None
+    text = compute.interpretation(rows, 0, 3, base)
+    assert "For every word" in text and "Fewer than 10 occurrences of a" in text
+    with pytest.raises(InputError, match="one string"):
+        compute.clean_words("left")
+    assert compute.clean_words([" Left", "left", "BANK"]) == ["left", "bank"]

@@ -1,0 +1,109 @@
+"""The report's PNG plots (matplotlib, Agg backend, imported only when a plot is drawn)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factorscope.report.model import DPI, ReportData
+from factorscope.warehouse.queries import LEVELS
+
+LEVEL_COLORS = {"low": "#4c78a8", "mid": "#f58518", "high": "#54a24b"}
+
+
+@dataclass
+class Figures:
+    """The PNGs of one report: ``examples`` maps (level, factor) to the factor's curve."""
+
+    levels: Path
+    quality: Path | None
+    examples: dict[tuple[str, int], Path] = field(default_factory=dict)
+
+    @property
+    def all(self) -> list[Path]:
+        """Every PNG, in the order the report shows them."""
+        return [self.levels, *([self.quality] if self.quality else []), *self.examples.values()]
+
+
+def draw_figures(figures_dir: Path, data: ReportData) -> Figures:
+    """Draw every plot of the report into ``figures_dir``, replacing its old PNGs."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for old in figures_dir.glob("*.png"):
+        old.unlink()
+    figures = Figures(levels=figures_dir / "levels.png", quality=None)
+    plot_levels(figures.levels, data.level_counts)
+    if data.quality:
+        figures.quality = figures_dir / "quality.png"
+        plot_quality(
+            figures.quality,
+            [int(r["layer"]) for r in data.quality],
+            [float(r["fvu"]) for r in data.quality],
+            [float(r["mean_l0"]) for r in data.quality],
+        )
+    for level in LEVELS:
+        for ex in data.examples[level]:
+            png = figures_dir / f"is_{level}_factor_{ex.factor}.png"
+            plot_importance(png, ex.factor, level, ex.curve_layers, ex.curve_importance)
+            figures.examples[(level, ex.factor)] = png
+    return figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_levels(path: Path, counts: dict[str, int]) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    names = list(LEVELS)
+    values = [counts.get(name, 0) for name in names]
+    bars = ax.bar(names, values, color=[LEVEL_COLORS[n] for n in names])
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8)
+    ax.set_ylabel("factors")
+    ax.set_title("Factors by level (layer of peak importance)", fontsize=9)
+    ax.set_ylim(0, max([*values, 1]) * 1.15)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_quality(path: Path, layers: list[int], fvu: list[float], l0: list[float]) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 2.8))
+    ax.plot(layers, fvu, marker="o", color="#4c78a8", label="FVU")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("FVU", color="#4c78a8")
+    ax.set_ylim(0, max([*fvu, 0.05]) * 1.2)
+    ax.set_xticks(layers)
+    ax2 = ax.twinx()
+    ax2.plot(layers, l0, marker="s", color="#e45756", label="mean L0")
+    ax2.set_ylabel("mean L0 (non-zeros per token)", color="#e45756")
+    ax2.set_ylim(0, max([*l0, 1.0]) * 1.2)
+    ax.set_title("Reconstruction quality per layer", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_importance(
+    path: Path, factor: int, level: str, layers: list[int], values: list[float]
+) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.6, 2.4))
+    ax.plot(layers, values, marker="o", color=LEVEL_COLORS.get(level, "#333333"))
+    ax.fill_between(layers, values, alpha=0.15, color=LEVEL_COLORS.get(level, "#333333"))
+    ax.set_xticks(layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("importance (IS)")
+    ax.set_ylim(0, max([*values, 1e-9]) * 1.15)
+    ax.set_title(f"factor {factor} ({level})", fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

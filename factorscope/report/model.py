@@ -1,0 +1,139 @@
+"""The report's settings and the plain data that flows through gather → compute → render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_WORDS = ("left", "right", "bank", "play")
+"""Frequent ambiguous words whose factors the polysemy check compares."""
+
+FIGURES_DIR = "figures"
+"""Sub-folder of the output folder that the report owns (its PNGs are rewritten)."""
+
+CONTEXTS_PER_FACTOR = 10
+BASELINE_MIN_OCCURRENCES = 20
+"""Words with at least this many occurrences form the polysemy check's baseline."""
+DPI = 90
+
+
+# ----------------------------------------------------------------------------- gathered
+
+
+@dataclass(frozen=True)
+class ExampleData:
+    """What the warehouse holds about one picked example factor."""
+
+    factor: int
+    level: str
+    peak_layer: int
+    importance: float
+    label: str | None
+    contexts: list[dict[str, Any]]
+    """Top contexts at the peak layer: rank, alpha, context, highlight_start, highlight_end."""
+    curve_layers: list[int]
+    curve_importance: list[float]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report reads from a database, as plain Python values.
+
+    ``quality`` and ``counts`` are the rows of ``layer_quality`` and of the per-layer code
+    counts; ``tops`` maps each word to the top factor of each of its occurrences at the
+    first and at the last layer (None: nothing fired); ``spread_first`` / ``spread_last``
+    are the top-factor spreads of the frequent words; ``labels`` names the words' top
+    factors that have a label.
+    """
+
+    overview: dict[str, Any]
+    quality: list[dict[str, Any]]
+    counts: list[dict[str, Any]]
+    n_active: int
+    level_counts: dict[str, int]
+    first_layer: int
+    last_layer: int
+    examples: dict[str, list[ExampleData]]
+    tops: dict[str, tuple[list[int | None], list[int | None]]]
+    spread_first: list[dict[str, Any]]
+    spread_last: list[dict[str, Any]]
+    labels: dict[int, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- computed
+
+
+@dataclass(frozen=True)
+class PolysemyRow:
+    """How the top factors of one word's occurrences change from the first to the last layer.
+
+    ``distinct_*``: number of different top factors; ``top_share_*``: share of the
+    occurrences (with any active factor) whose top factor is the most common one;
+    ``top_factor_*``: that most common factor (None when nothing fires); ``jaccard``:
+    |A ∩ B| / |A ∪ B| of the two top-factor sets.
+    """
+
+    word: str
+    occurrences: int
+    first_layer: int
+    last_layer: int
+    distinct_first: int
+    distinct_last: int
+    top_share_first: float
+    top_share_last: float
+    top_factor_first: int | None
+    top_factor_last: int | None
+    jaccard: float
+
+    @property
+    def reading(self) -> str:
+        if self.distinct_last > self.distinct_first:
+            return "split"
+        if self.distinct_last < self.distinct_first:
+            return "merged"
+        return "unchanged"
+
+
+@dataclass(frozen=True)
+class ExampleFactor:
+    """One example factor of a level, with what the report shows about it."""
+
+    factor: int
+    level: str
+    peak_layer: int
+    importance: float
+    label: str | None
+    n_contexts: int
+    figure: Path
+
+
+@dataclass
+class ReportSummary:
+    """What :func:`~factorscope.report.write_report` wrote, with the numbers it reported."""
+
+    readme: Path
+    figures: list[Path]
+    model: str
+    corpus: str
+    n_sentences: int
+    n_tokens: int
+    n_layers: int
+    n_factors: int
+    n_codes: int
+    n_factors_active: int
+    timings: dict[str, float | None]
+    fvu: dict[int, float]
+    level_counts: dict[str, int]
+    examples: dict[str, list[ExampleFactor]]
+    polysemy: list[PolysemyRow]
+    skipped_words: list[str]
+    baseline: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"report: {self.readme} ({len(self.figures)} figures, "
+            f"{self.n_factors_active:,}/{self.n_factors:,} factors active, "
+            f"{len(self.polysemy)} polysemy words) in {self.seconds:.1f} s"
+        )
