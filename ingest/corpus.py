@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -67,8 +67,13 @@ class CorpusConfig:
     max_sentences: int | None = 2000
     seed: int = 0
     dedupe: bool = True
+    splitter: str = "sentencex"
 
     def __post_init__(self) -> None:
+        if self.splitter not in SPLITTERS:
+            raise InputError(
+                f"--splitter must be one of {', '.join(SPLITTERS)}, not {self.splitter!r}"
+            )
         if self.format not in ("auto", "text", "jsonl", "csv", "parquet"):
             raise InputError(
                 f"--format must be auto, text, jsonl, csv or parquet, not {self.format!r}"
@@ -147,6 +152,18 @@ def regex_split_sentences(paragraph: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+SPLITTERS: dict[str, Callable[[str], list[str]]] = {
+    "sentencex": split_sentences,
+    "regex": regex_split_sentences,
+}
+"""Sentence splitters by the name a config records (``CorpusConfig.splitter``).
+
+The splitter decides which sentences a corpus yields, so its name is part of the
+run's settings (and of its config hash): a run resumes only with the splitter that
+started it. ``regex`` reproduces runs made before sentencex became the default.
+"""
 
 
 def read_text_file(path: Path) -> str:
@@ -328,7 +345,9 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
     for source, record in iter_records(config):
         n_records += 1
         pieces = (
-            [normalise_whitespace(record)] if config.split == "lines" else split_sentences(record)
+            [normalise_whitespace(record)]
+            if config.split == "lines"
+            else SPLITTERS[config.splitter](record)
         )
         for text in pieces:
             n_words = len(text.split())

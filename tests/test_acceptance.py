@@ -51,7 +51,7 @@ source = "fortunes"
 max_sentences = 300
 min_words = 4
 max_words = 40
-seed = 3  # its 300 sentences hold "left" six times (the walk searches it)
+seed = 3  # its 300 sentences hold "left" (the walk searches it; the fixture checks)
 
 [ingest]
 max_length = 64

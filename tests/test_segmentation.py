@@ -73,3 +73,30 @@ def test_default_splitter_beats_the_former_regex(sample):
 )
 def test_split_sentences_cases(paragraph, expected):
     assert split_sentences(paragraph) == expected
+
+
+def test_the_splitter_is_a_recorded_setting(tmp_path):
+    """Which splitter cut the paragraphs decides the sentences, so it is in the config hash
+    and the regex one still reproduces runs made before sentencex."""
+    from dataclasses import replace
+
+    from factorscope.errors import InputError
+    from factorscope.ingest.corpus import CorpusConfig, read_corpus
+    from factorscope.ingest.pipeline import IngestConfig
+
+    text = tmp_path / "p.txt"
+    text.write_text("Dr. Smith met Mr. Jones in the U.S. yesterday. They talked for hours.\n")
+    by = {
+        name: [s.text for s in read_corpus(CorpusConfig(source=str(text), splitter=name))]
+        for name in ("sentencex", "regex")
+    }
+    assert by["sentencex"] == [
+        "Dr. Smith met Mr. Jones in the U.S. yesterday.",
+        "They talked for hours.",
+    ]
+    assert by["regex"] != by["sentencex"]
+    base = IngestConfig(corpus=CorpusConfig(source=str(text)))
+    other = replace(base, corpus=replace(base.corpus, splitter="regex"))
+    assert base.config_hash() != other.config_hash()
+    with pytest.raises(InputError, match="--splitter"):
+        CorpusConfig(splitter="nltk")

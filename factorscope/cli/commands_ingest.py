@@ -17,6 +17,7 @@ from factorscope.cli.app import (
     app,
     limited,
 )
+from factorscope.ingest.corpus import SPLITTERS, CorpusConfig
 
 OverwriteOption = Annotated[
     bool,
@@ -41,6 +42,14 @@ def ingest(
     split: Annotated[
         str, typer.Option("--split", help="auto, lines (one sentence a line) or paragraphs.")
     ] = "auto",
+    splitter: Annotated[
+        str,
+        typer.Option(
+            "--splitter",
+            help=f"Sentence splitter for paragraphs: {', '.join(SPLITTERS)} "
+            "(regex reproduces runs made before sentencex).",
+        ),
+    ] = CorpusConfig.splitter,
     min_words: Annotated[
         int, limited("min_words", "--min-words", help="Drop sentences with fewer words.")
     ] = 4,
@@ -108,6 +117,7 @@ def ingest(
             format=format,  # type: ignore[arg-type]
             field=field,
             split=split,  # type: ignore[arg-type]
+            splitter=splitter,
             min_words=min_words,
             max_words=max_words,
             max_sentences=max_sentences,  # type: ignore[arg-type]  (the callback parsed it)
