@@ -75,15 +75,20 @@ def _frame(db: Path, table: str) -> pl.DataFrame:
 def _float_diff(a: pl.DataFrame, b: pl.DataFrame, key: list[str], col: str) -> dict:
     j = a.select([*key, col]).join(b.select([*key, col]), on=key, how="full", suffix="_b")
     both = j.filter(pl.col(col).is_not_null() & pl.col(f"{col}_b").is_not_null())
-    x = both[col].to_numpy().astype(np.float64)
-    y = both[f"{col}_b"].to_numpy().astype(np.float64)
-    if x.dtype == object or both[col].dtype == pl.List:
-        x = np.concatenate(both[col].to_list()).astype(np.float64) if len(both) else np.zeros(0)
-        y = np.concatenate(both[f"{col}_b"].to_list()).astype(np.float64) if len(both) else x
+    if isinstance(both[col].dtype, pl.List):
+        x = both[col].explode().cast(pl.Float64).to_numpy()
+        y = both[f"{col}_b"].explode().cast(pl.Float64).to_numpy()
+    else:
+        x = both[col].cast(pl.Float64).to_numpy()
+        y = both[f"{col}_b"].cast(pl.Float64).to_numpy()
     diff = np.abs(x - y)
     rel = diff / np.maximum(np.abs(x), 1e-30)
     only = j.filter(pl.col(col).is_null() | pl.col(f"{col}_b").is_null())
-    only_vals = only[col].fill_null(only[f"{col}_b"]).to_list() if len(only) else []
+    only_vals = (
+        []
+        if len(only) == 0 or isinstance(only[col].dtype, pl.List)
+        else only[col].fill_null(only[f"{col}_b"]).to_list()
+    )
     nz = np.abs(x) > 1e-3
     return {
         "rows": [len(a), len(b)],
