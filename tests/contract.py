@@ -34,16 +34,18 @@ import polars as pl
 
 from factorscope.warehouse.connection import connect
 
-# Codes and everything derived from them (summaries, layer quality). Measured here
-# (docs/CONTRACTS.md): threads / chunk size / forward batch size move alphas by at most
-# ~1e-6 relative on values of order 0.1-10, and codes toggled on or off near zero are
-# below ~1e-6. The margin (x10-x100) covers other CPUs, whose kernels differ more.
+# Measured on this machine (docs/CONTRACTS.md, "Comparing runs"): MiniLM on 200 sentences,
+# forward batch 3 vs 32, chunk 64 vs 65: hidden states |diff| <= 8e-6 (values up to 7);
+# codes |diff| <= 1.3e-6 (alphas up to 1.4), codes switched on in one run only <= 3e-8.
+# The issue's rtol 1e-5 / atol 1e-6 already fails hidden states here (4x over) and is
+# within 1.5x of the codes' noise; another CPU was reported at IS |diff| 3e-5. So:
+# codes and everything derived from them (summaries, layer quality): 100x the noise
+# measured here, 3x the one reported elsewhere.
 RTOL: float = 1e-4
-ATOL: float = 1e-5
-# Hidden states (and dictionary atoms re-learned from them): measured up to ~1e-6
-# absolute on values of order 1-10.
+ATOL: float = 1e-4
+# Hidden states (and dictionary atoms re-learned from them): 17x the noise measured here.
 HIDDEN_RTOL: float = 1e-4
-HIDDEN_ATOL: float = 1e-5
+HIDDEN_ATOL: float = 1e-4
 
 _SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _ORDER_BY = re.compile(r"^[A-Za-z0-9_, ]+$")
@@ -475,10 +477,65 @@ def _slack_check(
     )
 
 
+def _importance_atol(pair: _Pair) -> pl.DataFrame:
+    """Per (factor, layer): the IS tolerance that follows from the codes' ATOL.
+
+    IS = (sum of the K largest alphas) / K, zeros counted, so a change of at most ATOL in
+    each alpha moves IS by at most ATOL x min(1, n_active / K): a factor with 24 codes and
+    K = 1000 gets 2.4e-6, not 1e-4 (which would call every layer of a small run a tie).
+    """
+    if "__is_atol" not in pair.cache:
+        exp, act = pair.frames("summary_importance")
+        k = 1
+        meta = pair.frames("summary_meta")[0] if _has(pair, "summary_meta") else None
+        if meta is not None:
+            row = meta.filter(pl.col("key") == "importance_k")
+            if row.height:
+                k = max(1, int(float(row["value"][0])))
+        n = pl.concat([f.select("factor", "layer", "n_active") for f in (exp, act)])
+        pair.cache["__is_atol"] = n.group_by(["factor", "layer"]).agg(
+            (pl.col("n_active").max().cast(pl.Float64) / k)
+            .clip(upper_bound=1.0)
+            .mul(ATOL)
+            .alias("atol")
+        )
+    return pair.cache["__is_atol"]
+
+
+def _has(pair: _Pair, table: str) -> bool:
+    try:
+        pair.frames(table)
+    except Exception:
+        return False
+    return True
+
+
 def _check_importance(pair: _Pair) -> str | None:
     exp, act = pair.frames("summary_importance")
     slack = pair.near_zero_codes().group_by(["factor", "layer"]).agg(pl.len().alias("slack"))
-    return _slack_check("summary_importance", exp, act, ["factor", "layer"], ["n_active"], slack)
+    message = _slack_check("summary_importance", exp, act, ["factor", "layer"], ["n_active"], slack)
+    if message:
+        return message
+    j = exp.join(act, on=["factor", "layer"], how="full", coalesce=True, suffix="__act")
+    j = j.join(_importance_atol(pair), on=["factor", "layer"], how="left")
+    e = j["importance"].fill_null(0).to_numpy()
+    a = j["importance__act"].fill_null(0).to_numpy()
+    diff = np.abs(a - e)
+    bad = diff > j["atol"].fill_null(ATOL).to_numpy() + RTOL * np.abs(e)
+    if not bad.any():
+        return None
+    first = j.filter(pl.Series(bad)).sort(["factor", "layer"]).row(0, named=True)
+    nz = e != 0
+    return _fail(
+        "summary_importance",
+        exp,
+        act,
+        n_bad=int(bad.sum()),
+        first={"factor": first["factor"], "layer": first["layer"]},
+        rule=f"IS within ATOL x min(1, n_active / K) + RTOL x |IS| (ATOL={ATOL:g})",
+        max_abs=float(diff.max()),
+        max_rel=float((diff[nz] / np.abs(e[nz])).max()) if nz.any() else 0.0,
+    )
 
 
 def _check_histogram(pair: _Pair) -> str | None:
@@ -536,21 +593,26 @@ def _check_levels(pair: _Pair) -> str | None:
     bad[idx[~moved & (both["level"] != both["level__act"]).to_numpy()]] = True
     if moved.any():
         m = both.filter(pl.Series(moved)).with_row_index("__i")
+        tol = _importance_atol(pair)
         for frame in imp:
-            at = lambda col, frame=frame: m.join(  # noqa: E731
-                frame.rename({"layer": col, "importance": f"is_{col}"}), on=["factor", col]
-            ).sort("__i")
-            pe, pa = at("peak_layer"), at("peak_layer__act")
-            tied = (
-                np.isclose(
-                    pe["is_peak_layer"].to_numpy(),
-                    pa["is_peak_layer__act"].to_numpy(),
-                    rtol=RTOL,
-                    atol=ATOL,
+            frame = frame.join(tol, on=["factor", "layer"], how="left")
+
+            def at(col: str, frame: pl.DataFrame = frame) -> pl.DataFrame:
+                renamed = frame.rename(
+                    {"layer": col, "importance": f"is_{col}", "atol": f"atol_{col}"}
                 )
-                if pe.height == pa.height == m.height
-                else np.zeros(m.height, dtype=bool)
-            )
+                return m.join(renamed, on=["factor", col]).sort("__i")
+
+            pe, pa = at("peak_layer"), at("peak_layer__act")
+            if pe.height == pa.height == m.height:
+                x, y = pe["is_peak_layer"].to_numpy(), pa["is_peak_layer__act"].to_numpy()
+                atol = np.maximum(
+                    pe["atol_peak_layer"].fill_null(ATOL).to_numpy(),
+                    pa["atol_peak_layer__act"].fill_null(ATOL).to_numpy(),
+                )
+                tied = np.abs(x - y) <= atol + RTOL * np.abs(x)
+            else:
+                tied = np.zeros(m.height, dtype=bool)
             bad[idx[np.flatnonzero(moved)[~tied]]] = True
     if not bad.any():
         return None
@@ -686,19 +748,23 @@ def _check_layer_quality(pair: _Pair) -> str | None:
     slack = near.group_by("layer").agg(pl.len().alias("slack"))
     key = ["dictionary_id", "layer"]
     per_layer = slack.with_columns(pl.lit(exp["dictionary_id"][0]).alias("dictionary_id"))
-    for cols, scale in ((["mean_l0", "zero_code_share"], "n_vectors"), (["dead_factors"], None)):
-        if scale is None:
-            per_layer = (
-                near.select("layer", "factor")
-                .unique()
-                .group_by("layer")
-                .agg(pl.len().alias("slack"))
-                .with_columns(pl.lit(exp["dictionary_id"][0]).alias("dictionary_id"))
-            )
-        message = _slack_check("layer_quality", exp, act, key, cols, per_layer, scale)
-        if message:
-            return message
-    return None
+    message = _slack_check(
+        "layer_quality", exp, act, key, ["mean_l0", "zero_code_share"], per_layer, "n_vectors"
+    )
+    if message:
+        return message
+    # A factor is dead at a layer when it has no code there: only a factor whose codes
+    # there are all within ATOL of zero (in either run) may be dead in one run only.
+    faint = (
+        pl.concat([f.select("layer", "factor", "alpha") for f in pair.frames("codes")])
+        .group_by(["layer", "factor"])
+        .agg(pl.col("alpha").max())
+        .filter(pl.col("alpha") <= ATOL)
+        .group_by("layer")
+        .agg(pl.len().alias("slack"))
+        .with_columns(pl.lit(exp["dictionary_id"][0]).alias("dictionary_id"))
+    )
+    return _slack_check("layer_quality", exp, act, key, ["dead_factors"], faint)
 
 
 def _check_chunk_codes(pair: _Pair) -> str | None:
@@ -750,7 +816,10 @@ TABLE_RULES: dict[str, TableRule] = {
         sparse=True,
     ),
     "summary_importance": TableRule(
-        key=("factor", "layer"), sparse=True, derived=("n_active",), check=_check_importance
+        key=("factor", "layer"),
+        sparse=True,
+        derived=("n_active", "importance"),
+        check=_check_importance,
     ),
     "summary_levels": TableRule(derived=("peak_layer", "level"), check=_check_levels),
     "summary_histogram": TableRule(derived=("count",), check=_check_histogram),
