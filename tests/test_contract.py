@@ -17,6 +17,7 @@ from .contract import (
     RTOL,
     TopK,
     assert_databases_match,
+    assert_dictionaries_close,
     assert_tables_match,
     read_table,
 )
@@ -239,3 +240,17 @@ def test_databases_match_themselves_and_catch_edits(tiny_pipeline_db: Path, tmp_
         _edit(db, sql)
         with pytest.raises(AssertionError, match=table):
             assert_databases_match(tiny_pipeline_db, db, (table,))
+
+
+def test_relearned_dictionaries_are_close_by_cosine(tiny_pipeline_db: Path, tmp_path: Path):
+    assert_dictionaries_close(tiny_pipeline_db, tiny_pipeline_db)
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    _edit(db, "UPDATE dictionary_atoms SET vector = list_transform(vector, lambda x: x * 1.5)")
+    assert_dictionaries_close(tiny_pipeline_db, db)  # cosine ignores the scale
+    _edit(
+        db,
+        "UPDATE dictionary_atoms SET vector = list_transform(vector, "
+        "lambda x, i: CASE WHEN i = 1 THEN x + 0.05 ELSE x END) WHERE factor = 3",
+    )
+    with pytest.raises(AssertionError, match=r"1 of 48 atoms below cosine 0\.9999.*factor 3"):
+        assert_dictionaries_close(tiny_pipeline_db, db)
