@@ -18,6 +18,20 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["FACTORSCOPE_PROGRESS"] = "0"
 
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``FACTORSCOPE_TORCH_THREADS=N``: torch on N threads in this process (.ci/run uses 1).
+
+    Set OMP_NUM_THREADS / MKL_NUM_THREADS too, before pytest starts, for BLAS and SPAMS;
+    subprocesses that a test starts inherit those, and take ``--threads`` for torch.
+    """
+    threads = os.environ.get("FACTORSCOPE_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 SENTENCES = [
     "He left the bank after the meeting.",
     "She turned left at the old church.",

@@ -31,6 +31,7 @@ def table_rows(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.runcompare
 def test_packaged_minilm_shapes_and_word_alignment() -> None:
     """The real default model: every layer kept, pieces aligned with the tokenizer's offsets."""
     loaded = load_model()

@@ -19,6 +19,7 @@ from factorscope.pipeline_config import load_pipeline_config
 from factorscope.warehouse.connection import connect
 
 from .conftest import TINY_FACTORS, copy_db
+from .contract import assert_databases_match
 
 
 def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -57,6 +58,7 @@ def test_every_token_at_every_layer_is_encoded(tiny_pipeline_db: Path) -> None:
     assert rows(tiny_pipeline_db, "SELECT status FROM dictionaries") == [("encoded",)]
 
 
+@pytest.mark.runcompare
 def test_stored_codes_equal_live_analysis(tiny_pipeline_db: Path) -> None:
     """The app's live analyzer reproduces exactly what encode stored for a corpus sentence."""
     analyzer = LiveAnalyzer.from_db(tiny_pipeline_db)
@@ -191,6 +193,7 @@ def test_pipeline_command_runs_all_stages_then_reuses_them(
     assert capsys.readouterr().out.count("nothing to do") == 3
 
 
+@pytest.mark.runcompare
 def test_encode_reads_stored_states_when_ingest_kept_them_all(
     tmp_path: Path,
     tiny_model_dir: Path,
@@ -211,8 +214,7 @@ def test_encode_reads_stored_states_when_ingest_kept_them_all(
         run_learn(db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
     shutil.rmtree(model)
     assert main(["encode", "--db", str(kept_all)]) == 0
-    codes = "SELECT layer, factor, token_id, alpha FROM codes ORDER BY layer, factor, token_id"
-    assert rows(kept_all, codes) == rows(tiny_pipeline_db, codes)
+    assert_databases_match(tiny_pipeline_db, kept_all, ("codes",))
     capsys.readouterr()
     assert main(["encode", "--db", str(sampled)]) == 2
     assert "cannot load model" in capsys.readouterr().err

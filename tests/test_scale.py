@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from factorscope.cli import main
@@ -18,18 +19,23 @@ from factorscope.warehouse.safe_sql import run_safe_query
 from factorscope.warehouse.summaries import refresh_summaries
 
 from .conftest import copy_db
+from .contract import assert_databases_match, assert_dictionaries_close, assert_tables_match
 
-# Tables whose rows a merge must reproduce bit for bit.
-EXACT = (
+# Tables a merge of shards must reproduce. A shard runs the model and the encoder on
+# other batches than a single run does, so its floats differ in the last bits: compared
+# under the run contract (tests/contract.py), never with ``==``.
+COMPARED = (
     "summary_top_contexts",
     "summary_importance",
     "summary_levels",
     "summary_histogram",
     "summary_neighbors",
+    "summary_word_factors",
     "auto_labels",
     "sentences",
     "tokens",
 )
+CODES_KEY = ("layer", "factor", "token_id")
 
 
 def _rows(db: Path, table: str) -> list[tuple]:
@@ -40,11 +46,16 @@ def _rows(db: Path, table: str) -> list[tuple]:
         con.close()
 
 
-def _assert_same(single: Path, merged: Path, tables=EXACT) -> None:
-    for table in tables:
-        expected = _rows(single, table)
-        assert expected, table
-        assert _rows(merged, table) == expected, table
+def _count(db: Path, table: str) -> int:
+    con = connect(db, read_only=True)
+    try:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def _assert_same(single: Path, merged: Path, tables=COMPARED) -> None:
+    assert_databases_match(single, merged, tables)
 
 
 def _encode_shards(db: Path, root: Path, n: int, **kw) -> list[Path]:
@@ -74,20 +85,15 @@ def test_shard_assignment_is_stable_and_covers_every_sentence():
             ShardSpec.parse(bad)
 
 
+@pytest.mark.runcompare
 def test_four_shards_merged_equal_a_single_run(tiny_pipeline_db, four_shards, tmp_path):
     merged = tmp_path / "merged.duckdb"
     summary = run_merge(merged, four_shards)
     assert summary.n_shards == 4
-    _assert_same(tiny_pipeline_db, merged, (*EXACT, "codes"))
-    # Layer quality is a sum of per-chunk sums: equal up to the order of additions.
-    for a, b in zip(
-        _rows(tiny_pipeline_db, "layer_quality"), _rows(merged, "layer_quality"), strict=True
-    ):
-        assert a[:3] == b[:3] and a[4:] == b[4:]
-        assert a[3] == pytest.approx(b[3], rel=1e-9)
+    _assert_same(tiny_pipeline_db, merged, (*COMPARED, "codes", "layer_quality"))
     # The shards really split the corpus.
     sizes = [len(_rows_parquet(d / "sentences.parquet")) for d in four_shards]
-    assert sum(sizes) == len(_rows(tiny_pipeline_db, "sentences")) and max(sizes) < sum(sizes)
+    assert sum(sizes) == _count(tiny_pipeline_db, "sentences") and max(sizes) < sum(sizes)
 
 
 def _rows_parquet(path: Path) -> list:
@@ -96,8 +102,9 @@ def _rows_parquet(path: Path) -> list:
     return pq.read_table(path).to_pylist()
 
 
+@pytest.mark.runcompare
 def test_merge_is_exact_when_the_partial_lists_are_truncated(tiny_pipeline_db, tmp_path):
-    """With k and K far below the counts per shard, the merge must still be exact."""
+    """With k and K far below the counts per shard, the merge must still be right."""
     single = copy_db(tiny_pipeline_db, tmp_path)
     con = connect(single)
     refresh_summaries(con, top_k=3, importance_k=5)
@@ -129,10 +136,11 @@ def test_a_finished_shard_is_not_redone_and_a_folder_is_not_mixed(tiny_pipeline_
         run_shard_encode(tiny_pipeline_db, four_shards[0], shard=ShardSpec(1, 4))
 
 
+@pytest.mark.runcompare
 def test_attached_parquet_answers_the_same_views_and_sql(tiny_pipeline_db, four_shards, tmp_path):
     attached = tmp_path / "attached.duckdb"
     assert run_merge(attached, four_shards, attach=True).attached
-    _assert_same(tiny_pipeline_db, attached, (*EXACT, "codes"))
+    _assert_same(tiny_pipeline_db, attached, (*COMPARED, "codes"))
 
     # The app's reader: views and the codes (beyond the stored top 200) work.
     factor, layer = _rows(tiny_pipeline_db, "summary_levels")[0][:2]
@@ -140,25 +148,28 @@ def test_attached_parquet_answers_the_same_views_and_sql(tiny_pipeline_db, four_
     for db in (tiny_pipeline_db, attached):
         reader = queries.WarehouseReader(db)
         with reader.connect() as con:
-            got[db] = (
-                con.execute(
-                    "SELECT layer, importance FROM factor_importance "
-                    "WHERE factor = ? ORDER BY layer",
-                    [factor],
-                ).fetchall(),
-                con.execute(
-                    "SELECT count(*), sum(alpha) FROM codes WHERE factor = ? AND layer = ?",
-                    [factor, layer],
-                ).fetchall(),
-            )
+            got[db] = [
+                pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+                for sql, params in (
+                    ("SELECT layer, importance FROM factor_importance WHERE factor = ?", [factor]),
+                    (
+                        "SELECT layer, factor, token_id, alpha FROM codes "
+                        "WHERE factor = ? AND layer = ?",
+                        [factor, layer],
+                    ),
+                )
+            ]
         reader.close()
-    assert got[attached] == got[tiny_pipeline_db]
+    (imp, codes), (imp_attached, codes_attached) = got[tiny_pipeline_db], got[attached]
+    assert codes.height > 0
+    assert_tables_match(imp, imp_attached, name="factor_importance", key=("layer",))
+    assert_tables_match(codes, codes_attached, name="codes", key=CODES_KEY, sparse=True)
 
     # The SQL console reads the attached codes, and still no other file.
-    sql = "SELECT layer, count(*) AS n FROM codes GROUP BY layer ORDER BY layer"
+    sql = "SELECT layer, sum(alpha) AS total FROM codes GROUP BY layer ORDER BY layer"
     frame, _ = run_safe_query(attached, sql)
     expected, _ = run_safe_query(tiny_pipeline_db, sql)
-    assert frame.equals(expected)
+    assert_tables_match(expected, frame, name="codes per layer", key=("layer",))
     with pytest.raises(SqlRefusedError):
         run_safe_query(attached, f"SELECT * FROM read_csv('{tiny_pipeline_db.parent}/x.csv')")
     with pytest.raises(SqlRefusedError):
@@ -166,6 +177,7 @@ def test_attached_parquet_answers_the_same_views_and_sql(tiny_pipeline_db, four_
         run_safe_query(attached, f"SELECT * FROM read_text('{codes}/../../../../etc/hostname')")
 
 
+@pytest.mark.runcompare
 def test_cli_shard_encode_and_merge(tiny_pipeline_db, tmp_path, capsys):
     dirs = [tmp_path / "a", tmp_path / "b"]
     for i, d in enumerate(dirs):
@@ -182,6 +194,7 @@ def test_cli_shard_encode_and_merge(tiny_pipeline_db, tmp_path, capsys):
     assert main(["encode", "--db", str(tiny_pipeline_db), "--shard", "0/2"]) == 2  # no --out
 
 
+@pytest.mark.runcompare
 def test_ray_data_engine_matches_the_local_run(tiny_pipeline_db, tmp_path):
     """Ray Data on a local 2-CPU instance; a missing ray is a failure, not a skip."""
     import ray
@@ -194,13 +207,11 @@ def test_ray_data_engine_matches_the_local_run(tiny_pipeline_db, tmp_path):
         summary = run_ray_encode(tiny_pipeline_db, out, workers=2, batch_sentences=3)
     finally:
         ray.shutdown()
-    assert summary.engine == "ray" and summary.n_sentences == len(
-        _rows(tiny_pipeline_db, "sentences")
-    )
+    assert summary.engine == "ray" and summary.n_sentences == _count(tiny_pipeline_db, "sentences")
     assert {p.name for p in (out / "codes").iterdir()} == {"layer=0", "layer=1", "layer=2"}
     merged = tmp_path / "ray.duckdb"
     run_merge(merged, [out])
-    _assert_same(tiny_pipeline_db, merged, (*EXACT, "codes"))
+    _assert_same(tiny_pipeline_db, merged, (*COMPARED, "codes"))
 
 
 # ----------------------------------------------------------------------------- sharded ingest
@@ -249,6 +260,7 @@ def _rows_sql(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+@pytest.mark.runcompare
 def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     tiny_model_dir, sentence_corpus, tmp_path, monkeypatch
 ):
@@ -297,7 +309,7 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     assert pipeline.run_ingest(shard1, config, shard=ShardSpec(1, 2)).already_complete
 
     sizes = [_rows_sql(db, "SELECT count(*) FROM sentences")[0][0] for db in (shard0, shard1)]
-    assert min(sizes) > 0 and sum(sizes) == len(_rows(single, "sentences"))
+    assert min(sizes) > 0 and sum(sizes) == _count(single, "sentences")
     samples = [_rows_sql(db, "SELECT sample_size FROM runs")[0][0] for db in (shard0, shard1)]
     assert sum(samples) == 60
 
@@ -310,8 +322,8 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     merged = tmp_path / "run.duckdb"
     summary = run_merge_ingest(merged, [shard1, shard0])
     assert (summary.n_shards, summary.sample_size) == (2, 60)
-    for table in INGEST_TABLES:
-        assert _rows(merged, table) == _rows(single, table), table
+    # Each shard ran the model on its own batches: hidden states within tolerance.
+    assert_databases_match(single, merged, INGEST_TABLES)
     chunks = "SELECT chunk, n_sentences, n_tokens, n_sampled FROM ingest_chunks ORDER BY chunk"
     assert _rows_sql(merged, chunks) == _rows_sql(single, chunks)
     assert _run_row(merged) == _run_row(single)
@@ -322,10 +334,12 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
         run_merge_ingest(tmp_path / "m.duckdb", [shard0, single])
 
 
+@pytest.mark.runcompare
 def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
     tiny_pipeline_db, tiny_model_dir, sentence_corpus, tmp_path, capsys
 ):
     """4 shard ingests -> merge-ingest -> learn -> 4 shard encodes -> merge == one local run."""
+    from factorscope.encode import run_encode
     from factorscope.learn import LearnConfig, run_learn
 
     from .conftest import TINY_FACTORS
@@ -336,10 +350,15 @@ def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
     run_db = tmp_path / "run.duckdb"
     assert main(["merge-ingest", "--db", str(run_db), *map(str, shard_dbs)]) == 0
     assert "merge-ingest: 4 shards" in capsys.readouterr().out
-    for table in INGEST_TABLES:
-        assert _rows(run_db, table) == _rows(tiny_pipeline_db, table), table
+    assert_databases_match(tiny_pipeline_db, run_db, INGEST_TABLES)
     run_learn(run_db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
-    assert _rows(run_db, "dictionary_atoms") == _rows(tiny_pipeline_db, "dictionary_atoms")
+    # Learned from states that may differ in the last bits: a close dictionary, not the
+    # same one (docs/CONTRACTS.md); codes are compared below against a single local encode
+    # with this very dictionary.
+    assert_dictionaries_close(tiny_pipeline_db, run_db)
+    (tmp_path / "single").mkdir()
+    single = copy_db(run_db, tmp_path / "single")
+    run_encode(single)
 
     dirs = []
     for i, db in enumerate(shard_dbs):
@@ -359,6 +378,6 @@ def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
 
     merged = tmp_path / "merged.duckdb"
     run_merge(merged, dirs)
-    _assert_same(tiny_pipeline_db, merged, (*EXACT, "codes"))
+    _assert_same(single, merged, (*COMPARED, "codes"))
     assert _run_row(merged) == _run_row(tiny_pipeline_db)
     assert main(["ingest", "--db", str(tmp_path / "bad.duckdb"), "--shard", "4/4"]) == 2
