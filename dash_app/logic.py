@@ -106,7 +106,7 @@ def _short(text: str, limit: int = 40) -> str:
 # --------------------------------------------------------------------------- factor page
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FactorView:
     """Everything the factor page shows (shared between requests: never mutate it).
 
@@ -148,7 +148,8 @@ class _FileInfo:
 
 
 class PageCache:
-    """A bounded LRU of :class:`FactorView`, keyed by the published file's signature.
+    """A bounded LRU of :class:`FactorView` (and LIME targets), keyed by the published
+    file's signature.
 
     Keys are ``(file, (inode, mtime_ns), dictionary id, factor, layer)``: a new publish
     (``os.replace``) or any write to the file (a label, a LIME result) changes the
@@ -161,7 +162,7 @@ class PageCache:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
-        self._views: OrderedDict[tuple, FactorView] = OrderedDict()
+        self._views: OrderedDict[tuple, Any] = OrderedDict()
         self._files: dict[str, _FileInfo] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -195,7 +196,7 @@ class PageCache:
                 del self._views[k]
         return info
 
-    def get(self, key: tuple) -> FactorView | None:
+    def get(self, key: tuple) -> Any:
         with self._lock:
             view = self._views.get(key)
             if view is None:
@@ -205,7 +206,7 @@ class PageCache:
             self.hits += 1
             return view
 
-    def put(self, key: tuple, view: FactorView) -> None:
+    def put(self, key: tuple, view: Any) -> None:
         with self._lock:
             self._views[key] = view
             self._views.move_to_end(key)
@@ -338,30 +339,41 @@ def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) ->
     A target is the ranked token itself: its word (``word_index``, the tokenizer's
     word number) and which piece of that word it is (``piece``, 0 for the first), so a
     context ranked for ``##ing`` is explained at ``##ing``, not at the word's first piece.
+    Kept in :data:`PAGE_CACHE` beside the view (a high-level factor's page asks for
+    them on every visit).
     """
-    top = factor_view(db_path, int(factor), int(layer)).top.head(int(count))
+    view = factor_view(db_path, int(factor), int(layer))
+    info = PAGE_CACHE.file_info(db_path)
+    key = (os.path.realpath(db_path), info.signature, view.dictionary_id, view.factor)
+    key = (*key, view.layer, "lime", int(count))
+    cached = PAGE_CACHE.get(key)
+    if cached is not None:
+        return [dict(target) for target in cached]
+    top = view.top.head(int(count))
     with WarehouseReader(db_path).connect() as con:
-        targets = []
-        for row in top.iter_rows(named=True):
-            sentence = queries.token_context(con, int(row["sentence_idx"]))
-            found = _piece_of(sentence, int(row["token_id"]))
-            if found is None:
-                continue
-            word_index, piece, piece_text = found
-            targets.append(
-                {
-                    "text": sentence["text"],
-                    "sentence_idx": int(row["sentence_idx"]),
-                    "word_index": word_index,
-                    "piece": piece,
-                    "piece_text": piece_text,
-                    "word": row["word"],
-                    "layer": int(layer),
-                    "factor": int(factor),
-                    "alpha": float(row["alpha"]),
-                }
-            )
-    return targets
+        sentences = queries.sentences(con, [int(i) for i in top["sentence_idx"]])
+    targets = []
+    for row in top.iter_rows(named=True):
+        sentence = sentences[int(row["sentence_idx"])]
+        found = _piece_of(sentence, int(row["token_id"]))
+        if found is None:
+            continue
+        word_index, piece, piece_text = found
+        targets.append(
+            {
+                "text": sentence["text"],
+                "sentence_idx": int(row["sentence_idx"]),
+                "word_index": word_index,
+                "piece": piece,
+                "piece_text": piece_text,
+                "word": row["word"],
+                "layer": int(layer),
+                "factor": int(factor),
+                "alpha": float(row["alpha"]),
+            }
+        )
+    PAGE_CACHE.put(key, targets)
+    return [dict(target) for target in targets]
 
 
 def _piece_of(sentence: dict, token_id: int) -> tuple[int, int, str] | None:

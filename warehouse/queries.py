@@ -890,6 +890,37 @@ def token_context(con: duckdb.DuckDBPyConnection, sentence_idx: int) -> dict:
     return {"sentence_idx": sentence_idx, "text": text[0][0], "tokens": tokens.to_dicts()}
 
 
+def sentences(con: duckdb.DuckDBPyConnection, sentence_ids: list[int]) -> dict[int, dict]:
+    """:func:`token_context` of several sentences in two statements: {sentence_idx: dict}."""
+    ids = sorted({_as_int(i, "sentence_idx") for i in sentence_ids})
+    if not ids:
+        return {}
+    texts = dict(
+        _rows(
+            con,
+            "SELECT sentence_idx, text FROM sentences WHERE list_contains(?, sentence_idx)",
+            [ids],
+        )
+    )
+    missing = [i for i in ids if i not in texts]
+    if missing:
+        n = _scalar(con, "SELECT count(*) FROM sentences")
+        raise InputError(
+            f"sentence {missing[0]} does not exist: this corpus has sentences 0..{n - 1}"
+        )
+    tokens = _frame(
+        con,
+        "SELECT sentence_idx, token_id, position, piece, word, word_index, char_start, "
+        "char_end, word_start, word_end FROM tokens WHERE list_contains($ids, sentence_idx) "
+        "ORDER BY sentence_idx, position",
+        {"ids": ids},
+    )
+    out: dict[int, dict] = {i: {"sentence_idx": i, "text": texts[i], "tokens": []} for i in ids}
+    for row in tokens.iter_rows(named=True):
+        out[int(row.pop("sentence_idx"))]["tokens"].append(row)
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
