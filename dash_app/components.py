@@ -15,6 +15,23 @@ LEVEL_COLORS = {"low": "info", "mid": "warning", "high": "danger"}
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
+def wire(value: Any) -> Any:
+    """``value`` (a component, or lists of them) in the JSON form Dash sends to the browser.
+
+    Dash serialises a component tree by calling ``to_plotly_json`` on every component
+    through a ``json`` fallback hook, about 15 µs a component; a tree already in this
+    form serialises ten times faster. For parts drawn once and sent many times.
+    """
+    if hasattr(value, "to_plotly_json") and not isinstance(value, dict):
+        found = value.to_plotly_json()
+        return {**found, "props": {k: wire(v) for k, v in found["props"].items()}}
+    if isinstance(value, list | tuple):
+        return [wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: wire(v) for k, v in value.items()}
+    return value
+
+
 def error_alert(message: str, **kwargs: Any) -> dbc.Alert:
     return dbc.Alert(message, color="danger", className="mb-2", **kwargs)
 
