@@ -99,6 +99,15 @@ def start_server(
     raise SystemExit("server did not start within 120 s")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(proc: subprocess.Popen) -> dict:
     """SIGTERM, as a service manager would; how it ended."""
     started = time.perf_counter()
@@ -399,9 +408,14 @@ def main(argv: list[str] | None = None) -> int:
             send(requests.Session(), base, "POST", "/_dash-update-component", p.body(router, home))
             time.sleep(5)
             alone = single_user(base, p, n_factors, layers, views=args.views)
+            server_cpu = cpu_seconds(proc.pid)
+            client_cpu = time.process_time()
             results, wall, errors = run_load(
                 base, mix, clients=args.clients, per_client=args.requests, seed=args.seed
             )
+            client_cpu = time.process_time() - client_cpu
+            if server_cpu is not None:
+                server_cpu = cpu_seconds(proc.pid) - server_cpu
         finally:
             stopped = stop_server(proc)
         server_log = (tmp_dir / "server.log").read_text()[-2000:]
@@ -448,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
             "error_samples": errors[:10],
             "wall_s": round(wall, 2),
             "throughput_rps": round(len(results) / wall, 1) if wall else None,
+            # Where the cores went during the load: the server's CPU per request, and
+            # the load generator's own (it runs on the same machine).
+            "server_cpu_s": round(server_cpu, 2) if server_cpu is not None else None,
+            "server_cpu_ms_per_request": (
+                round(1000 * server_cpu / len(results), 2) if server_cpu and results else None
+            ),
+            "client_cpu_s": round(client_cpu, 2),
             **summarise([s for _k, s, _ok in results]),
             "by_kind": routes,
         },
