@@ -155,7 +155,8 @@ def serve(
     )
     if debug:
         log.info("factorscope app (development server) on http://%s:%d/", host, port)
-        app.run(host=host, port=int(port), debug=True, use_reloader=False)
+        with _stop_on_sigterm():
+            app.run(host=host, port=int(port), debug=True, use_reloader=False)
         return
     from waitress.server import create_server
 

@@ -150,7 +150,7 @@ def test_debug_runs_the_development_server(serve, syn_db):
     _, headers, _ = _get(base + "/_dash-layout")
     assert headers["Server"].startswith("Werkzeug"), headers
     assert "with the development server" in log.read_text()
-    _stop(proc, signal.SIGTERM)
+    assert _stop(proc, signal.SIGTERM) == 0
 
 
 @pytest.mark.parametrize("value", ["0", "257", "many"])
