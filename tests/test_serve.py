@@ -209,6 +209,16 @@ def test_cached_view_matches_the_plain_queries(syn_db):
     assert logic.contexts_page(syn_db, 7, 1, 2).equals(top.slice(50, 50))
 
 
+def test_a_contexts_page_alone_reads_one_page(syn_db):
+    logic.PAGE_CACHE.clear(syn_db)
+    frame = logic.contexts_page(syn_db, 9, 2, 3)
+    assert logic.cached_view(syn_db, 9, 2) is None  # no whole page gathered for it
+    view = logic.factor_view(syn_db, 9, 2)
+    assert logic.cached_view(syn_db, 9, 2) is view
+    assert frame.equals(logic.contexts_page(syn_db, 9, 2, 3))
+    assert frame.equals(view.top.slice(100, 50))
+
+
 def test_a_new_publish_invalidates_the_cache(tmp_path):
     db = build_synthetic_db(tmp_path / "pub.duckdb", n_sentences=200, n_layers=2, n_factors=16)
     cache = logic.PageCache(max_entries=16)

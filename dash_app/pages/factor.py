@@ -449,10 +449,12 @@ def show_contexts_page(page: Any, state: dict | None) -> Any:
     if not state:
         return no_update
     try:
-        view = logic.factor_view(config.db_path(), state["factor"], state["layer"])
-        frame = logic.contexts_page(config.db_path(), view.factor, view.layer, page or 1)
+        frame = logic.contexts_page(config.db_path(), state["factor"], state["layer"], page or 1)
+        view = logic.cached_view(config.db_path(), state["factor"], state["layer"])
     except FactorscopeError as e:
         return ui.error_alert(str(e))
+    if view is None:
+        return ui.contexts_table(frame)
     return _rendered(view, ("contexts", int(page or 1)), lambda: ui.wire(ui.contexts_table(frame)))
 
 
