@@ -7,6 +7,7 @@ and writes ``bench/results/summary.md`` with the figures and target ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -23,6 +24,28 @@ BENCHMARKS = [
     ("scale", "bench_scale.py"),
     ("segmentation", "bench_segmentation.py"),
 ]
+
+
+def targets_table(result: Path) -> list[str]:
+    """A markdown table of a result's ``targets`` beside its ``headline`` figures, if any.
+
+    A target named ``load_route_p95_ms`` is compared with the headline's worst route
+    (``load_worst_route_p95_ms``); others with the headline figure of the same name.
+    """
+    try:
+        data = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return []
+    targets, headline = data.get("targets"), data.get("headline")
+    if not isinstance(targets, dict) or not isinstance(headline, dict):
+        return []
+    met = data.get("meets_targets", {})
+    rows = ["| figure | measured | target | met |", "|---|---|---|---|"]
+    for name, target in targets.items():
+        figure = headline.get(name, headline.get(name.replace("_route_", "_worst_route_")))
+        verdict = {True: "yes", False: "**no**"}.get(met.get(name), "?")
+        rows.append(f"| {name} | {figure} | {target} | {verdict} |")
+    return [*rows, ""]
 
 
 def main() -> int:
@@ -52,7 +75,8 @@ def main() -> int:
         if name in failures:
             lines.append(f"## {name}: FAILED in this run\n")
         elif out.exists():
-            lines += [f"## {name}", "", "```json", out.read_text()[:4000], "```", ""]
+            lines += [f"## {name}", "", *targets_table(out), "```json", out.read_text()[:4000]]
+            lines += ["```", ""]
     (args.out / "summary.md").write_text("\n".join(lines))
     print(f"results in {args.out}")
     if failures:

@@ -7,8 +7,13 @@ Bootstrap CSS is vendored in ``assets/`` and Dash serves its own scripts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
@@ -16,6 +21,7 @@ from dash import dcc, html
 
 from factorscope.dash_app import config, ids
 from factorscope.errors import WarehouseError
+from factorscope.limits import SERVE_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +113,79 @@ def create_app(
     return app
 
 
+DEFAULT_THREADS = SERVE_THREADS
+"""Worker threads of the production server (``factorscope serve --threads``).
+
+Pages are mostly Python (GIL-bound) with DuckDB queries that release the GIL, so a
+handful of threads keeps the cores busy and lets a slow SQL console query or a LIME
+poll wait without holding up everyone else; many more only add contention.
+"""
+
+
 def serve(
     db_path: str | Path,
     host: str = "127.0.0.1",
     port: int = 8050,
     debug: bool = False,
     *,
+    threads: int = DEFAULT_THREADS,
     analyzer_factory: config.AnalyzerFactory | None = None,
     lime_default_samples: int = 200,
     lime_auto_contexts: int = 3,
 ) -> None:
-    """Run the app with Dash's (threaded) development server until interrupted."""
+    """Run the app until interrupted (Ctrl+C or SIGTERM): waitress, or Dash's dev server.
+
+    The production server is waitress: one process, ``threads`` worker threads. The
+    app keeps state in its process that every request must see: the live analyzer
+    with its loaded model, LIME jobs held in memory and polled by the page
+    (``lime_jobs``), the page cache, and DuckDB's one instance per file and process
+    behind the reader gate (``warehouse.connection``). Several worker processes
+    (gunicorn's model) would each load a model, and a LIME poll landing on another
+    process than the one running the job would find nothing unless requests were
+    sticky; threads in one process share all of it. Waitress is pure Python, so it
+    also runs wherever the package does, with no C extension or fork.
+
+    ``debug=True`` runs Dash's development server instead, with its debug tools.
+    """
     app = create_app(
         db_path,
         analyzer_factory=analyzer_factory,
         lime_default_samples=lime_default_samples,
         lime_auto_contexts=lime_auto_contexts,
     )
-    log.info("factorscope app on http://%s:%d/ reading %s", host, port, db_path)
-    app.run(host=host, port=int(port), debug=debug, use_reloader=False)
+    if debug:
+        log.info("factorscope app (development server) on http://%s:%d/", host, port)
+        with _stop_on_sigterm():
+            app.run(host=host, port=int(port), debug=True, use_reloader=False)
+        return
+    from waitress.server import create_server
+
+    server = create_server(app.server, host=host, port=int(port), threads=int(threads))
+    log.info(
+        "factorscope app (waitress, %d threads) on http://%s:%d/ reading %s",
+        threads,
+        host,
+        port,
+        db_path,
+    )
+    with _stop_on_sigterm():
+        server.run()  # returns after KeyboardInterrupt or SystemExit, the server closed
+    log.info("factorscope app stopped")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Make SIGTERM stop the server like Ctrl+C does (waitress closes its sockets and
+    lets running requests finish); only the main thread can set a signal handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

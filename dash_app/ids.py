@@ -15,6 +15,7 @@ FACTOR_INPUT = "factor-input"
 FACTOR_GO = "factor-go"
 FACTOR_FEEDBACK = "factor-feedback"
 FACTOR_STATE = "factor-state"  # dcc.Store: {"factor": int, "layer": int} of the rendered page
+FACTOR_NAV = "factor-nav"  # dcc.Location inside the page: its callbacks navigate through it
 LAYER_SELECT = "factor-layer-select"
 RANDOM_LOW = "factor-random-low"
 RANDOM_MID = "factor-random-mid"

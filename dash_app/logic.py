@@ -9,7 +9,10 @@ shown as is.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.warehouse import queries
+from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
 
@@ -102,9 +106,13 @@ def _short(text: str, limit: int = 40) -> str:
 # --------------------------------------------------------------------------- factor page
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class FactorView:
-    """Everything the factor page shows on first render."""
+    """Everything the factor page shows (shared between requests: never mutate it).
+
+    ``top`` holds all of the top contexts (up to :data:`TOP_CONTEXTS`), so that paging
+    through them needs no query; ``contexts`` is its first page.
+    """
 
     factor: int
     layer: int
@@ -119,88 +127,209 @@ class FactorView:
     histogram: pl.DataFrame
     intervals: list[dict[str, Any]] = field(default_factory=list)
     neighbors: pl.DataFrame | None = None
+    top: pl.DataFrame | None = None
+    dictionary_id: int | None = None
+
+
+PAGE_CACHE_ENTRIES = 256
+"""Factor page views kept per process. A view with its drawn parts (the page keeps
+them beside the view, see ``pages/factor.py``) takes about 0.25 MB, measured on the
+synthetic database: ~40 kB of data (200 contexts of ~20 words, 25 interval samples)
+and ~190 kB of Python objects for the drawn page; so the cache stays under ~70 MB."""
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    """What every view of one version of a file shares."""
+
+    signature: tuple[int, int] | None
+    dictionary_id: int
+    n_factors: int
+    layers: list[int]
+    default_factor: int
+
+
+class PageCache:
+    """A bounded LRU of :class:`FactorView` (and LIME targets), keyed by the published
+    file's signature.
+
+    Keys are ``(file, (inode, mtime_ns), dictionary id, factor, layer)``: a new publish
+    (``os.replace``) or any write to the file (a label, a LIME result) changes the
+    signature, so old views are never served again; they are dropped as soon as a
+    newer signature of the same file is seen, and the least recently used view goes
+    when the cache is full. Thread-safe.
+    """
+
+    def __init__(self, max_entries: int = PAGE_CACHE_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._views: OrderedDict[tuple, Any] = OrderedDict()
+        self._files: dict[str, _FileInfo] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._views)
+
+    def file_info(self, db_path: str | Path) -> _FileInfo:
+        """What every view of the file shares (size, layers), read once per signature."""
+        key = os.path.realpath(db_path)
+        signature = file_signature(db_path)
+        with self._lock:
+            info = self._files.get(key)
+        if info is not None and info.signature == signature:
+            return info
+        with WarehouseReader(db_path).connect() as con:
+            dictionary_id = queries.active_dictionary_id(con)
+            info = _FileInfo(
+                signature=signature,
+                dictionary_id=dictionary_id,
+                n_factors=int(queries.dictionary_size(con)),
+                layers=[int(x) for x in queries.layers(con)],
+                default_factor=_default_factor(con),
+            )
+        with self._lock:
+            self._files[key] = info
+            stale = [k for k in self._views if k[0] == key and k[1] != signature]
+            for k in stale:
+                del self._views[k]
+        return info
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            view = self._views.get(key)
+            if view is None:
+                self.misses += 1
+                return None
+            self._views.move_to_end(key)
+            self.hits += 1
+            return view
+
+    def put(self, key: tuple, view: Any) -> None:
+        with self._lock:
+            self._views[key] = view
+            self._views.move_to_end(key)
+            while len(self._views) > self.max_entries:
+                self._views.popitem(last=False)
+
+    def clear(self, db_path: str | Path | None = None) -> None:
+        """Forget every view (of one file, when given)."""
+        with self._lock:
+            if db_path is None:
+                self._views.clear()
+                self._files.clear()
+                return
+            key = os.path.realpath(db_path)
+            self._files.pop(key, None)
+            for k in [k for k in self._views if k[0] == key]:
+                del self._views[k]
+
+
+PAGE_CACHE = PageCache()
+"""The app's cache of factor page views (one per process)."""
 
 
 def dictionary_size(db_path: str | Path) -> int:
-    with WarehouseReader(db_path).connect() as con:
-        return int(queries.dictionary_size(con))
+    return PAGE_CACHE.file_info(db_path).n_factors
 
 
 def default_factor(db_path: str | Path) -> int:
     """The factor ``/`` shows: a random high-level factor if any, else a mid, else 0."""
-    with WarehouseReader(db_path).connect() as con:
-        for level in ("high", "mid", "low"):
-            picked = queries.random_factor(con, level, seed=0)
-            if picked is not None:
-                return int(picked)
+    return PAGE_CACHE.file_info(db_path).default_factor
+
+
+def _default_factor(con: Any) -> int:
+    for level in ("high", "mid", "low"):
+        picked = queries.random_factor(con, level, seed=0)
+        if picked is not None:
+            return int(picked)
     return 0
 
 
-def factor_view(db_path: str | Path, factor_raw: Any, layer_raw: Any = None) -> FactorView:
+def factor_view(
+    db_path: str | Path,
+    factor_raw: Any,
+    layer_raw: Any = None,
+    *,
+    cache: PageCache | None = None,
+) -> FactorView:
     """Validate ``factor_raw`` / ``layer_raw`` and gather the factor page's data.
 
-    The layer defaults to the factor's importance-score peak.
+    The layer defaults to the factor's importance-score peak. Views come from
+    ``cache`` (default :data:`PAGE_CACHE`); a miss reads the page in one go
+    (:func:`factorscope.warehouse.queries.factor_page`).
     """
+    cache = PAGE_CACHE if cache is None else cache
+    key, view = _cached(cache, db_path, factor_raw, layer_raw)
+    if view is not None:
+        return view
+    factor, layer = key[-2:]
     with WarehouseReader(db_path).connect() as con:
-        n_factors = int(queries.dictionary_size(con))
-        factor = parse_factor(factor_raw, n_factors)
-        layers = [int(x) for x in queries.layers(con)]
-        if not layers or queries.layer_quality(con).is_empty():
-            raise InputError(
-                f"This database has a dictionary but no codes yet, so no factor is ever "
-                f"active: run `factorscope encode --db {db_path}`, then reload this page."
-            )
-        layer = parse_layer(layer_raw, layers)
-        level_info = queries.factor_level(con, factor) or {}
-        peak = level_info.get("peak_layer")
-        peak = int(peak) if peak is not None else None
-        if layer is None:
-            layer = peak if peak in layers else layers[0]
-        importance = queries.importance_curve(con, factor)
-        contexts = queries.top_contexts(con, factor, layer, k=CONTEXTS_PER_PAGE, offset=0)
-        total = count_contexts(con, factor, layer)
-        histogram = queries.factor_histogram(con, factor, layer, bins=30)
-        intervals = _rows(queries.interval_samples(con, factor, layer))
-        neighbors = queries.factor_neighbors(con, factor, limit=10)
-        label_info = queries.factor_label(con, factor) or {}
-    return FactorView(
+        page = queries.factor_page(con, factor, layer, top_k=TOP_CONTEXTS)
+    if not page["encoded"]:
+        raise InputError(
+            f"This database has a dictionary but no codes yet, so no factor is ever "
+            f"active: run `factorscope encode --db {db_path}`, then reload this page."
+        )
+    top = page["top"]
+    view = FactorView(
         factor=factor,
-        layer=layer,
-        layers=layers,
-        n_factors=n_factors,
-        peak_layer=peak,
-        level=level_info.get("level"),
-        label=label_info.get("label"),
-        importance=importance,
-        contexts=contexts,
-        total_contexts=total,
-        histogram=histogram,
-        intervals=intervals,
-        neighbors=neighbors,
+        layer=page["layer"],
+        layers=page["layers"],
+        n_factors=page["n_factors"],
+        peak_layer=page["peak_layer"],
+        level=page["level"],
+        label=page["label"],
+        importance=page["importance"],
+        contexts=top.head(CONTEXTS_PER_PAGE),
+        total_contexts=min(top.height, TOP_CONTEXTS),
+        histogram=page["histogram"],
+        intervals=_rows(page["intervals"]),
+        neighbors=page["neighbors"],
+        top=top,
+        dictionary_id=page["dictionary_id"],
     )
+    cache.put(key, view)
+    if layer is None:  # /factor/5 and /factor/5?layer=<its peak> are the same view
+        cache.put((*key[:-1], view.layer), view)
+    return view
 
 
-def count_contexts(con: Any, factor: int, layer: int) -> int:
-    """How many of the top-200 contexts exist (fewer when the factor is rarely active)."""
-    counter = getattr(queries, "count_top_contexts", None)
-    if counter is not None:
-        return min(int(counter(con, factor, layer)), TOP_CONTEXTS)
-    # Without a counting query: fetch the last page's worth of ids only once.
-    tail = queries.top_contexts(con, factor, layer, k=1, offset=TOP_CONTEXTS - 1)
-    if tail.height:
-        return TOP_CONTEXTS
-    return int(queries.top_contexts(con, factor, layer, k=TOP_CONTEXTS, offset=0).height)
+def cached_view(db_path: str | Path, factor: Any, layer: Any) -> FactorView | None:
+    """The view of (factor, layer) if :data:`PAGE_CACHE` holds it; None otherwise."""
+    return _cached(PAGE_CACHE, db_path, factor, layer)[1]
+
+
+def _cached(
+    cache: PageCache, db_path: str | Path, factor_raw: Any, layer_raw: Any
+) -> tuple[tuple, FactorView | None]:
+    """(cache key, cached view or None) of validated ``factor_raw`` / ``layer_raw``."""
+    info = cache.file_info(db_path)
+    factor = parse_factor(factor_raw, info.n_factors)
+    layer = parse_layer(layer_raw, info.layers)
+    key = (os.path.realpath(db_path), info.signature, info.dictionary_id, factor, layer)
+    return key, cache.get(key)
 
 
 def contexts_page(
     db_path: str | Path, factor: int, layer: int, page: int, *, per_page: int = CONTEXTS_PER_PAGE
 ) -> pl.DataFrame:
-    """One page (1-based) of the factor's top-200 contexts at ``layer``."""
+    """One page (1-based) of the factor's top-200 contexts at ``layer``.
+
+    A slice of the cached view when there is one (there is, right after the page was
+    shown); else one query, without gathering the whole page.
+    """
     page = max(1, int(page or 1))
     offset = (page - 1) * per_page
     if offset >= TOP_CONTEXTS:
         raise InputError(f"Page {page} is past the top {TOP_CONTEXTS} contexts.")
     k = min(per_page, TOP_CONTEXTS - offset)
+    view = cached_view(db_path, int(factor), int(layer))
+    if view is not None:
+        return view.top.slice(offset, k)
     with WarehouseReader(db_path).connect() as con:
         return queries.top_contexts(con, int(factor), int(layer), k=k, offset=offset)
 
@@ -222,6 +351,7 @@ def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
     if len(text) > 200:
         raise InputError("A label can be at most 200 characters.")
     queries.set_label(db_path, int(factor), text)
+    PAGE_CACHE.clear(db_path)  # the write changed the file's signature too; be explicit
     return f"Saved label of factor {int(factor)}." if text else f"Cleared label of {int(factor)}."
 
 
@@ -231,30 +361,41 @@ def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) ->
     A target is the ranked token itself: its word (``word_index``, the tokenizer's
     word number) and which piece of that word it is (``piece``, 0 for the first), so a
     context ranked for ``##ing`` is explained at ``##ing``, not at the word's first piece.
+    Kept in :data:`PAGE_CACHE` beside the view (a high-level factor's page asks for
+    them on every visit).
     """
+    view = factor_view(db_path, int(factor), int(layer))
+    info = PAGE_CACHE.file_info(db_path)
+    key = (os.path.realpath(db_path), info.signature, view.dictionary_id, view.factor)
+    key = (*key, view.layer, "lime", int(count))
+    cached = PAGE_CACHE.get(key)
+    if cached is not None:
+        return [dict(target) for target in cached]
+    top = view.top.head(int(count))
     with WarehouseReader(db_path).connect() as con:
-        top = queries.top_contexts(con, int(factor), int(layer), k=int(count), offset=0)
-        targets = []
-        for row in top.iter_rows(named=True):
-            sentence = queries.token_context(con, int(row["sentence_idx"]))
-            found = _piece_of(sentence, int(row["token_id"]))
-            if found is None:
-                continue
-            word_index, piece, piece_text = found
-            targets.append(
-                {
-                    "text": sentence["text"],
-                    "sentence_idx": int(row["sentence_idx"]),
-                    "word_index": word_index,
-                    "piece": piece,
-                    "piece_text": piece_text,
-                    "word": row["word"],
-                    "layer": int(layer),
-                    "factor": int(factor),
-                    "alpha": float(row["alpha"]),
-                }
-            )
-    return targets
+        sentences = queries.sentences(con, [int(i) for i in top["sentence_idx"]])
+    targets = []
+    for row in top.iter_rows(named=True):
+        sentence = sentences[int(row["sentence_idx"])]
+        found = _piece_of(sentence, int(row["token_id"]))
+        if found is None:
+            continue
+        word_index, piece, piece_text = found
+        targets.append(
+            {
+                "text": sentence["text"],
+                "sentence_idx": int(row["sentence_idx"]),
+                "word_index": word_index,
+                "piece": piece,
+                "piece_text": piece_text,
+                "word": row["word"],
+                "layer": int(layer),
+                "factor": int(factor),
+                "alpha": float(row["alpha"]),
+            }
+        )
+    PAGE_CACHE.put(key, targets)
+    return [dict(target) for target in targets]
 
 
 def _piece_of(sentence: dict, token_id: int) -> tuple[int, int, str] | None:
@@ -416,8 +557,7 @@ def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:
 
 
 def layer_list(db_path: str | Path) -> list[int]:
-    with WarehouseReader(db_path).connect() as con:
-        return [int(x) for x in queries.layers(con)]
+    return list(PAGE_CACHE.file_info(db_path).layers)
 
 
 def frame_to_csv(frame: pl.DataFrame) -> str:

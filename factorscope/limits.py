@@ -76,6 +76,8 @@ SQL_TIMEOUT_S = 10.0
 """Default seconds before a console query is cancelled (`sql --timeout`)."""
 SQL_MAX_MB = 16
 """Default cap on a console result's size in MB (`sql --max-mb`)."""
+SERVE_THREADS = 8
+"""Default worker threads of `serve`'s server: a few per core of a 2-core machine."""
 
 _SEED = Limit("--seed", 0, 2**32 - 1)
 
@@ -103,6 +105,7 @@ LIMITS: dict[str, Limit] = {
     # serve, sql, report
     "port": Limit("--port", 1, 65535),
     "lime_samples": Limit("--lime-samples", 10, 10_000),
+    "serve_threads": Limit("--threads", 1, 256),
     "max_rows": Limit("--max-rows", 1, 1_000_000),
     "max_mb": Limit("--max-mb", 1, 4096),
     "timeout": Limit("--timeout", 0.1, 3600, integer=False),

@@ -411,7 +411,12 @@ def top_contexts(
     offset = _as_int(offset, "offset")
     if k < 1 or offset < 0:
         raise InputError(f"k must be positive and offset non-negative, got k={k}, offset={offset}")
-    materialised = _meta(con).get("top_k", 0)
+    return _top_contexts(con, factor, layer, k, offset, _meta(con).get("top_k", 0))
+
+
+def _top_contexts(
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, k: int, offset: int, materialised: int
+) -> pl.DataFrame:
     if offset + k <= materialised:
         return _frame(
             con,
@@ -455,6 +460,17 @@ def interval_samples(
     per_interval = _as_int(per_interval, "per_interval")
     if not (1 <= n_intervals <= 100 and 1 <= per_interval <= 1000):
         raise InputError("n_intervals must be in 1..100 and per_interval in 1..1000")
+    return _interval_samples(con, factor, layer, n_intervals, per_interval, _as_int(seed, "seed"))
+
+
+def _interval_samples(
+    con: duckdb.DuckDBPyConnection,
+    factor: int,
+    layer: int,
+    n_intervals: int,
+    per_interval: int,
+    seed: int,
+) -> pl.DataFrame:
     return _frame(
         con,
         _CONTEXTS.format(pick=_PICK_INTERVALS),
@@ -463,10 +479,109 @@ def interval_samples(
             "layer": layer,
             "n_intervals": n_intervals,
             "per_interval": per_interval,
-            "seed": _as_int(seed, "seed"),
+            "seed": seed,
             "context": CONTEXT_WORDS,
         },
     )
+
+
+# ----------------------------------------------------------------------------- factor page
+
+
+def factor_page(
+    con: duckdb.DuckDBPyConnection,
+    factor: int,
+    layer: int | None = None,
+    *,
+    top_k: int = 200,
+    bins: int = 30,
+    n_intervals: int = 5,
+    per_interval: int = 5,
+    n_neighbors: int = 10,
+) -> dict[str, Any]:
+    """Everything the factor page shows, validated once, in a few statements.
+
+    The factor page used to call a dozen functions above, each checking the factor
+    and the layer again (two or three statements apiece): about 30 statements per
+    view. This checks once and reads the rest in six.
+
+    ``layer`` None means the factor's importance peak (the first layer when it never
+    fires). Returns a dict: ``factor``, ``layer``, ``layers`` (all of the run's),
+    ``n_factors``, ``dictionary_id``, ``encoded`` (False when the active dictionary has
+    no codes yet: nothing else is read then), ``peak_layer`` and ``level`` (None when it
+    never fires), ``label`` (the user's, else the automatic one, else None),
+    ``importance`` (frame layer, importance: every layer, 0.0 where it never fires),
+    ``top`` (the first ``top_k`` of :func:`top_contexts`), ``histogram``
+    (:func:`factor_histogram`), ``intervals`` (:func:`interval_samples`, seed 0) and
+    ``neighbors`` (:func:`factor_neighbors` by cosine).
+    """
+    factor = _as_int(factor, "factor")
+    sizes = {
+        "top_k": (_as_int(top_k, "top_k"), 10_000),
+        "bins": (_as_int(bins, "bins"), 1000),
+        "n_intervals": (_as_int(n_intervals, "n_intervals"), 100),
+        "per_interval": (_as_int(per_interval, "per_interval"), 1000),
+        "n_neighbors": (_as_int(n_neighbors, "n_neighbors"), 10_000),
+    }
+    for name, (value, high) in sizes.items():
+        if not 1 <= value <= high:
+            raise InputError(f"{name} must be in 1..{high}, got {value}")
+    dictionary_id = active_dictionary_id(con)
+    head = _rows(
+        con,
+        """
+        SELECT (SELECT n_factors FROM dictionaries WHERE dictionary_id = $d),
+               (SELECT count(*) FROM layer_quality WHERE dictionary_id = $d),
+               (SELECT peak_layer FROM factor_levels WHERE factor = $f),
+               (SELECT level FROM factor_levels WHERE factor = $f),
+               (SELECT arg_min(label, CASE source WHEN 'user' THEN 0 ELSE 1 END)
+                  FROM factor_labels WHERE factor = $f),
+               (SELECT map(list(layer), list(importance))
+                  FROM factor_importance WHERE factor = $f),
+               (SELECT value FROM summary_meta WHERE key = 'top_k')
+        """,
+        {"d": dictionary_id, "f": factor},
+    )[0]
+    n_factors, n_quality, peak, level, label, found, materialised = head
+    if not 0 <= factor < int(n_factors):
+        raise InputError(
+            f"factor {factor} does not exist: this dictionary has factors 0..{int(n_factors) - 1}"
+        )
+    all_layers = layers(con)
+    if layer is not None:
+        layer = check_layer(con, layer)
+    peak = int(peak) if peak is not None else None
+    if layer is None:
+        layer = peak if peak in all_layers else all_layers[0]
+    found = dict(found or {})
+    page: dict[str, Any] = {
+        "factor": factor,
+        "layer": layer,
+        "layers": all_layers,
+        "n_factors": int(n_factors),
+        "dictionary_id": dictionary_id,
+        "encoded": bool(n_quality),
+        "peak_layer": peak,
+        "level": level,
+        "label": label,
+        "importance": pl.DataFrame(
+            {
+                "layer": all_layers,
+                "importance": [float(found.get(x, 0.0)) for x in all_layers],
+            },
+            schema={"layer": pl.Int64, "importance": pl.Float64},
+        ),
+    }
+    if not page["encoded"]:
+        return page
+    materialised = int(json.loads(materialised)) if materialised is not None else 0
+    page["top"] = _top_contexts(con, factor, layer, int(top_k), 0, materialised)
+    page["histogram"] = _histogram(con, factor, layer, int(bins))
+    page["intervals"] = _interval_samples(
+        con, factor, layer, int(n_intervals), int(per_interval), 0
+    )
+    page["neighbors"] = _neighbors(con, factor, int(n_neighbors))
+    return page
 
 
 # ----------------------------------------------------------------------------- importance
@@ -557,6 +672,10 @@ def factor_histogram(
     bins = _as_int(bins, "bins")
     if not 1 <= bins <= 1000:
         raise InputError(f"bins must be in 1..1000, got {bins}")
+    return _histogram(con, factor, layer, bins)
+
+
+def _histogram(con: duckdb.DuckDBPyConnection, factor: int, layer: int, bins: int) -> pl.DataFrame:
     rows = _rows(
         con,
         """
@@ -597,16 +716,25 @@ def factor_neighbors(
     factor = check_factor(con, factor)
     limit = _as_int(limit, "limit")
     order = {
-        "cosine": "cosine DESC, neighbor",
+        "cosine": _BY_COSINE,
         "coactivation": "coactivation DESC, cosine DESC, neighbor",
     }
     if by not in order:
         raise InputError(f"by must be 'cosine' or 'coactivation', got {by!r}")
-    # The ORDER BY clause comes from the allow-list above.
+    return _neighbors(con, factor, limit, order[by])
+
+
+_BY_COSINE = "cosine DESC, neighbor"
+
+
+def _neighbors(
+    con: duckdb.DuckDBPyConnection, factor: int, limit: int, order: str = _BY_COSINE
+) -> pl.DataFrame:
+    # ``order`` is one of factor_neighbors' allow-listed ORDER BY clauses.
     return _frame(
         con,
         "SELECT neighbor, cosine, coactivation FROM factor_neighbors WHERE factor = $factor "
-        f"ORDER BY {order[by]} LIMIT $limit",
+        f"ORDER BY {order} LIMIT $limit",
         {"factor": factor, "limit": limit},
     )
 
@@ -775,6 +903,37 @@ def token_context(con: duckdb.DuckDBPyConnection, sentence_idx: int) -> dict:
         {"s": sentence_idx},
     )
     return {"sentence_idx": sentence_idx, "text": text[0][0], "tokens": tokens.to_dicts()}
+
+
+def sentences(con: duckdb.DuckDBPyConnection, sentence_ids: list[int]) -> dict[int, dict]:
+    """:func:`token_context` of several sentences in two statements: {sentence_idx: dict}."""
+    ids = sorted({_as_int(i, "sentence_idx") for i in sentence_ids})
+    if not ids:
+        return {}
+    texts = dict(
+        _rows(
+            con,
+            "SELECT sentence_idx, text FROM sentences WHERE list_contains(?, sentence_idx)",
+            [ids],
+        )
+    )
+    missing = [i for i in ids if i not in texts]
+    if missing:
+        n = _scalar(con, "SELECT count(*) FROM sentences")
+        raise InputError(
+            f"sentence {missing[0]} does not exist: this corpus has sentences 0..{n - 1}"
+        )
+    tokens = _frame(
+        con,
+        "SELECT sentence_idx, token_id, position, piece, word, word_index, char_start, "
+        "char_end, word_start, word_end FROM tokens WHERE list_contains($ids, sentence_idx) "
+        "ORDER BY sentence_idx, position",
+        {"ids": ids},
+    )
+    out: dict[int, dict] = {i: {"sentence_idx": i, "text": texts[i], "tokens": []} for i in ids}
+    for row in tokens.iter_rows(named=True):
+        out[int(row.pop("sentence_idx"))]["tokens"].append(row)
+    return out
 
 
 # ----------------------------------------------------------------------------- report

@@ -3,15 +3,26 @@
 The URL is the page's state: typing a factor, switching layers or pressing a random
 button navigates (without a reload) to the new URL, and the layout is rebuilt from it,
 so every view can be shared as a link.
+
+One round trip per view: the page router's callback returns the whole page (its data
+comes from :func:`logic.factor_view`, cached per file version, factor and layer). The
+page's own callbacks navigate through a ``dcc.Location`` inside the page
+(``ids.FACTOR_NAV``), not the app's: Dash calls a ``prevent_initial_call`` callback
+when the page is inserted if its output lives outside the page, which cost three
+extra requests per view. The layer buttons navigate in the browser (a clientside
+callback reading the links the server put in ``ids.FACTOR_STATE``).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback, ctx, dcc, html, no_update
+from dash import Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
 from factorscope.dash_app import components as ui
 from factorscope.dash_app import config, ids, lime_jobs, logic
@@ -28,6 +39,25 @@ dash.register_page(
 
 LIME_COUNT_DEFAULT = 3
 
+_RENDERED: weakref.WeakKeyDictionary[logic.FactorView, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_RENDERED_LOCK = threading.Lock()
+
+
+def _rendered(view: logic.FactorView, part: Any, build: Callable[[], Any]) -> Any:
+    """A part of the page drawn from ``view``, drawn once per view.
+
+    Building Dash components and serialising them took most of a cached view's time
+    (7 ms of 9). The parts are kept, in wire form, as long as the cached view lives
+    and are only read afterwards, so requests on several threads can share them.
+    """
+    with _RENDERED_LOCK:
+        parts = _RENDERED.setdefault(view, {})
+        if part in parts:
+            return parts[part]
+    built = build()
+    with _RENDERED_LOCK:
+        return parts.setdefault(part, built)
+
 
 def layout(factor: str | None = None, layer: str | None = None, **_query: Any) -> html.Div:
     db_path = config.db_path()
@@ -39,27 +69,34 @@ def layout(factor: str | None = None, layer: str | None = None, **_query: Any) -
         return html.Div(
             [_header(factor, None), ui.error_alert(str(e), id=ids.FACTOR_FEEDBACK + "-page")]
         )
-    return html.Div(
-        [
-            _header(view.factor, view.n_factors),
-            _title(view),
-            _layer_bar(view),
-            dbc.Row(
-                [
-                    dbc.Col(_contexts_card(view), lg=7, className="mb-3"),
-                    dbc.Col(_side_cards(view), lg=5, className="mb-3"),
-                ]
-            ),
-            _lime_card(view),
-            dbc.Card(
-                [
-                    dbc.CardHeader("Contexts sampled from activation intervals"),
-                    dbc.CardBody(ui.intervals_block(view.intervals), id=ids.INTERVALS),
-                ],
-                className="mb-3 fs-card",
-            ),
-        ]
-    )
+    # Everything but the LIME card (which may start a job per visit) is drawn once per
+    # cached view and kept in the form Dash sends (ui.wire).
+    before, after = _rendered(view, "page", lambda: _static_parts(view))
+    return html.Div([*before, _lime_card(view), *after])
+
+
+def _static_parts(view: logic.FactorView) -> tuple[list[Any], list[Any]]:
+    before = [
+        _header(view.factor, view.n_factors),
+        _title(view),
+        _layer_bar(view),
+        dbc.Row(
+            [
+                dbc.Col(_contexts_card(view), lg=7, className="mb-3"),
+                dbc.Col(_side_cards(view), lg=5, className="mb-3"),
+            ]
+        ),
+    ]
+    after = [
+        dbc.Card(
+            [
+                dbc.CardHeader("Contexts sampled from activation intervals"),
+                dbc.CardBody(ui.intervals_block(view.intervals), id=ids.INTERVALS),
+            ],
+            className="mb-3 fs-card",
+        )
+    ]
+    return ui.wire(before), ui.wire(after)
 
 
 # --------------------------------------------------------------------------- layout parts
@@ -109,6 +146,7 @@ def _header(factor: Any, n_factors: int | None) -> dbc.Row:
                 lg=8,
                 className="text-md-end mt-2 mt-md-0",
             ),
+            dcc.Location(id=ids.FACTOR_NAV, refresh="callback-nav"),
         ],
         className="mb-3 align-items-start",
     )
@@ -167,7 +205,15 @@ def _layer_bar(view: logic.FactorView) -> html.Div:
                 labelClassName="btn btn-outline-primary btn-sm",
                 labelCheckedClassName="active",
             ),
-            dcc.Store(id=ids.FACTOR_STATE, data={"factor": view.factor, "layer": view.layer}),
+            dcc.Store(
+                id=ids.FACTOR_STATE,
+                data={
+                    "factor": view.factor,
+                    "layer": view.layer,
+                    # where each layer button leads (read by the clientside callback)
+                    "hrefs": {str(x): logic.factor_href(view.factor, x) for x in view.layers},
+                },
+            ),
         ],
         className="mb-3 d-flex align-items-center flex-wrap",
     )
@@ -340,7 +386,7 @@ def _start_lime(factor: int, layer: int, count: int, n_samples: int) -> str:
 
 
 @callback(
-    Output(ids.URL, "href", allow_duplicate=True),
+    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
     Output(ids.FACTOR_FEEDBACK, "children"),
     Input(ids.FACTOR_GO, "n_clicks"),
     Input(ids.FACTOR_INPUT, "n_submit"),
@@ -348,9 +394,7 @@ def _start_lime(factor: int, layer: int, count: int, n_samples: int) -> str:
     prevent_initial_call=True,
 )
 def go_to_factor(clicks: Any, submit: Any, raw: Any) -> tuple[Any, str]:
-    # The URL lives outside the page, so Dash calls this when the page is inserted;
-    # only a real click or Enter (a count) navigates.
-    if not clicks and not submit:
+    if not clicks and not submit:  # only a real click or Enter (a count) navigates
         return no_update, no_update
     try:
         factor = logic.parse_factor(raw, logic.dictionary_size(config.db_path()))
@@ -360,7 +404,7 @@ def go_to_factor(clicks: Any, submit: Any, raw: Any) -> tuple[Any, str]:
 
 
 @callback(
-    Output(ids.URL, "href", allow_duplicate=True),
+    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
     Output(ids.RANDOM_FEEDBACK, "children"),
     Input(ids.RANDOM_LOW, "n_clicks"),
     Input(ids.RANDOM_MID, "n_clicks"),
@@ -379,16 +423,20 @@ def random_factor(*clicks: Any) -> tuple[Any, str]:
     return logic.factor_href(factor), ""
 
 
-@callback(
-    Output(ids.URL, "href", allow_duplicate=True),
+clientside_callback(
+    """
+    function (layer, state) {
+        if (!state || layer === null || layer === undefined || Number(layer) === state.layer) {
+            return window.dash_clientside.no_update;
+        }
+        return (state.hrefs || {})[String(layer)] || window.dash_clientside.no_update;
+    }
+    """,
+    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
     Input(ids.LAYER_SELECT, "value"),
     State(ids.FACTOR_STATE, "data"),
     prevent_initial_call=True,
 )
-def switch_layer(layer: Any, state: dict | None) -> Any:
-    if not state or layer is None or int(layer) == state.get("layer"):
-        return no_update
-    return logic.factor_href(state["factor"], int(layer))
 
 
 @callback(
@@ -402,9 +450,12 @@ def show_contexts_page(page: Any, state: dict | None) -> Any:
         return no_update
     try:
         frame = logic.contexts_page(config.db_path(), state["factor"], state["layer"], page or 1)
+        view = logic.cached_view(config.db_path(), state["factor"], state["layer"])
     except FactorscopeError as e:
         return ui.error_alert(str(e))
-    return ui.contexts_table(frame)
+    if view is None:
+        return ui.contexts_table(frame)
+    return _rendered(view, ("contexts", int(page or 1)), lambda: ui.wire(ui.contexts_table(frame)))
 
 
 @callback(

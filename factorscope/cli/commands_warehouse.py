@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from factorscope.cli.app import DEFAULT_DB, DbOption, app, limited
-from factorscope.limits import SQL_MAX_MB, SQL_TIMEOUT_S
+from factorscope.limits import SERVE_THREADS, SQL_MAX_MB, SQL_TIMEOUT_S
 
 
 @app.command()
@@ -74,9 +74,15 @@ def serve(
     lime_samples: Annotated[
         int, limited("lime_samples", "--lime-samples", help="Default LIME sample count.")
     ] = 200,
-    debug: bool = False,
+    serve_threads: Annotated[
+        int,
+        limited("serve_threads", "--threads", help="Worker threads of the server (one process)."),
+    ] = SERVE_THREADS,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Dash's development server (debug tools) instead.")
+    ] = False,
 ) -> None:
-    """Serve the Dash explorer over the published database."""
+    """Serve the Dash explorer over the published database (waitress; --debug: dev server)."""
     from factorscope.cli.checks import check_port_free, check_readable_database
     from factorscope.dash_app.app import serve as serve_app
     from factorscope.progress import stderr_console
@@ -91,5 +97,15 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
-    typer.echo(f"factorscope: serving {db.resolve()} on http://{host}:{port}/ (Ctrl+C stops)")
-    serve_app(db, host=host, port=port, debug=debug, lime_default_samples=lime_samples)
+    server = "the development server" if debug else f"waitress, {serve_threads} threads"
+    typer.echo(
+        f"factorscope: serving {db.resolve()} on http://{host}:{port}/ with {server} (Ctrl+C stops)"
+    )
+    serve_app(
+        db,
+        host=host,
+        port=port,
+        debug=debug,
+        threads=serve_threads,
+        lime_default_samples=lime_samples,
+    )
