@@ -10,10 +10,10 @@ Jobs live in this process's memory, which is right for ``app.run``'s one process
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +43,26 @@ class Job:
 
 _jobs: dict[str, Job] = {}
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_queue: queue.SimpleQueue | None = None
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
+def _submit(*work: Any) -> None:
+    """Queue work for the one LIME worker, started on first use.
+
+    The worker is a daemon thread: a server told to stop (Ctrl+C, SIGTERM) exits at
+    once instead of waiting for a LIME map nobody will read.
+    """
+    global _queue
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lime")
-        return _executor
+        if _queue is None:
+            _queue = queue.SimpleQueue()
+            threading.Thread(target=_worker, args=(_queue,), name="lime", daemon=True).start()
+        _queue.put(work)
+
+
+def _worker(jobs: queue.SimpleQueue) -> None:
+    while True:
+        _run(*jobs.get())
 
 
 def start(db_path: str | Path, get_analyzer: Any, targets: list[dict], n_samples: int) -> str:
@@ -67,7 +78,7 @@ def start(db_path: str | Path, get_analyzer: Any, targets: list[dict], n_samples
         _jobs[job_id] = job
         while len(_jobs) > _MAX_JOBS:
             _jobs.pop(next(iter(_jobs)))
-    _pool().submit(_run, job, db_path, get_analyzer)
+    _submit(job, db_path, get_analyzer)
     return job_id
 
 
