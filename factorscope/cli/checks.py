@@ -50,7 +50,7 @@ def check_same_run(db: Path, config: Any, *, overwrite: bool) -> None:
     With ``overwrite`` a database holding any run is removed (with its staging copy),
     so the ingest starts over.
     """
-    from factorscope.ingest.pipeline import existing_run
+    from factorscope.stages.ingest import existing_run
 
     previous = existing_run(db)
     if previous is not None and overwrite:
