@@ -254,7 +254,7 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
 ):
     """2 shard ingests joined = one ingest: rows, bottom-k sample, chunks, run; resumable."""
     from factorscope.errors import WarehouseError
-    from factorscope.ingest import pipeline
+    from factorscope.stages import ingest as pipeline
     from factorscope.stages.encode import run_encode
     from factorscope.stages.learn import LearnConfig, run_learn
     from factorscope.stages.merge_ingest import run_merge_ingest
