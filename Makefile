@@ -16,7 +16,7 @@ APT_PACKAGES_TEST := fortunes chromium chromium-driver
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-test ingest learn encode pipeline serve demo report test test-fast lint format bench status clean
+.PHONY: setup setup-test ingest learn encode pipeline serve demo report test test-fast lint lint-imports format bench status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,7 @@ report: setup
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory lint-imports
 	$(BIN)/pytest -q
 
 test-fast: setup
@@ -75,6 +76,18 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory lint-imports
+
+# The layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml).
+# import-linter finds a package's modules by walking its folder, and ingest/, sparse/,
+# warehouse/, dash_app/ sit beside factorscope/ on disk; so it reads a copy of the
+# tree laid out as the wheel installs it (and run there, so that copy is imported).
+LINT_TREE := build/lint-imports
+lint-imports: setup
+	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE)
+	cp -R factorscope $(LINT_TREE)/
+	for d in ingest sparse warehouse dash_app; do cp -R $$d $(LINT_TREE)/factorscope/; done
+	cd $(LINT_TREE) && $(abspath $(BIN))/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 format: setup
 	$(BIN)/ruff format .

@@ -34,8 +34,8 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 def _base_db(n_sentences: int) -> Path:
     from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.ingest.pipeline import IngestConfig, run_ingest
-    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.stages.ingest import IngestConfig, run_ingest
+    from factorscope.stages.learn import LearnConfig, run_learn
 
     db = CACHE / f"scale_minilm_{n_sentences}.duckdb"
     if not db.exists():
@@ -64,11 +64,11 @@ def main() -> int:
 
     import ray
 
-    from factorscope.encode import EncodeConfig
-    from factorscope.scale.merge import run_merge
-    from factorscope.scale.ray_engine import run_ray_encode
-    from factorscope.scale.shard_encode import run_shard_encode
-    from factorscope.scale.sharding import ShardSpec
+    from factorscope.stages.encode import EncodeConfig
+    from factorscope.stages.merge import run_merge
+    from factorscope.stages.ray_engine import run_ray_encode
+    from factorscope.stages.shard_encode import run_shard_encode
+    from factorscope.stages.sharding import ShardSpec
 
     db = _base_db(args.sentences)
     work = CACHE / "scale_work"

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from factorscope.encode import load_run_model
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.ingest.model import LoadedModel
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
-from factorscope.learn import load_learner
 from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
+from factorscope.stages.encode import load_run_model
+from factorscope.stages.learn import load_learner
 from factorscope.warehouse import store
 from factorscope.warehouse.queries import WarehouseReader
 

@@ -87,7 +87,7 @@ LIMITS: dict[str, Limit] = {
     "max_words": Limit("--max-words", 1, 10_000),
     "max_sentences": Limit("--max-sentences", 1, 10**9, all_word=True),
     "seed": _SEED,
-    # ingest (max_length's ceiling is ingest.pipeline.MAX_POSITIONS, checked by a test)
+    # ingest (max_length's ceiling is ingest.runner.MAX_POSITIONS, checked by a test)
     "max_length": Limit("--max-length", 2, 1024),
     "chunk_size": Limit("--chunk-size", 1, 1_000_000),
     "sample_size": Limit("--sample-size", 0, 10**12, all_word=True),

@@ -90,10 +90,10 @@ def tiny_pipeline_db(
 
     Treat it as read-only; copy it (``copy_db``) before writing.
     """
-    from factorscope.encode import run_encode
     from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.ingest.pipeline import IngestConfig, run_ingest
-    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.stages.encode import run_encode
+    from factorscope.stages.ingest import IngestConfig, run_ingest
+    from factorscope.stages.learn import LearnConfig, run_learn
 
     db = tmp_path_factory.mktemp("pipeline") / "tiny.duckdb"
     run_ingest(

@@ -191,7 +191,7 @@ def test_other_settings_are_named_and_overwrite_starts_over(
     assert sha(db) == before
     code, out, err = run_cli(capsys, "ingest", "--db", db, *args, "--min-words", "5", "--overwrite")
     assert code == 0, err
-    from factorscope.ingest.pipeline import existing_run
+    from factorscope.stages.ingest import existing_run
 
     run = existing_run(db)
     assert run["config"]["corpus"]["min_words"] == 5 and run["status"] == "ingested"
@@ -241,8 +241,8 @@ def test_home_page_hints_encode_when_no_codes(tmp_path, sentence_corpus, tiny_mo
     from factorscope.dash_app import logic
     from factorscope.errors import InputError
     from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.ingest.pipeline import IngestConfig, run_ingest
-    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.stages.ingest import IngestConfig, run_ingest
+    from factorscope.stages.learn import LearnConfig, run_learn
 
     db = tmp_path / "learned.duckdb"
     run_ingest(
@@ -261,7 +261,7 @@ def test_home_page_hints_encode_when_no_codes(tmp_path, sentence_corpus, tiny_mo
 
 def test_limits_agree_with_the_code():
     """The limits table's ceilings match the constants the code enforces."""
-    from factorscope.ingest.pipeline import MAX_POSITIONS
+    from factorscope.ingest.runner import MAX_POSITIONS
     from factorscope.limits import LIMITS
 
     assert LIMITS["max_length"].high == MAX_POSITIONS

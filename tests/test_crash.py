@@ -385,7 +385,7 @@ def test_merge_killed_is_rebuilt_whole_keeping_only_its_own_runs_labels(
 
 
 def test_merge_over_another_runs_file_drops_its_labels(tmp_path: Path, reference: dict) -> None:
-    from factorscope.scale.merge import run_merge
+    from factorscope.stages.merge import run_merge
     from factorscope.warehouse.synthetic import build_synthetic_db
 
     other = tmp_path / "other.duckdb"

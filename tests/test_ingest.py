@@ -11,8 +11,8 @@ import pytest
 from factorscope.cli import main
 from factorscope.ingest.corpus import CorpusConfig
 from factorscope.ingest.model import load_model
-from factorscope.ingest.pipeline import IngestConfig, run_ingest
 from factorscope.ingest.runner import hidden_states, tokenize
+from factorscope.stages.ingest import IngestConfig, run_ingest
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 

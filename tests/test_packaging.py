@@ -41,7 +41,9 @@ def test_wheel_holds_only_the_factorscope_package(wheel: Path) -> None:
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"factorscope"}
     for expected in (
-        "factorscope/ingest/pipeline.py",
+        "factorscope/ingest/corpus.py",
+        "factorscope/stages/ingest.py",
+        "factorscope/stages/shard_encode.py",
         "factorscope/sparse/__init__.py",
         "factorscope/warehouse/schema/001_core.sql",
         "factorscope/dash_app/__init__.py",

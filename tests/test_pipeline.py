@@ -11,11 +11,11 @@ import pytest
 
 from factorscope.analyzer import LiveAnalyzer
 from factorscope.cli import main
-from factorscope.encode import run_encode
 from factorscope.ingest.corpus import CorpusConfig
-from factorscope.ingest.pipeline import IngestConfig, run_ingest
-from factorscope.learn import LearnConfig, run_learn
-from factorscope.pipeline_config import load_pipeline_config
+from factorscope.stages.encode import run_encode
+from factorscope.stages.ingest import IngestConfig, run_ingest
+from factorscope.stages.learn import LearnConfig, run_learn
+from factorscope.stages.pipeline_config import load_pipeline_config
 from factorscope.warehouse.connection import connect
 
 from .conftest import TINY_FACTORS, copy_db

@@ -10,9 +10,9 @@ import pytest
 
 from factorscope.cli import main
 from factorscope.errors import InputError, SqlRefusedError
-from factorscope.scale.merge import run_merge
-from factorscope.scale.shard_encode import run_shard_encode
-from factorscope.scale.sharding import ShardSpec, shard_of
+from factorscope.stages.merge import run_merge
+from factorscope.stages.shard_encode import run_shard_encode
+from factorscope.stages.sharding import ShardSpec, shard_of
 from factorscope.warehouse import queries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.safe_sql import run_safe_query
@@ -199,7 +199,7 @@ def test_ray_data_engine_matches_the_local_run(tiny_pipeline_db, tmp_path):
     """Ray Data on a local 2-CPU instance; a missing ray is a failure, not a skip."""
     import ray
 
-    from factorscope.scale.ray_engine import run_ray_encode
+    from factorscope.stages.ray_engine import run_ray_encode
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
@@ -221,7 +221,7 @@ INGEST_TABLES = ("sentences", "tokens", "hidden_states")
 
 def _tiny_ingest(model: Path, corpus: Path, **overrides):
     from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.ingest.pipeline import IngestConfig
+    from factorscope.stages.ingest import IngestConfig
 
     base = {
         "corpus": CorpusConfig(source=str(corpus), split="lines", max_sentences=None),
@@ -233,7 +233,7 @@ def _tiny_ingest(model: Path, corpus: Path, **overrides):
 
 
 def _ingest_shards(config, root: Path, n: int) -> list[Path]:
-    from factorscope.ingest.pipeline import run_ingest
+    from factorscope.stages.ingest import run_ingest
 
     dbs = []
     for i in range(n):
@@ -265,11 +265,11 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     tiny_model_dir, sentence_corpus, tmp_path, monkeypatch
 ):
     """2 shard ingests joined = one ingest: rows, bottom-k sample, chunks, run; resumable."""
-    from factorscope.encode import run_encode
     from factorscope.errors import WarehouseError
-    from factorscope.ingest import pipeline
-    from factorscope.learn import LearnConfig, run_learn
-    from factorscope.scale.merge_ingest import run_merge_ingest
+    from factorscope.stages import ingest as pipeline
+    from factorscope.stages.encode import run_encode
+    from factorscope.stages.learn import LearnConfig, run_learn
+    from factorscope.stages.merge_ingest import run_merge_ingest
     from factorscope.warehouse import store
 
     # A relative corpus path makes the sentence ids, and so the shard assignment, the same
@@ -339,8 +339,8 @@ def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
     tiny_pipeline_db, tiny_model_dir, sentence_corpus, tmp_path, capsys
 ):
     """4 shard ingests -> merge-ingest -> learn -> 4 shard encodes -> merge == one local run."""
-    from factorscope.encode import run_encode
-    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.stages.encode import run_encode
+    from factorscope.stages.learn import LearnConfig, run_learn
 
     from .conftest import TINY_FACTORS
 

@@ -82,7 +82,7 @@ def test_the_splitter_is_a_recorded_setting(tmp_path):
 
     from factorscope.errors import InputError
     from factorscope.ingest.corpus import CorpusConfig, read_corpus
-    from factorscope.ingest.pipeline import IngestConfig
+    from factorscope.stages.ingest import IngestConfig
 
     text = tmp_path / "p.txt"
     text.write_text("Dr. Smith met Mr. Jones in the U.S. yesterday. They talked for hours.\n")

@@ -1,7 +1,7 @@
 """Parquet beside (or instead of) the DuckDB file: shard folders and attached codes.
 
 A *shard folder* is what one shard of a scaled-out encode writes (see
-``factorscope.scale``), in a hive layout DuckDB, Spark or polars read as they are::
+``factorscope.stages.shard_encode``), in a hive layout DuckDB, Spark or polars read as they are::
 
     shard.json                      manifest, written last: the shard is complete
     dictionary.parquet              factor, vector (the atoms the codes were made with)

@@ -101,6 +101,17 @@ def publish_lock(path: str | Path, *, timeout_s: float = 60.0) -> Iterator[None]
         os.close(fd)
 
 
+def check_db_path_writable(db_path: Path) -> None:
+    """Fail early, before any work, when the database cannot be written."""
+    parent = db_path.resolve().parent
+    if not parent.is_dir():
+        raise WarehouseError(f"cannot write database {db_path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise WarehouseError(f"cannot write database {db_path}: folder {parent} is not writable")
+    if db_path.exists() and not os.access(db_path, os.W_OK):
+        raise WarehouseError(f"cannot write database {db_path}: file is read-only")
+
+
 def newest_copy(path: str | Path) -> Path:
     """Where the newest data is: an unfinished staging copy if a writer left one, else ``path``.
 

@@ -1,6 +1,6 @@
 """Decomposable summaries: partial summaries per shard, and the warehouse merged from them.
 
-Each shard of an encode (see ``factorscope.scale``) writes, next to its codes, the
+Each shard of an encode (see ``factorscope.stages.shard_encode``) writes, next to its codes, the
 partial summaries of its own tokens (:func:`partial_summaries`); ``factorscope
 merge`` combines them (:func:`build_merged_warehouse`) into exactly what
 :func:`factorscope.warehouse.summaries.refresh_summaries` computes over all codes:

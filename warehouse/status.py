@@ -8,7 +8,7 @@ import duckdb
 
 from factorscope.errors import WarehouseError
 from factorscope.warehouse import store
-from factorscope.warehouse.connection import connect
+from factorscope.warehouse.connection import connect, first_line, schema_version
 from factorscope.warehouse.publish import wip_path
 
 
@@ -74,3 +74,34 @@ def database_status(db_path: str | Path) -> dict:
         finally:
             con.close()
     return report
+
+
+def servable_contents(db: Path) -> dict:
+    """Open ``db`` read-only before a server starts on it; returns what it holds.
+
+    ``{"dictionaries": int, "encoded": bool}``; a missing, foreign or unreadable file
+    raises :class:`WarehouseError` with the command that builds one.
+    """
+    if not db.exists():
+        raise WarehouseError(
+            f"no database at {db}: build one with `factorscope pipeline --db {db}` "
+            "(or ingest, learn, encode), or give --db PATH"
+        )
+    if db.is_dir():
+        raise WarehouseError(f"--db {db} is a folder, not a DuckDB file")
+    try:
+        con = connect(db, read_only=True)
+    except WarehouseError as e:
+        raise WarehouseError(f"{e} (is it a factorscope database? give --db PATH)") from e
+    try:
+        if schema_version(con) < 1 or store.get_run(con) is None:
+            raise WarehouseError(
+                f"{db} holds no factorscope run: run `factorscope pipeline --db {db}` first"
+            )
+        n_dicts = con.execute("SELECT count(*) FROM dictionaries").fetchall()[0][0]
+        n_quality = con.execute("SELECT count(*) FROM layer_quality").fetchall()[0][0]
+    except duckdb.Error as e:
+        raise WarehouseError(f"cannot read database {db}: {first_line(e)}") from e
+    finally:
+        con.close()
+    return {"dictionaries": int(n_dicts), "encoded": int(n_quality) > 0}

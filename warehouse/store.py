@@ -283,7 +283,7 @@ def read_hidden_sample(
     """The stored token x layer sample as (vectors (n, d) float32, layers (n,), token_ids (n,)).
 
     Rows come in (layer, token_id) order; callers wanting a subset should pick it by
-    the sampling key (see factorscope.learn), not by position, or they would get
+    the sampling key (see factorscope.stages.learn), not by position, or they would get
     the first layers only.
     """
     run = require_run(con)

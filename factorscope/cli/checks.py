@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from factorscope.errors import InputError, WarehouseError
+from factorscope.errors import InputError
 
 # IngestConfig fields that change speed, not rows (left out of its config_hash).
 _RUNTIME_ONLY = ("batch_size", "device", "threads")
@@ -50,7 +50,7 @@ def check_same_run(db: Path, config: Any, *, overwrite: bool) -> None:
     With ``overwrite`` a database holding any run is removed (with its staging copy),
     so the ingest starts over.
     """
-    from factorscope.ingest.pipeline import existing_run
+    from factorscope.stages.ingest import existing_run
 
     previous = existing_run(db)
     if previous is not None and overwrite:
@@ -78,34 +78,9 @@ def remove_database(db: Path) -> None:
 
 def check_readable_database(db: Path) -> dict:
     """Open ``db`` read-only before a server starts on it; returns what it holds."""
-    import duckdb
+    from factorscope.warehouse.status import servable_contents
 
-    from factorscope.warehouse import store
-    from factorscope.warehouse.connection import connect, first_line, schema_version
-
-    if not db.exists():
-        raise WarehouseError(
-            f"no database at {db}: build one with `factorscope pipeline --db {db}` "
-            "(or ingest, learn, encode), or give --db PATH"
-        )
-    if db.is_dir():
-        raise WarehouseError(f"--db {db} is a folder, not a DuckDB file")
-    try:
-        con = connect(db, read_only=True)
-    except WarehouseError as e:
-        raise WarehouseError(f"{e} (is it a factorscope database? give --db PATH)") from e
-    try:
-        if schema_version(con) < 1 or store.get_run(con) is None:
-            raise WarehouseError(
-                f"{db} holds no factorscope run: run `factorscope pipeline --db {db}` first"
-            )
-        n_dicts = con.execute("SELECT count(*) FROM dictionaries").fetchall()[0][0]
-        n_quality = con.execute("SELECT count(*) FROM layer_quality").fetchall()[0][0]
-    except duckdb.Error as e:
-        raise WarehouseError(f"cannot read database {db}: {first_line(e)}") from e
-    finally:
-        con.close()
-    return {"dictionaries": int(n_dicts), "encoded": int(n_quality) > 0}
+    return servable_contents(db)
 
 
 def check_port_free(host: str, port: int) -> None:

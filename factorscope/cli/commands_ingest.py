@@ -108,8 +108,8 @@ def ingest(
     """
     from factorscope.cli.checks import check_same_run
     from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.ingest.pipeline import IngestConfig, run_ingest
-    from factorscope.scale.sharding import ShardSpec
+    from factorscope.stages.ingest import IngestConfig, run_ingest
+    from factorscope.stages.sharding import ShardSpec
 
     config = IngestConfig(
         corpus=CorpusConfig(

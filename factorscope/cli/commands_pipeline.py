@@ -69,7 +69,7 @@ def learn(
     ] = None,
 ) -> None:
     """Learn one dictionary shared by all layers from the stored hidden-state sample."""
-    from factorscope.learn import LearnConfig, run_learn
+    from factorscope.stages.learn import LearnConfig, run_learn
 
     config = LearnConfig(
         n_factors=n_factors,
@@ -127,9 +127,9 @@ def encode(
     the database; `factorscope merge` builds the warehouse from the folders.
     """
     from factorscope.cli.checks import check_output_folder
-    from factorscope.encode import EncodeConfig, run_encode
     from factorscope.errors import InputError
     from factorscope.sparse import BACKENDS
+    from factorscope.stages.encode import EncodeConfig, run_encode
 
     config = EncodeConfig(
         dictionary_id=dictionary,
@@ -153,12 +153,12 @@ def encode(
         raise InputError(
             "--shard, --dictionary-db and --engine ray write a shard folder: give --out DIR"
         )
-    from factorscope.scale.sharding import ShardSpec
+    from factorscope.stages.sharding import ShardSpec
 
     # Without --shard: the shard --db was ingested as, or else the whole run.
     spec = ShardSpec.parse(shard) if shard is not None else None
     if engine == "ray":
-        from factorscope.scale.ray_engine import run_ray_encode
+        from factorscope.stages.ray_engine import run_ray_encode
 
         result = run_ray_encode(
             db,
@@ -171,7 +171,7 @@ def encode(
             dictionary_db=dictionary_db,
         )
     else:
-        from factorscope.scale.shard_encode import run_shard_encode
+        from factorscope.stages.shard_encode import run_shard_encode
 
         result = run_shard_encode(
             db, out, shard=spec, config=config, partial_k=partial_k, dictionary_db=dictionary_db
@@ -193,7 +193,7 @@ def merge(
     ] = False,
 ) -> None:
     """Build the warehouse (replacing --db) from shard folders: same tables, views, summaries."""
-    from factorscope.scale.merge import run_merge
+    from factorscope.stages.merge import run_merge
 
     typer.echo(run_merge(db, shard_dirs, attach=attach).line())
 
@@ -208,7 +208,7 @@ def merge_ingest(
 ) -> None:
     """Join shard ingests into one run database (replacing --db) to learn on: same rows as
     one unsharded ingest (sentences, tokens, the hidden-state sample)."""
-    from factorscope.scale.merge_ingest import run_merge_ingest
+    from factorscope.stages.merge_ingest import run_merge_ingest
 
     typer.echo(run_merge_ingest(db, shard_dbs).line())
 
@@ -227,11 +227,11 @@ def pipeline(
     Without --config the built-in defaults run (see `pipeline_config.describe`).
     """
     from factorscope.cli.checks import check_same_run
-    from factorscope.encode import run_encode
-    from factorscope.ingest.pipeline import run_ingest
-    from factorscope.learn import run_learn
-    from factorscope.pipeline_config import describe, load_pipeline_config
     from factorscope.progress import stderr_console
+    from factorscope.stages.encode import run_encode
+    from factorscope.stages.ingest import run_ingest
+    from factorscope.stages.learn import run_learn
+    from factorscope.stages.pipeline_config import describe, load_pipeline_config
 
     settings = load_pipeline_config(config, corpus=corpus)
     check_same_run(db, settings.ingest, overwrite=overwrite)

@@ -2,7 +2,7 @@
 
 ``ray.data`` over this shard's sentences -> ``map_batches`` with an actor pool: each
 actor loads the model and the dictionary once, then codes batches of sentences with
-:func:`factorscope.encode.encode_sentences` (the local encode's code path, so codes
+:func:`factorscope.stages.encode.encode_sentences` (the local encode's code path, so codes
 are identical) -> ``write_parquet`` partitioned by layer. One GPU per actor when
 CUDA is present. Each batch's per-layer sums go to ``stats/`` as a side output (a few
 rows per batch). The driver then writes the same partial summaries and manifest as
@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from factorscope.encode import EncodeConfig
 from factorscope.errors import InputError
-from factorscope.scale.shard_encode import (
+from factorscope.stages.encode import EncodeConfig
+from factorscope.stages.shard_encode import (
     DEFAULT_IMPORTANCE_K,
     DEFAULT_PARTIAL_K,
     ShardSummary,
@@ -37,7 +37,7 @@ from factorscope.scale.shard_encode import (
     finish_shard,
     prepare_shard,
 )
-from factorscope.scale.sharding import ShardSpec
+from factorscope.stages.sharding import ShardSpec
 from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ class EncodeActor:
     its non-zero codes out (and its layer sums written to ``stats_dir``)."""
 
     def __init__(self, *, run: dict, record, config: EncodeConfig, stats_dir: str, shard: int):
-        from factorscope.encode import load_run_model
-        from factorscope.learn import load_learner
         from factorscope.sparse import SparseEncoder
+        from factorscope.stages.encode import load_run_model
+        from factorscope.stages.learn import load_learner
 
         self.run = run
         self.config = config
@@ -71,7 +71,7 @@ class EncodeActor:
         self.shard = shard
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from factorscope.encode import encode_sentences
+        from factorscope.stages.encode import encode_sentences
 
         t0 = time.perf_counter()
         idx = batch.column("sentence_idx").to_numpy()

@@ -19,10 +19,8 @@ import numpy as np
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
-from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.sampling import sample_keys
 from factorscope.progress import progress_bar
-from factorscope.scale.sharding import run_shard
 from factorscope.sparse import (
     DEFAULT_LAMBDA1,
     DEFAULT_N_FACTORS,
@@ -30,9 +28,10 @@ from factorscope.sparse import (
     PREPROCESSING_CHOICES,
     DictionaryLearner,
 )
+from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import newest_copy, staged_database
+from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,10 +28,10 @@ from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.ingest.sampling import in_sample, sample_threshold
 from factorscope.progress import progress_bar
-from factorscope.scale.sharding import ShardSpec, run_shard
+from factorscope.stages.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect, schema_version
-from factorscope.warehouse.publish import newest_copy, staged_database
+from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +117,6 @@ class IngestSummary:
             f"{self.n_layers} layers, {self.sample_size:,} vectors sampled, "
             f"{self.seconds:.1f} s ({rate:,.0f} tokens/s) -> {self.db_path}"
         )
-
-
-def check_db_path_writable(db_path: Path) -> None:
-    """Fail early, before any work, when the database cannot be written."""
-    parent = db_path.resolve().parent
-    if not parent.is_dir():
-        raise WarehouseError(f"cannot write database {db_path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise WarehouseError(f"cannot write database {db_path}: folder {parent} is not writable")
-    if db_path.exists() and not os.access(db_path, os.W_OK):
-        raise WarehouseError(f"cannot write database {db_path}: file is read-only")
 
 
 def existing_run(db_path: Path) -> dict | None:
@@ -249,7 +237,7 @@ def run_ingest(
     """Ingest (or resume ingesting) ``config``'s corpus into the database at ``db_path``.
 
     With ``shard`` (``--shard i/n``) only the sentences whose stable ``sentence_id``
-    falls in shard ``i`` (:func:`~factorscope.scale.sharding.shard_of`) are stored,
+    falls in shard ``i`` (:func:`~factorscope.stages.sharding.shard_of`) are stored,
     under their ``sentence_idx`` in the whole corpus (so token ids are those of the
     whole run), and the hidden-state sample is the whole run's bottom-k sample
     restricted to this shard's tokens: the threshold is computed over every token of

@@ -14,12 +14,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from factorscope.encode import EncodeConfig
 from factorscope.errors import InputError
 from factorscope.ingest.corpus import CorpusConfig
-from factorscope.ingest.pipeline import IngestConfig
-from factorscope.learn import LearnConfig
 from factorscope.limits import check_setting
+from factorscope.stages.encode import EncodeConfig
+from factorscope.stages.ingest import IngestConfig
+from factorscope.stages.learn import LearnConfig
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factorscope.errors import InputError
-from factorscope.ingest.pipeline import check_db_path_writable
-from factorscope.scale.sharding import run_shard
+from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import shards as wshards
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import staged_database
+from factorscope.warehouse.publish import check_db_path_writable, staged_database
 
 # Run fields every shard of one run must agree on (config_hash covers the settings).
 _SAME = ("config_hash", "model", "n_layers", "hidden_size")

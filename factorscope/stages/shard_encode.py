@@ -4,9 +4,9 @@ The run database (``--db``, after ``ingest`` and ``learn``) gives the sentences,
 stored tokens and the dictionary; or ``--db`` is a shard's own database (``ingest
 --shard i/n``) and ``--dictionary-db`` the run database ``merge-ingest`` built and
 ``learn`` wrote the dictionary to. This process keeps the sentences whose stable id
-hashes to shard ``i`` (:func:`~factorscope.scale.sharding.shard_of`), codes every
+hashes to shard ``i`` (:func:`~factorscope.stages.sharding.shard_of`), codes every
 token at every layer exactly as the local encode does
-(:func:`factorscope.encode.encode_sentences`), and writes Parquet in the layout of
+(:func:`factorscope.stages.encode.encode_sentences`), and writes Parquet in the layout of
 :mod:`factorscope.warehouse.parquet`: codes partitioned by layer, this shard's
 sentences and tokens, per-chunk layer sums and the partial summaries ``factorscope
 merge`` needs. Chunk files are written atomically, so a killed shard resumes at its
@@ -26,12 +26,17 @@ import pyarrow as pa
 
 from factorscope import __version__
 from factorscope.crashpoints import crashpoint
-from factorscope.encode import EncodeConfig, TokenMismatchError, encode_sentences, load_run_model
 from factorscope.errors import InputError, WarehouseError
-from factorscope.learn import load_learner
 from factorscope.progress import progress_bar
-from factorscope.scale.sharding import ShardSpec, run_shard, shard_of
 from factorscope.sparse import SparseEncoder
+from factorscope.stages.encode import (
+    EncodeConfig,
+    TokenMismatchError,
+    encode_sentences,
+    load_run_model,
+)
+from factorscope.stages.learn import load_learner
+from factorscope.stages.sharding import ShardSpec, run_shard, shard_of
 from factorscope.warehouse import shards as wshards
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
@@ -313,7 +318,7 @@ def finish_shard(
 
 
 def _empty_stats() -> pa.Table:
-    from factorscope.encode import _stats_table
+    from factorscope.stages.encode import _stats_table
 
     return _stats_table(
         {

@@ -22,15 +22,14 @@ import pyarrow as pa
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, ModelLoadError, WarehouseError
 from factorscope.ingest.model import LoadedModel, load_model
-from factorscope.ingest.pipeline import check_db_path_writable
 from factorscope.ingest.runner import MAX_POSITIONS, hidden_states, tokenize
-from factorscope.learn import load_learner
 from factorscope.progress import progress_bar, stderr_console
-from factorscope.scale.sharding import run_shard
 from factorscope.sparse import SparseEncoder
+from factorscope.stages.learn import load_learner
+from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import newest_copy, staged_database
+from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +162,10 @@ def encode_sentences(
 ) -> EncodedBatch:
     """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector.
 
-    The same computation serves the local encode, a shard (``factorscope.scale``) and a
-    Ray actor. ``stored_ids``, when given, are the sorted token ids stored at ingest;
-    a tokenizer that no longer gives them raises :class:`TokenMismatchError`.
+    The same computation serves the local encode, a shard
+    (:mod:`factorscope.stages.shard_encode`) and a Ray actor. ``stored_ids``, when given,
+    are the sorted token ids stored at ingest; a tokenizer that no longer gives them
+    raises :class:`TokenMismatchError`.
     """
     tokenized = tokenize(
         loaded, [text for _, text in rows], max_length=max_length, keep_special=keep_special
