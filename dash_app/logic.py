@@ -21,14 +21,14 @@ from urllib.parse import urlencode
 import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
+from factorscope.limits import TOP_K
 from factorscope.warehouse import queries
 from factorscope.warehouse.connection import file_signature
-from factorscope.warehouse.queries import WarehouseReader
+from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
 
 CONTEXTS_PER_PAGE = 50
-TOP_CONTEXTS = 200
-LEVELS = ("low", "mid", "high")
+TOP_CONTEXTS = TOP_K
 _INT = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -348,8 +348,8 @@ def pick_random(db_path: str | Path, level: str, *, seed: int | None = None) -> 
 def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
     """Store a factor's label (empty clears it); returns a confirmation to show."""
     text = (label or "").strip()
-    if len(text) > 200:
-        raise InputError("A label can be at most 200 characters.")
+    if len(text) > MAX_LABEL_LENGTH:
+        raise InputError(f"A label can be at most {MAX_LABEL_LENGTH} characters.")
     queries.set_label(db_path, int(factor), text)
     PAGE_CACHE.clear(db_path)  # the write changed the file's signature too; be explicit
     return f"Saved label of factor {int(factor)}." if text else f"Cleared label of {int(factor)}."

@@ -72,6 +72,29 @@ class Limit:
         return number
 
 
+MAX_POSITIONS = 1024
+"""Token positions stay below this: it is the stride of :func:`token_id` (and so the
+ceiling of ``--max-length``). Changing it changes every stored token id."""
+
+
+def token_id(sentence_idx: Any, position: Any) -> Any:
+    """The token id of ``position`` in sentence ``sentence_idx`` (ints or int64 arrays).
+
+    The one definition of the rule ``sentence_idx * MAX_POSITIONS + position``; SQL gets
+    the stride as a bound parameter (``MAX_POSITIONS``), never as a literal.
+    """
+    return sentence_idx * MAX_POSITIONS + position
+
+
+def sentence_of(token_ids: Any) -> Any:
+    """The sentence index of each token id (the inverse of :func:`token_id`)."""
+    return token_ids // MAX_POSITIONS
+
+
+TOP_K = 200
+"""Top contexts kept per (factor, layer): the summaries', the app's, and the least a shard
+keeps for a merge (``--partial-k``)."""
+
 SQL_TIMEOUT_S = 10.0
 """Default seconds before a console query is cancelled (`sql --timeout`)."""
 SQL_MAX_MB = 16
@@ -87,8 +110,8 @@ LIMITS: dict[str, Limit] = {
     "max_words": Limit("--max-words", 1, 10_000),
     "max_sentences": Limit("--max-sentences", 1, 10**9, all_word=True),
     "seed": _SEED,
-    # ingest (max_length's ceiling is ingest.runner.MAX_POSITIONS, checked by a test)
-    "max_length": Limit("--max-length", 2, 1024),
+    # ingest
+    "max_length": Limit("--max-length", 2, MAX_POSITIONS),
     "chunk_size": Limit("--chunk-size", 1, 1_000_000),
     "sample_size": Limit("--sample-size", 0, 10**12, all_word=True),
     "batch_size": Limit("--batch-size", 1, 1_000_000),
@@ -101,7 +124,7 @@ LIMITS: dict[str, Limit] = {
     # encode
     "dictionary_id": Limit("--dictionary", 1, 2**31 - 1),
     "workers": Limit("--workers", 1, 4096),
-    "partial_k": Limit("--partial-k", 200, 10**7),
+    "partial_k": Limit("--partial-k", TOP_K, 10**7),
     # serve, sql, report
     "port": Limit("--port", 1, 65535),
     "lime_samples": Limit("--lime-samples", 10, 10_000),

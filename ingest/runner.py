@@ -8,9 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factorscope.ingest.model import LoadedModel
-
-MAX_POSITIONS = 1024
-"""token_id = sentence_idx * MAX_POSITIONS + position, so positions must stay below it."""
+from factorscope.limits import MAX_POSITIONS
 
 
 @dataclass(frozen=True)

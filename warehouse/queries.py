@@ -15,19 +15,22 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import duckdb
 import numpy as np
 import polars as pl
 
 from factorscope.errors import InputError, WarehouseError
+from factorscope.limits import TOP_K
 from factorscope.warehouse.connection import connect_raw, file_signature, first_line, gate_of
 from factorscope.warehouse.publish import publish_lock
 from factorscope.warehouse.summaries import CONTEXT_WORDS
 
-LEVELS = ("low", "mid", "high")
-"""Factor levels, by the layer where a factor's importance peaks."""
+Level = Literal["low", "mid", "high"]
+LEVELS: tuple[Level, ...] = get_args(Level)
+"""Factor levels, by the layer where a factor's importance peaks (the names summaries.py's
+level SQL writes)."""
 
 MAX_LABEL_LENGTH = 200
 
@@ -398,11 +401,11 @@ _CONTEXT_COLUMNS = [
 
 
 def top_contexts(
-    con: duckdb.DuckDBPyConnection, factor: int, layer: int, *, k: int = 200, offset: int = 0
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, *, k: int = TOP_K, offset: int = 0
 ) -> pl.DataFrame:
     """The tokens of largest alpha for (factor, layer), ranks offset+1..offset+k.
 
-    Within the materialised top list (200 by default) this reads the
+    Within the materialised top list (``TOP_K`` by default) this reads the
     ``factor_top_contexts`` view; beyond it, the codes themselves (slower).
     """
     factor = check_factor(con, factor)
@@ -493,7 +496,7 @@ def factor_page(
     factor: int,
     layer: int | None = None,
     *,
-    top_k: int = 200,
+    top_k: int = TOP_K,
     bins: int = 30,
     n_intervals: int = 5,
     per_interval: int = 5,
@@ -623,7 +626,7 @@ def level_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def random_factor(
-    con: duckdb.DuckDBPyConnection, level: Literal["low", "mid", "high"], *, seed: int | None = None
+    con: duckdb.DuckDBPyConnection, level: Level, *, seed: int | None = None
 ) -> int | None:
     """A random factor of ``level`` (seeded when ``seed`` is given); None if there is none."""
     if level not in LEVELS:
@@ -953,9 +956,7 @@ def active_factor_count(con: duckdb.DuckDBPyConnection) -> int:
     return int(_scalar(con, "SELECT count(DISTINCT factor) FROM codes") or 0)
 
 
-def level_factors(
-    con: duckdb.DuckDBPyConnection, level: Literal["low", "mid", "high"]
-) -> pl.DataFrame:
+def level_factors(con: duckdb.DuckDBPyConnection, level: Level) -> pl.DataFrame:
     """Factors of ``level`` with their peak: columns factor, peak_layer, importance (at the
     peak), strongest first (ties: the smaller factor)."""
     if level not in LEVELS:

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from factorscope.errors import WarehouseError
+from factorscope.limits import MAX_POSITIONS, token_id
 
-TOKEN_ID_STRIDE = 1024
-"""token_id = sentence_idx * TOKEN_ID_STRIDE + position (positions stay below 1024)."""
+TOKEN_ID_STRIDE = MAX_POSITIONS
+"""The stride of :func:`factorscope.limits.token_id`, under the name SQL parameters use."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -269,7 +270,7 @@ def read_chunk_states(
     table = con.sql(
         "SELECT layer, token_id, vector FROM hidden_states "
         "WHERE token_id >= ? AND token_id < ? ORDER BY layer, token_id",
-        params=[start * TOKEN_ID_STRIDE, stop * TOKEN_ID_STRIDE],
+        params=[token_id(start, 0), token_id(stop, 0)],
     ).to_arrow_table()
     vectors = arrow_to_vectors(table.column("vector"), run["hidden_size"])
     layers = table.column("layer").to_numpy().astype(np.int64)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from factorscope.errors import InputError
+from factorscope.limits import token_id
 from factorscope.warehouse import publish, store
 from factorscope.warehouse.summaries import refresh_summaries
 
@@ -230,7 +231,7 @@ def _make_text(
         text = " ".join(shown) + "."
         offset = 0
         for wi, (word, vid) in enumerate(zip(shown, ids, strict=True)):
-            tok["token_id"].append(sentence_idx * store.TOKEN_ID_STRIDE + wi + 1)
+            tok["token_id"].append(token_id(sentence_idx, wi + 1))
             tok["sentence_idx"].append(sentence_idx)
             tok["position"].append(wi + 1)
             tok["piece"].append(word.lower())

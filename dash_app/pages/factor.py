@@ -176,7 +176,7 @@ def _title(view: logic.FactorView) -> dbc.Row:
                                 id=ids.LABEL_INPUT,
                                 value=view.label or "",
                                 placeholder="describe this factor…",
-                                maxLength=200,
+                                maxLength=logic.MAX_LABEL_LENGTH,
                             ),
                             dbc.Button("Save", id=ids.LABEL_SAVE, color="secondary"),
                         ],

@@ -95,9 +95,9 @@ def _levels_card(levels: dict[str, int]) -> dbc.Card:
             ],
             className="text-center me-4",
         )
-        for level in ("low", "mid", "high")
+        for level in logic.LEVELS
     ]
-    others = {k: v for k, v in levels.items() if k not in ("low", "mid", "high")}
+    others = {k: v for k, v in levels.items() if k not in logic.LEVELS}
     extra = [
         html.Div(f"{name}: {count:,}", className="small text-muted")
         for name, count in others.items()

@@ -27,6 +27,7 @@ from factorscope.ingest.corpus import CorpusConfig, Sentence, read_corpus
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.ingest.sampling import in_sample, sample_threshold
+from factorscope.limits import token_id
 from factorscope.progress import progress_bar
 from factorscope.stages.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
@@ -140,7 +141,7 @@ def _read_run(source: Path) -> dict | None:
 
 
 def _token_ids(sentence_idx: int, sentence: TokenizedSentence) -> np.ndarray:
-    return sentence_idx * MAX_POSITIONS + sentence.positions.astype(np.int64)
+    return token_id(sentence_idx, sentence.positions.astype(np.int64))
 
 
 def _chunk_tables(
@@ -156,7 +157,7 @@ def _chunk_tables(
         rows["text"].append(sentence.text)
         rows["n_tokens"].append(len(positions))
         for p in positions.tolist():
-            tok["token_id"].append(idx * MAX_POSITIONS + p)
+            tok["token_id"].append(token_id(idx, p))
             tok["sentence_idx"].append(idx)
             tok["position"].append(p)
             tok["piece"].append(ts.pieces[p])
