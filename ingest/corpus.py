@@ -14,14 +14,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from factorscope.errors import InputError
 
-CorpusFormat = Literal["auto", "text", "jsonl", "csv", "parquet"]
+CorpusFormat = str
+"""``"auto"`` or a name in :data:`CORPUS_READERS` (:data:`CORPUS_FORMATS` lists them)."""
 SplitMode = Literal["auto", "lines", "paragraphs"]
+SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # ascii-art and art are pictures, not sentences; *.dat are indexes; *.u8 are duplicates.
@@ -74,12 +76,12 @@ class CorpusConfig:
             raise InputError(
                 f"--splitter must be one of {', '.join(SPLITTERS)}, not {self.splitter!r}"
             )
-        if self.format not in ("auto", "text", "jsonl", "csv", "parquet"):
+        if self.format not in CORPUS_FORMATS:
             raise InputError(
-                f"--format must be auto, text, jsonl, csv or parquet, not {self.format!r}"
+                f"--format must be one of {', '.join(CORPUS_FORMATS)}, not {self.format!r}"
             )
-        if self.split not in ("auto", "lines", "paragraphs"):
-            raise InputError(f"--split must be auto, lines or paragraphs, not {self.split!r}")
+        if self.split not in SPLIT_MODES:
+            raise InputError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {self.split!r}")
         if self.min_words < 1:
             raise InputError(f"min_words (--min-words) must be at least 1, not {self.min_words}")
         if self.max_words < self.min_words:
@@ -251,6 +253,20 @@ def _records_from_table(path: Path, field: str, fmt: str) -> Iterator[str]:
     yield from (v for v in frame.get_column(field).cast(pl.String).to_list() if v)
 
 
+CORPUS_READERS: dict[str, Callable[[Path, CorpusConfig], Iterable[str]]] = {
+    "text": lambda path, config: _records_from_text(path, config.split),
+    "jsonl": lambda path, config: _records_from_jsonl(path, config.field),
+    "csv": lambda path, config: _records_from_table(path, config.field, "csv"),
+    "parquet": lambda path, config: _records_from_table(path, config.field, "parquet"),
+}
+"""The raw records of one file, by corpus format: a new format is one entry here (and its
+file suffixes in ``_SUFFIX_FORMATS``)."""
+
+CORPUS_FORMATS: tuple[str, ...] = ("auto", *CORPUS_READERS)
+"""The values of ``CorpusConfig.format`` (and ``ingest --format``): ``auto`` picks a reader
+by the file's suffix."""
+
+
 def _format_of(path: Path, fmt: CorpusFormat) -> str:
     if fmt != "auto":
         return fmt
@@ -316,13 +332,7 @@ def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
     for path in _files_of(root):
         fmt = _format_of(path, config.format)
         label = str(path)
-        if fmt == "text":
-            records: Iterable[str] = _records_from_text(path, config.split)
-        elif fmt == "jsonl":
-            records = _records_from_jsonl(path, config.field)
-        else:
-            records = _records_from_table(path, config.field, fmt)
-        for record in records:
+        for record in CORPUS_READERS[fmt](path, config):
             yield label, record
 
 

@@ -10,6 +10,7 @@ one) that stops on a relative duality gap.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -30,7 +31,37 @@ from ._validation import (
 )
 from .preprocessing import LayerScaler
 
-BACKENDS = ("spams", "torch")
+
+def _spams_block(encoder: Any, X: np.ndarray, comp: np.ndarray, lam: float) -> sp.csr_matrix:
+    """SPAMS's LARS lasso (positive codes) of one block of rows."""
+    import spams
+
+    Xb = np.ascontiguousarray(X).T  # (d, nb) Fortran
+    A = spams.lasso(Xb, D=comp.T, lambda1=lam, mode=2, pos=True, numThreads=encoder.n_jobs)
+    return A.T.tocsr()  # csc (m, nb) -> csr (nb, m): no copy
+
+
+def _torch_block(encoder: Any, X: np.ndarray, comp: np.ndarray, lam: float) -> sp.csr_matrix:
+    """Adaptive-restart FISTA in torch (positive codes) of one block of rows."""
+    A = _fista_adaptive(
+        X,
+        comp,
+        lam,
+        tol=encoder.tol,
+        max_iter=encoder.max_iter,
+        device=encoder.device,
+        dtype=encoder.dtype,
+    )
+    return sp.csr_matrix(A.astype(np.float32))
+
+
+BACKENDS: dict[str, Callable[[Any, np.ndarray, np.ndarray, float], sp.csr_matrix]] = {
+    "spams": _spams_block,
+    "torch": _torch_block,
+}
+"""The lasso solvers of ``SparseEncoder(backend=...)``, by name: each codes one block of
+rows ``(encoder, X, components, lambda1) -> csr (n_rows, n_factors)``. A new backend is one
+entry here; the CLI's ``--backend`` choices come from this table."""
 
 
 def lasso_objective(X: Any, components: Any, codes: Any, lambda1: float) -> np.ndarray:
@@ -391,27 +422,10 @@ class SparseEncoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, SparseEst
         n, m = X.shape[0], comp.shape[0]
         if n == 0:
             return sp.csr_matrix((0, m), dtype=np.float32)
-        blocks = []
-        if self.backend == "spams":
-            import spams
-
-            Df = comp.T  # (d, m) Fortran view of the C-order rows
-            for i in range(0, n, self.block_size):
-                Xb = np.ascontiguousarray(X[i : i + self.block_size]).T  # (d, nb) Fortran
-                A = spams.lasso(Xb, D=Df, lambda1=lam, mode=2, pos=True, numThreads=self.n_jobs)
-                blocks.append(A.T.tocsr())  # csc (m, nb) -> csr (nb, m): no copy
-        else:
-            for i in range(0, n, self.block_size):
-                A = _fista_adaptive(
-                    X[i : i + self.block_size],
-                    comp,
-                    lam,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
-                    device=self.device,
-                    dtype=self.dtype,
-                )
-                blocks.append(sp.csr_matrix(A.astype(np.float32)))
+        solve = BACKENDS[self.backend]
+        blocks = [
+            solve(self, X[i : i + self.block_size], comp, lam) for i in range(0, n, self.block_size)
+        ]
         out = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
         out = out.astype(np.float32, copy=False)
         out.sort_indices()

@@ -9,8 +9,10 @@ a strict pattern before they are quoted into a query.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -20,7 +22,28 @@ import pyarrow.parquet as pq
 from factorscope.errors import InputError, WarehouseError
 from factorscope.warehouse.connection import connect
 
-FORMATS = ("parquet", "csv")
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """How one file format is written and read back.
+
+    ``writer(path, schema)`` is a pyarrow batch writer (a context manager with
+    ``write_batch``); ``flat``: nested columns (lists, structs) become text first.
+    """
+
+    writer: Callable[[Path, pa.Schema], Any]
+    reader: Callable[[Path], pa.Table]
+    flat: bool
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "parquet": ExportFormat(writer=pq.ParquetWriter, reader=pq.read_table, flat=False),
+    "csv": ExportFormat(writer=pacsv.CSVWriter, reader=pacsv.read_csv, flat=True),
+}
+"""Export formats by name (the file suffix too): a new format is one entry here, and the
+CLI's ``export --format`` choices come from this table."""
+
+DEFAULT_FORMAT = "parquet"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _BATCH = 256 * 1024
 
@@ -36,9 +59,7 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     return [(name, kind) for name, kind in rows if _NAME.match(name)]
 
 
-def export(
-    db_path: str | Path, out_dir: str | Path, *, fmt: Literal["parquet", "csv"] = "parquet"
-) -> list[Path]:
+def export(db_path: str | Path, out_dir: str | Path, *, fmt: str = DEFAULT_FORMAT) -> list[Path]:
     """Write ``<out_dir>/<name>.<fmt>`` for every table and view; returns the files.
 
     List columns (vectors) are written as they are in Parquet and as JSON-like text
@@ -81,25 +102,20 @@ def _export_one(con: duckdb.DuckDBPyConnection, name: str, target: Path, fmt: st
     for column, data_type in columns:
         quoted = '"' + column.replace('"', '""') + '"'
         nested = data_type.endswith("]") or data_type.startswith(("STRUCT", "MAP", "UNION"))
-        if fmt == "csv" and nested:
+        if FORMATS[fmt].flat and nested:
             select.append(f"CAST({quoted} AS VARCHAR) AS {quoted}")
         else:
             select.append(quoted)
     # ``name`` matched _NAME and comes from the catalog; columns are quoted identifiers.
     reader = con.sql(f'SELECT {", ".join(select)} FROM "{name}"').to_arrow_reader(_BATCH)
     partial = target.with_name(target.name + ".partial")
-    if fmt == "parquet":
-        with pq.ParquetWriter(partial, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
-    else:
-        with pacsv.CSVWriter(partial, reader.schema) as writer:
-            for batch in reader:
-                writer.write_batch(batch)
+    with FORMATS[fmt].writer(partial, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
     partial.replace(target)
 
 
 def read_back(path: str | Path) -> pa.Table:
     """An exported file as an Arrow table (tests, notebooks)."""
     path = Path(path)
-    return pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+    return FORMATS[path.suffix.removeprefix(".")].reader(path)
