@@ -62,8 +62,8 @@ def create_app(
     db_path: str | Path,
     *,
     analyzer_factory: config.AnalyzerFactory | None = None,
-    lime_default_samples: int = 200,
-    lime_auto_contexts: int = 3,
+    lime_default_samples: int = config.AppConfig.lime_default_samples,
+    lime_auto_contexts: int = config.AppConfig.lime_auto_contexts,
 ) -> dash.Dash:
     """Build the app over the factorscope database at ``db_path``.
 
@@ -124,14 +124,14 @@ poll wait without holding up everyone else; many more only add contention.
 
 def serve(
     db_path: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8050,
+    host: str = config.DEFAULT_HOST,
+    port: int = config.DEFAULT_PORT,
     debug: bool = False,
     *,
     threads: int = DEFAULT_THREADS,
     analyzer_factory: config.AnalyzerFactory | None = None,
-    lime_default_samples: int = 200,
-    lime_auto_contexts: int = 3,
+    lime_default_samples: int = config.AppConfig.lime_default_samples,
+    lime_auto_contexts: int = config.AppConfig.lime_auto_contexts,
 ) -> None:
     """Run the app until interrupted (Ctrl+C or SIGTERM): waitress, or Dash's dev server.
 

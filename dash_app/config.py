@@ -16,6 +16,10 @@ from factorscope.warehouse.queries import WarehouseReader
 
 AnalyzerFactory = Callable[[Path], Any]
 
+DEFAULT_HOST = "127.0.0.1"
+"""Where ``serve`` listens unless told otherwise: loopback only."""
+DEFAULT_PORT = 8050
+
 
 @dataclass
 class AppConfig:

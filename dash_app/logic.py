@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
-from factorscope.limits import TOP_K
+from factorscope.limits import SQL_MAX_ROWS, TOP_K
 from factorscope.warehouse import queries
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
@@ -485,7 +485,7 @@ class SqlResult:
     error: str | None = None
 
 
-def run_console_query(db_path: str | Path, sql: Any, *, row_cap: int = 1000) -> SqlResult:
+def run_console_query(db_path: str | Path, sql: Any, *, row_cap: int = SQL_MAX_ROWS) -> SqlResult:
     """Run a read-only console query; a refused or failing one comes back as ``error``."""
     text = sql if isinstance(sql, str) else ""
     if not text.strip():

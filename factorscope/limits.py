@@ -97,6 +97,8 @@ keeps for a merge (``--partial-k``)."""
 
 SQL_TIMEOUT_S = 10.0
 """Default seconds before a console query is cancelled (`sql --timeout`)."""
+SQL_MAX_ROWS = 1000
+"""Default cap on a console result's rows (`sql --max-rows`, the app's SQL page)."""
 SQL_MAX_MB = 16
 """Default cap on a console result's size in MB (`sql --max-mb`)."""
 SERVE_THREADS = 8

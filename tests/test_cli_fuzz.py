@@ -30,7 +30,11 @@ from hypothesis import strategies as st
 from typer.main import get_command
 
 from factorscope.cli import app, main
+from factorscope.ingest.corpus import CORPUS_FORMATS, SPLIT_MODES, SPLITTERS
 from factorscope.limits import LIMITS
+from factorscope.sparse import BACKENDS, PREPROCESSING_CHOICES
+from factorscope.stages.engines import ENGINES
+from factorscope.warehouse.export import FORMATS as EXPORT_FORMATS
 from tests.conftest import TINY_FACTORS, copy_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -38,22 +42,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 GROUP = get_command(app)
 COMMANDS = sorted(GROUP.commands)
 
-# Words a choice option accepts; generated junk never equals one of them.
+# Words a choice option accepts (from the registries); generated junk never equals one.
 VALID_WORDS = {
-    "auto",
-    "text",
-    "jsonl",
-    "csv",
-    "parquet",
-    "lines",
-    "paragraphs",
-    "spams",
-    "torch",
-    "local",
-    "ray",
-    "center-scale",
-    "scale",
-    "none",
+    *CORPUS_FORMATS,
+    *SPLIT_MODES,
+    *SPLITTERS,
+    *BACKENDS,
+    *ENGINES,
+    *PREPROCESSING_CHOICES,
+    *EXPORT_FORMATS,
     "all",
 }
 # No digits, and no letters that spell 'all', 'nan', 'inf', 'none' or 'localhost'.

@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from factorscope.errors import SqlRefusedError, WarehouseError
-from factorscope.limits import SQL_MAX_MB, SQL_TIMEOUT_S
+from factorscope.limits import SQL_MAX_MB, SQL_MAX_ROWS, SQL_TIMEOUT_S
 from factorscope.warehouse.connection import connect
 
 ALLOWED = "SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PIVOT and UNPIVOT"
@@ -163,7 +163,7 @@ def run_safe_query(
     db_path: str | Path,
     sql: str,
     *,
-    row_cap: int = 1000,
+    row_cap: int = SQL_MAX_ROWS,
     timeout_s: float = SQL_TIMEOUT_S,
     byte_cap: int = SQL_MAX_MB * 1_000_000,
 ) -> tuple[pl.DataFrame, bool]:

@@ -14,11 +14,12 @@ import polars as pl
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from factorscope.dash_app import config, ids, logic
+from factorscope.limits import SQL_MAX_ROWS
 from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES
 
 dash.register_page(__name__, path="/sql", name="SQL", title="factorscope · SQL")
 
-ROW_CAP = 1000
+ROW_CAP = SQL_MAX_ROWS
 FIRST_EXAMPLE = next(iter(CONSOLE_EXAMPLES))
 
 

@@ -67,7 +67,8 @@ def _usage_message(error: BaseException) -> str:
     else:
         format_message = getattr(error, "format_message", None)
         message = format_message() if callable(format_message) else str(error)
-    message = one_line(message)
+    # typer words a wrong choice "Invalid value for '--x': Value error, 'y' is not one of ..."
+    message = one_line(message).replace(": Value error, ", ": ")
     if not message.endswith((".", "?", "!")):
         message += "."
     ctx = getattr(error, "ctx", None)

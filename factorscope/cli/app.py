@@ -6,11 +6,13 @@ table the TOML config is checked against too), through :func:`limited`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
+from factorscope.ingest.corpus import BUILTIN_CORPORA
 from factorscope.limits import option_check
 
 app = typer.Typer(
@@ -27,6 +29,20 @@ DEFAULT_DB = Path("factorscope.duckdb")
 def limited(key: str, *names: str, **kwargs: Any) -> Any:
     """A typer option whose range is ``LIMITS[key]`` (message names the flag)."""
     return typer.Option(*names, callback=option_check(key), **kwargs)
+
+
+def choice(names: Iterable[str]) -> Any:
+    """``Literal[...]`` of a registry's names, for an option's annotation.
+
+    typer then lists the names in ``--help`` and turns any other value into a usage
+    error (one line, exit 2, naming the flag and the names), before a command starts.
+    """
+    return Literal[tuple(names)]  # type: ignore[valid-type]
+
+
+def all_or(value: int | None) -> str:
+    """A config default as the CLI writes it: ``None`` (no cap) is ``'all'``."""
+    return "all" if value is None else str(value)
 
 
 def _device_callback(value: str | None) -> str | None:
@@ -49,7 +65,8 @@ CorpusOption = Annotated[
     str,
     typer.Option(
         "--corpus",
-        help="A built-in corpus (fortunes, shakespeare) or a text/JSONL/CSV/Parquet file/folder.",
+        help=f"A built-in corpus ({', '.join(BUILTIN_CORPORA)}) or a corpus file or folder "
+        "(see --format).",
     ),
 ]
 ModelOption = Annotated[

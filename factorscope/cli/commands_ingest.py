@@ -14,10 +14,17 @@ from factorscope.cli.app import (
     ModelOption,
     SeedOption,
     ThreadsOption,
+    all_or,
     app,
+    choice,
     limited,
 )
-from factorscope.ingest.corpus import SPLITTERS, CorpusConfig
+from factorscope.ingest.corpus import CORPUS_FORMATS, SPLIT_MODES, SPLITTERS, CorpusConfig
+from factorscope.stages.ingest import IngestConfig
+
+CorpusFormatChoice = choice(CORPUS_FORMATS)
+SplitChoice = choice(SPLIT_MODES)
+SplitterChoice = choice(SPLITTERS)
 
 OverwriteOption = Annotated[
     bool,
@@ -31,31 +38,34 @@ OverwriteOption = Annotated[
 @app.command()
 def ingest(
     db: DbOption = DEFAULT_DB,
-    corpus: CorpusOption = "fortunes",
+    corpus: CorpusOption = CorpusConfig.source,
     model: ModelOption = None,
     format: Annotated[
-        str, typer.Option("--format", help="auto, text, jsonl, csv or parquet.")
-    ] = "auto",
+        CorpusFormatChoice,
+        typer.Option("--format", help="Corpus file format (auto: by the file's suffix)."),
+    ] = CorpusConfig.format,
     field: Annotated[
         str, typer.Option("--field", help="JSONL field or CSV/Parquet column holding the text.")
-    ] = "text",
+    ] = CorpusConfig.field,
     split: Annotated[
-        str, typer.Option("--split", help="auto, lines (one sentence a line) or paragraphs.")
-    ] = "auto",
+        SplitChoice,
+        typer.Option(
+            "--split", help="lines: one sentence a line; paragraphs: split into sentences."
+        ),
+    ] = CorpusConfig.split,
     splitter: Annotated[
-        str,
+        SplitterChoice,
         typer.Option(
             "--splitter",
-            help=f"Sentence splitter for paragraphs: {', '.join(SPLITTERS)} "
-            "(regex reproduces runs made before sentencex).",
+            help="Sentence splitter for paragraphs (regex reproduces runs made before sentencex).",
         ),
     ] = CorpusConfig.splitter,
     min_words: Annotated[
         int, limited("min_words", "--min-words", help="Drop sentences with fewer words.")
-    ] = 4,
+    ] = CorpusConfig.min_words,
     max_words: Annotated[
         int, limited("max_words", "--max-words", help="Drop sentences with more words.")
-    ] = 48,
+    ] = CorpusConfig.max_words,
     max_sentences: Annotated[
         str,
         limited(
@@ -63,7 +73,7 @@ def ingest(
             "--max-sentences",
             help="Keep at most this many sentences (seeded sample), or 'all'.",
         ),
-    ] = "2000",
+    ] = all_or(CorpusConfig.max_sentences),
     sample_size: Annotated[
         str,
         limited(
@@ -71,26 +81,26 @@ def ingest(
             "--sample-size",
             help="Token x layer vectors kept for learning the dictionary, or 'all'.",
         ),
-    ] = "200000",
+    ] = all_or(IngestConfig.sample_size),
     max_length: Annotated[
         int, limited("max_length", "--max-length", help="Truncate sentences at this many pieces.")
-    ] = 128,
+    ] = IngestConfig.max_length,
     chunk_size: Annotated[
         int, limited("chunk_size", "--chunk-size", help="Sentences per committed chunk.")
-    ] = 256,
+    ] = IngestConfig.chunk_size,
     batch_size: Annotated[
         int, limited("batch_size", "--batch-size", help="Sentences per forward pass.")
-    ] = 32,
+    ] = IngestConfig.batch_size,
     keep_special: Annotated[
         bool, typer.Option(help="Store [CLS]/[SEP]-like special tokens as contexts too.")
-    ] = False,
-    seed: SeedOption = 0,
+    ] = IngestConfig.keep_special,
+    seed: SeedOption = IngestConfig.seed,
     dedupe: Annotated[
         bool,
         typer.Option(
             "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
         ),
-    ] = True,
+    ] = CorpusConfig.dedupe,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     shard: Annotated[
@@ -107,14 +117,13 @@ def ingest(
     Resumable: after an interruption, run the same command again.
     """
     from factorscope.cli.checks import check_same_run
-    from factorscope.ingest.corpus import CorpusConfig
-    from factorscope.stages.ingest import IngestConfig, run_ingest
+    from factorscope.stages.ingest import run_ingest
     from factorscope.stages.sharding import ShardSpec
 
     config = IngestConfig(
         corpus=CorpusConfig(
             source=corpus,
-            format=format,  # type: ignore[arg-type]
+            format=format,
             field=field,
             split=split,  # type: ignore[arg-type]
             splitter=splitter,

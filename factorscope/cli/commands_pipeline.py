@@ -14,11 +14,20 @@ from factorscope.cli.app import (
     DeviceOption,
     SeedOption,
     ThreadsOption,
+    all_or,
     app,
+    choice,
     limited,
 )
 from factorscope.cli.commands_ingest import OverwriteOption
-from factorscope.sparse import DEFAULT_LAMBDA1, DEFAULT_N_FACTORS, DEFAULT_PREPROCESSING
+from factorscope.sparse import BACKENDS, PREPROCESSING_CHOICES
+from factorscope.stages.encode import EncodeConfig
+from factorscope.stages.engines import DEFAULT_ENGINE, ENGINES, ShardFolderRequest
+from factorscope.stages.learn import LearnConfig
+
+PreprocessingChoice = choice(PREPROCESSING_CHOICES)
+BackendChoice = choice(BACKENDS)
+EngineChoice = choice(ENGINES)
 
 
 def _print_quality(quality: list[dict], level_counts: dict[str, int] | None = None) -> None:
@@ -43,22 +52,22 @@ def learn(
     db: DbOption = DEFAULT_DB,
     n_factors: Annotated[
         int, limited("n_factors", "--n-factors", "-m", help="Dictionary size (atoms).")
-    ] = DEFAULT_N_FACTORS,
+    ] = LearnConfig.n_factors,
     lambda1: Annotated[
         float, limited("lambda1", "--lambda", help="L1 penalty (also used by encode).")
-    ] = DEFAULT_LAMBDA1,
+    ] = LearnConfig.lambda1,
     preprocessing: Annotated[
-        str, typer.Option(help="center-scale, scale or none (per layer).")
-    ] = DEFAULT_PREPROCESSING,
-    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = 256,
+        PreprocessingChoice, typer.Option(help="Per-layer centring and scaling of the vectors.")
+    ] = LearnConfig.preprocessing,
+    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = LearnConfig.batch_size,
     n_iter: Annotated[
         int | None, limited("n_iter", "--n-iter", help="Online updates (default: 2 epochs).")
-    ] = None,
+    ] = LearnConfig.n_iter,
     max_vectors: Annotated[
         str,
         limited("max_vectors", "--max-vectors", help="Use at most this many vectors, or 'all'."),
-    ] = "all",
-    seed: SeedOption = 0,
+    ] = all_or(LearnConfig.max_vectors),
+    seed: SeedOption = LearnConfig.seed,
     from_npy: Annotated[
         Path | None,
         typer.Option(
@@ -69,7 +78,7 @@ def learn(
     ] = None,
 ) -> None:
     """Learn one dictionary shared by all layers from the stored hidden-state sample."""
-    from factorscope.stages.learn import LearnConfig, run_learn
+    from factorscope.stages.learn import run_learn
 
     config = LearnConfig(
         n_factors=n_factors,
@@ -89,14 +98,16 @@ def encode(
     dictionary: Annotated[
         int | None,
         limited("dictionary_id", "--dictionary", help="Dictionary id (default: newest)."),
-    ] = None,
-    backend: Annotated[str, typer.Option(help="spams (default) or torch.")] = "spams",
-    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = 32,
+    ] = EncodeConfig.dictionary_id,
+    backend: Annotated[
+        BackendChoice, typer.Option(help="Lasso solver of the codes.")
+    ] = EncodeConfig.backend,
+    batch_size: Annotated[int, limited("batch_size", "--batch-size")] = EncodeConfig.batch_size,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     engine: Annotated[
-        str, typer.Option(help="local (default) or ray (Ray Data; needs --out).")
-    ] = "local",
+        EngineChoice, typer.Option(help="Where the coding runs (all but local need --out).")
+    ] = DEFAULT_ENGINE,
     shard: Annotated[
         str | None,
         typer.Option(help="Encode only shard i of n (e.g. 0/4) into --out; see `merge`."),
@@ -105,13 +116,15 @@ def encode(
         Path | None,
         typer.Option("--out", help="Shard folder to write Parquet to, instead of the database."),
     ] = None,
-    workers: Annotated[int, limited("workers", "--workers", help="Ray actors (--engine ray).")] = 1,
+    workers: Annotated[
+        int, limited("workers", "--workers", help="Ray actors (--engine ray).")
+    ] = ShardFolderRequest.workers,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or local).")
-    ] = None,
+    ] = ShardFolderRequest.ray_address,
     partial_k: Annotated[
         int, limited("partial_k", "--partial-k", help="Top rows per (factor, layer) a shard keeps.")
-    ] = 200,
+    ] = ShardFolderRequest.partial_k,
     dictionary_db: Annotated[
         Path | None,
         typer.Option(
@@ -119,7 +132,7 @@ def encode(
             help="Take the dictionary from this database (the merge-ingest one learn wrote "
             "to); needed when --db is a shard ingest.",
         ),
-    ] = None,
+    ] = ShardFolderRequest.dictionary_db,
 ) -> None:
     """Code every stored token at every layer; resumable like ingest.
 
@@ -128,8 +141,8 @@ def encode(
     """
     from factorscope.cli.checks import check_output_folder
     from factorscope.errors import InputError
-    from factorscope.sparse import BACKENDS
-    from factorscope.stages.encode import EncodeConfig, run_encode
+    from factorscope.stages.encode import run_encode
+    from factorscope.stages.engines import run_shard_folder
 
     config = EncodeConfig(
         dictionary_id=dictionary,
@@ -138,44 +151,32 @@ def encode(
         device=device,
         threads=threads,
     )
-    if engine not in ("local", "ray"):
-        raise InputError(f"--engine must be local or ray, not {engine!r}")
-    if backend not in BACKENDS:
-        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if out is not None:
         check_output_folder(out)
-    if shard is None and out is None and dictionary_db is None and engine == "local":
+    if shard is None and out is None and dictionary_db is None and engine == DEFAULT_ENGINE:
         summary = run_encode(db, config)
         typer.echo(summary.line())
         _print_quality(summary.quality, summary.level_counts)
         return
     if out is None:
         raise InputError(
-            "--shard, --dictionary-db and --engine ray write a shard folder: give --out DIR"
+            f"--shard, --dictionary-db and --engine other than {DEFAULT_ENGINE} write a shard "
+            "folder: give --out DIR"
         )
     from factorscope.stages.sharding import ShardSpec
 
     # Without --shard: the shard --db was ingested as, or else the whole run.
-    spec = ShardSpec.parse(shard) if shard is not None else None
-    if engine == "ray":
-        from factorscope.stages.ray_engine import run_ray_encode
-
-        result = run_ray_encode(
-            db,
-            out,
-            shard=spec,
-            config=config,
-            workers=workers,
-            ray_address=ray_address,
-            partial_k=partial_k,
-            dictionary_db=dictionary_db,
-        )
-    else:
-        from factorscope.stages.shard_encode import run_shard_encode
-
-        result = run_shard_encode(
-            db, out, shard=spec, config=config, partial_k=partial_k, dictionary_db=dictionary_db
-        )
+    request = ShardFolderRequest(
+        db=db,
+        out=out,
+        config=config,
+        shard=ShardSpec.parse(shard) if shard is not None else None,
+        dictionary_db=dictionary_db,
+        partial_k=partial_k,
+        workers=workers,
+        ray_address=ray_address,
+    )
+    result = run_shard_folder(engine, request)
     typer.echo(result.line())
 
 

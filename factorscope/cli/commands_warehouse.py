@@ -7,15 +7,19 @@ from typing import Annotated
 
 import typer
 
-from factorscope.cli.app import DEFAULT_DB, DbOption, app, limited
-from factorscope.limits import SERVE_THREADS, SQL_MAX_MB, SQL_TIMEOUT_S
+from factorscope.cli.app import DEFAULT_DB, DbOption, app, choice, limited
+from factorscope.dash_app.config import DEFAULT_HOST, DEFAULT_PORT, AppConfig
+from factorscope.limits import SERVE_THREADS, SQL_MAX_MB, SQL_MAX_ROWS, SQL_TIMEOUT_S
+from factorscope.warehouse.export import DEFAULT_FORMAT, FORMATS
+
+ExportFormatChoice = choice(FORMATS)
 
 
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="One read-only statement (SELECT, WITH, ...).")],
     db: DbOption = DEFAULT_DB,
-    max_rows: Annotated[int, limited("max_rows", "--max-rows", help="Row cap.")] = 1000,
+    max_rows: Annotated[int, limited("max_rows", "--max-rows", help="Row cap.")] = SQL_MAX_ROWS,
     max_mb: Annotated[
         int, limited("max_mb", "--max-mb", help="Result size cap in MB (rows stop there).")
     ] = SQL_MAX_MB,
@@ -50,17 +54,16 @@ def sql(
 def export(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write one file per table/view.")],
     db: DbOption = DEFAULT_DB,
-    format: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    format: Annotated[
+        ExportFormatChoice, typer.Option("--format", help="File format of the exported files.")
+    ] = DEFAULT_FORMAT,
 ) -> None:
-    """Write every table and public view to Parquet or CSV files."""
+    """Write every table and public view to files (one per table or view)."""
     from factorscope.cli.checks import check_output_folder
-    from factorscope.errors import InputError
     from factorscope.warehouse.export import export as export_tables
 
-    if format not in ("parquet", "csv"):
-        raise InputError(f"--format must be parquet or csv, not {format!r}")
     check_output_folder(out_dir, "OUT_DIR")
-    for path in export_tables(db, out_dir, fmt=format):  # type: ignore[arg-type]
+    for path in export_tables(db, out_dir, fmt=format):
         typer.echo(str(path))
 
 
@@ -69,11 +72,11 @@ def serve(
     db: DbOption = DEFAULT_DB,
     host: Annotated[
         str, typer.Option(help="Interface to bind (loopback unless told otherwise).")
-    ] = "127.0.0.1",
-    port: Annotated[int, limited("port", "--port", help="TCP port to listen on.")] = 8050,
+    ] = DEFAULT_HOST,
+    port: Annotated[int, limited("port", "--port", help="TCP port to listen on.")] = DEFAULT_PORT,
     lime_samples: Annotated[
         int, limited("lime_samples", "--lime-samples", help="Default LIME sample count.")
-    ] = 200,
+    ] = AppConfig.lime_default_samples,
     serve_threads: Annotated[
         int,
         limited("serve_threads", "--threads", help="Worker threads of the server (one process)."),
