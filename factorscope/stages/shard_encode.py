@@ -39,16 +39,16 @@ from factorscope.stages.encode_loop import (
 from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import ShardSpec, run_shard, shard_of
 from factorscope.warehouse import shards as wshards
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
 from factorscope.warehouse.publish import newest_copy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTIAL_K = 200
-"""Rows of each (factor, layer) a shard keeps for the merged top contexts (>= served 200)."""
-DEFAULT_IMPORTANCE_K = 1000
+DEFAULT_PARTIAL_K = summaries.DEFAULTS.top_k
+"""Rows of each (factor, layer) a shard keeps for the merged top contexts (>= served top-K)."""
+DEFAULT_IMPORTANCE_K = summaries.DEFAULTS.importance_k
 """K of the importance score: a shard keeps the K largest alphas of each (factor, layer)."""
 
 _RUN_FIELDS = (
