@@ -25,7 +25,7 @@ from factorscope.errors import InputError, WarehouseError
 from factorscope.limits import TOP_K
 from factorscope.warehouse.connection import connect_raw, file_signature, first_line, gate_of
 from factorscope.warehouse.publish import publish_lock
-from factorscope.warehouse.summaries import CONTEXT_WORDS
+from factorscope.warehouse.summaries import CONTEXT_WORDS, define_context_macro
 
 Level = Literal["low", "mid", "high"]
 LEVELS: tuple[Level, ...] = get_args(Level)
@@ -206,6 +206,15 @@ def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> pl.D
         raise WarehouseError(f"warehouse query failed: {first_line(e)}") from e
 
 
+def _context_frame(con: duckdb.DuckDBPyConnection, pick: str, params: dict) -> pl.DataFrame:
+    """The contexts of the tokens ``pick`` selects (a fixed query of this module)."""
+    try:
+        define_context_macro(con)
+    except duckdb.Error as e:
+        raise WarehouseError(f"warehouse query failed: {first_line(e)}") from e
+    return _frame(con, _CONTEXTS.format(pick=pick), params)
+
+
 def _as_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InputError(f"{name} must be an integer, got {value!r}")
@@ -347,7 +356,7 @@ QUALIFY row_number() OVER (PARTITION BY interval ORDER BY hash(token_id, $seed),
         <= $per_interval
 """
 
-# The context of picked tokens, cut exactly as summaries.py cuts the materialised ones.
+# The context of picked tokens, cut by the summaries' macro (summary_sql/context.sql).
 _CONTEXTS = """
 WITH picked AS ({pick}),
 tok AS (
@@ -355,19 +364,11 @@ tok AS (
            coalesce(t.word_index, t.position) AS wi
     FROM picked p JOIN tokens t USING (token_id)
 ),
-words AS (
-    SELECT sentence_idx, coalesce(word_index, position) AS wi,
-           min(word_start) AS ws, max(word_end) AS we
-    FROM tokens
-    WHERE sentence_idx IN (SELECT sentence_idx FROM tok)
-    GROUP BY ALL
-),
 spans AS (
-    SELECT tok.token_id, min(w.ws) AS cs, max(w.we) AS ce
-    FROM tok JOIN words w
-      ON w.sentence_idx = tok.sentence_idx
-     AND w.wi BETWEEN tok.wi - $context AND tok.wi + $context
-    GROUP BY tok.token_id
+    SELECT tok.token_id, c.ctx_start AS cs, c.ctx_end AS ce
+    FROM tok
+    JOIN context_spans($context, (SELECT list(DISTINCT sentence_idx) FROM tok)) c
+      ON c.sentence_idx = tok.sentence_idx AND c.wi = tok.wi
 )
 SELECT CAST($factor AS INTEGER) AS factor,
        CAST($layer AS SMALLINT) AS layer,
@@ -428,9 +429,9 @@ def _top_contexts(
             "AND rank <= $offset + $k ORDER BY rank",
             {"factor": factor, "layer": layer, "offset": offset, "k": k},
         )
-    frame = _frame(
+    frame = _context_frame(
         con,
-        _CONTEXTS.format(pick=_PICK_TOP),
+        _PICK_TOP,
         {
             "factor": factor,
             "layer": layer,
@@ -474,9 +475,9 @@ def _interval_samples(
     per_interval: int,
     seed: int,
 ) -> pl.DataFrame:
-    return _frame(
+    return _context_frame(
         con,
-        _CONTEXTS.format(pick=_PICK_INTERVALS),
+        _PICK_INTERVALS,
         {
             "factor": factor,
             "layer": layer,

@@ -11,7 +11,10 @@ merge`` combines them (:func:`build_merged_warehouse`) into exactly what
 - importance: IS = sum of the ``importance_k`` largest alphas / ``importance_k``,
   from the union of the shards' top-``importance_k`` lists, summed in the same
   (descending) order as the single run, so the doubles are equal bit for bit;
-- levels, auto labels and neighbours from those, with the single run's SQL;
+- levels, auto labels and neighbours from those.
+
+The SQL of both halves is the single run's (``warehouse/summary_sql/*.sql``, run by
+:mod:`factorscope.warehouse.summaries`): a single run is the merge of one partial.
 - histogram counts and n_active add up; max_alpha is the max of maxima;
 - word factors from the shards' per-(word, layer, factor) sums (exact up to the
   order of floating-point additions).
@@ -131,37 +134,13 @@ def index_ingest_chunks(con: duckdb.DuckDBPyConnection, chunk_size: int, seconds
 
 # ----------------------------------------------------------------------------- partials
 
-_PARTIAL_TOP = """
-SELECT factor, layer, token_id, alpha
-FROM codes
-QUALIFY row_number() OVER (PARTITION BY layer, factor ORDER BY alpha DESC, token_id) <= $k
-ORDER BY factor, layer, alpha DESC, token_id
-"""
-
-_PARTIAL_IMPORTANCE = """
-SELECT factor, layer,
-       max(alpha, $importance_k) AS top_alphas,
-       count(*) AS n_active,
-       max(alpha) AS max_alpha
-FROM codes
-GROUP BY factor, layer
-ORDER BY factor, layer
-"""
-
-_PARTIAL_HISTOGRAM = """
-SELECT factor, layer, CAST(floor(log2(alpha) * $per_octave) AS INTEGER) AS bin, count(*) AS count
-FROM codes
-WHERE alpha > 0
-GROUP BY ALL
-ORDER BY factor, layer, bin
-"""
-
-_PARTIAL_WORDS = """
-SELECT lower(t.word) AS word, c.layer, c.factor, sum(c.alpha) AS s, count(*) AS hits
-FROM codes c JOIN tokens t USING (token_id)
-GROUP BY ALL
-ORDER BY word, layer, factor
-"""
+_PARTIAL_FILES = {
+    "top_contexts": "top",
+    "importance": "importance",
+    "histogram": "histogram",
+    "word_factors": "words",
+}
+"""Each partial's file in a shard folder (``partial/<name>.parquet``)."""
 
 
 def partial_summaries(
@@ -172,15 +151,11 @@ def partial_summaries(
     try:
         con.register("codes", codes_dataset([layout.root]))
         con.register("tokens", files_dataset([layout.tokens]))
+        tables = summaries.compute_partials(con, partial_k=partial_k, importance_k=importance_k)
+        # Table names come from summaries' fixed PARTIAL_TABLES, never from a caller.
         return {
-            "top": con.sql(_PARTIAL_TOP, params={"k": partial_k}).to_arrow_table(),
-            "importance": con.sql(
-                _PARTIAL_IMPORTANCE, params={"importance_k": importance_k}
-            ).to_arrow_table(),
-            "histogram": con.sql(
-                _PARTIAL_HISTOGRAM, params={"per_octave": summaries.HISTOGRAM_BINS_PER_OCTAVE}
-            ).to_arrow_table(),
-            "words": con.sql(_PARTIAL_WORDS).to_arrow_table(),
+            _PARTIAL_FILES[name]: con.sql(f"SELECT * FROM {table}").to_arrow_table()
+            for name, table in tables.items()
         }
     except duckdb.Error as e:
         raise WarehouseError(f"partial summaries of {layout.root} failed: {e}") from e
@@ -190,62 +165,13 @@ def partial_summaries(
 
 # ----------------------------------------------------------------------------- merge
 
-_MERGED_RANKED = """
-CREATE OR REPLACE TEMP TABLE _ranked AS
-SELECT layer, factor, token_id, alpha,
-       row_number() OVER (PARTITION BY layer, factor ORDER BY alpha DESC, token_id) AS rank
-FROM _p_top
-QUALIFY rank <= $top_k
-"""
-
-_MERGED_IMPORTANCE = """
-INSERT INTO summary_importance
-WITH a AS (
-    SELECT factor, layer, unnest(top_alphas) AS alpha FROM _p_importance
-),
-s AS (
-    SELECT factor, layer,
-           list_sum(max(alpha, $importance_k)) / $importance_k AS importance
-    FROM a
-    GROUP BY factor, layer
-),
-c AS (
-    SELECT factor, layer, sum(n_active) AS n_active, max(max_alpha) AS max_alpha
-    FROM _p_importance
-    GROUP BY factor, layer
-)
-SELECT factor, layer, s.importance, c.n_active, c.max_alpha
-FROM s JOIN c USING (factor, layer)
-ORDER BY factor, layer
-"""
-
-_MERGED_HISTOGRAM = """
-INSERT INTO summary_histogram
-SELECT factor, layer, bin, sum(count) FROM _p_histogram GROUP BY ALL ORDER BY factor, layer, bin
-"""
-
-_MERGED_WORDS = """
-INSERT INTO summary_word_factors
-WITH occ AS (
-    SELECT lower(word) AS word, count(*) AS n FROM tokens GROUP BY 1
-),
-agg AS (
-    SELECT word, layer, factor, sum(s) AS s, sum(hits) AS hits FROM _p_words GROUP BY ALL
-)
-SELECT a.word, a.layer, a.factor, a.s / o.n AS mean_alpha, a.hits, o.n AS n_occurrences
-FROM agg a JOIN occ o USING (word)
-QUALIFY row_number() OVER (
-    PARTITION BY a.word, a.layer ORDER BY a.s / o.n DESC, a.factor) <= $word_top
-ORDER BY a.word, a.layer, mean_alpha DESC, a.factor
-"""
-
 
 def _register_partials(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> list[str]:
     names = []
-    for part in ("top", "importance", "histogram", "words"):
-        name = f"_p_{part}"
-        con.register(name, files_dataset([ShardLayout(r).partial(part) for r in roots]))
-        names.append(name)
+    for summary, table in summaries.PARTIAL_TABLES.items():
+        part = _PARTIAL_FILES[summary]
+        con.register(table, files_dataset([ShardLayout(r).partial(part) for r in roots]))
+        names.append(table)
     return names
 
 
@@ -258,9 +184,9 @@ def build_merged_warehouse(
     attach: bool,
     top_k: int,
     importance_k: int,
-    level_bounds: tuple[float, float] = (1 / 3, 2 / 3),
-    word_top: int = 32,
-    neighbors_n: int = 20,
+    level_bounds: tuple[float, float] = summaries.DEFAULTS.level_bounds,
+    word_top: int = summaries.DEFAULTS.word_top,
+    neighbors_n: int = summaries.DEFAULTS.neighbors_n,
 ) -> dict:
     """Fill a fresh (migrated) database from shard folders; returns the summary meta.
 
@@ -270,7 +196,6 @@ def build_merged_warehouse(
     otherwise they are copied in, sorted like a local encode's.
     """
     started = time.perf_counter()
-    b1, b2 = (float(b) for b in level_bounds)
     layouts = [ShardLayout(r) for r in roots]
     try:
         store.create_run(con, **run)
@@ -322,39 +247,17 @@ def build_merged_warehouse(
         for name in ("_m_sentences", "_m_tokens", "_m_stats") + (() if attach else ("_m_codes",)):
             con.unregister(name)
         partials = _register_partials(con, roots)
+        settings = summaries.SummarySettings(
+            top_k, importance_k, tuple(level_bounds), word_top, neighbors_n
+        )
         with store.transaction(con):
-            for table in summaries.SUMMARY_TABLES:
-                # Table names come from summaries' fixed tuple, never from a caller.
-                con.execute(f"DELETE FROM {table}")
-            con.execute(_MERGED_RANKED, {"top_k": top_k})
-            con.execute(summaries._SPANS, {"context": summaries.CONTEXT_WORDS})
-            con.execute(summaries._TOP_CONTEXTS)
-            con.execute("DROP TABLE _ranked")
-            con.execute("DROP TABLE _spans")
-            con.execute(_MERGED_IMPORTANCE, {"importance_k": importance_k})
-            con.execute(summaries._LEVELS, {"b1": b1, "b2": b2, "n_layers": int(run["n_layers"])})
-            con.execute(_MERGED_WORDS, {"word_top": word_top})
-            con.execute(_MERGED_HISTOGRAM)
-            summaries._write_neighbors(con, dictionary_id, neighbors_n)
-            con.execute(summaries._AUTO_LABELS)
-            meta = {
-                "top_k": top_k,
-                "importance_k": importance_k,
-                "level_bounds": [b1, b2],
-                "n_layers": int(run["n_layers"]),
-                "word_top": word_top,
-                "neighbors_n": neighbors_n,
-                "context_words": summaries.CONTEXT_WORDS,
-                "histogram_bins_per_octave": summaries.HISTOGRAM_BINS_PER_OCTAVE,
-                "dictionary_id": dictionary_id,
-                "merged_shards": len(roots),
-                "codes_attached": attach,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            con.executemany(
-                "INSERT INTO summary_meta (key, value) VALUES (?, ?)",
-                [[key, json.dumps(value)] for key, value in meta.items()],
+            meta = summaries.merge_partials(
+                con, settings, n_layers=int(run["n_layers"]), dictionary_id=dictionary_id
             )
+            meta["merged_shards"] = len(roots)
+            meta["codes_attached"] = attach
+            meta["seconds"] = round(time.perf_counter() - started, 3)
+            summaries.write_meta(con, meta)
         for name in partials:
             con.unregister(name)
     except duckdb.Error as e:

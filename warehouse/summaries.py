@@ -1,5 +1,15 @@
 """Derived tables behind the public views, rebuilt after every encode.
 
+Every summary is defined once, in ``warehouse/summary_sql/<name>.sql``: a *partial*
+statement (the codes and tokens one shard sees -> temp table ``_p_<name>``) and a
+*merge* statement (the partials of every shard -> the ``summary_*`` table). A shard
+encode runs the partials (:func:`compute_partials`), ``factorscope merge`` the merges
+(:func:`merge_partials`), and a single run is a one-shard run: the merge of its one
+partial. Levels and auto labels are computed from merged summaries (one statement);
+the context cut is the macro ``context_spans`` (``summary_sql/context.sql``), which the
+live queries use too. Top-K, importance-K and the level bounds are one
+:class:`SummarySettings`, recorded in ``summary_meta``.
+
 :func:`refresh_summaries` reads ``codes`` (the non-zero alphas of the active
 dictionary), ``tokens``, ``sentences`` and ``dictionary_atoms`` and rewrites every
 ``summary_*`` table in one transaction, so a (factor, layer) page reads a few hundred
@@ -32,9 +42,12 @@ Definitions (also in docs/SCHEMA.md):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from dataclasses import dataclass
+from importlib import resources
 
 import duckdb
 import numpy as np
@@ -43,6 +56,7 @@ import scipy.sparse as sp
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
+from factorscope.limits import TOP_K
 from factorscope.warehouse import store
 
 log = logging.getLogger(__name__)
@@ -63,139 +77,163 @@ SUMMARY_TABLES = (
     "summary_meta",
 )
 
-_RANKED = """
-CREATE OR REPLACE TEMP TABLE _ranked AS
-SELECT layer, factor, token_id, alpha,
-       row_number() OVER (PARTITION BY layer, factor ORDER BY alpha DESC, token_id) AS rank
-FROM codes
-QUALIFY rank <= $top_k
-"""
+PARTIAL_SUMMARIES = ("top_contexts", "importance", "word_factors", "histogram")
+"""Summaries whose file holds two statements: a partial (one shard's codes -> temp
+table ``_p_<name>``) and a merge (all partials -> the ``summary_*`` table)."""
 
-# Context span of every word: the words CONTEXT_WORDS either side, as offsets in text.
-_SPANS = """
-CREATE OR REPLACE TEMP TABLE _spans AS
-WITH words AS (
-    SELECT sentence_idx,
-           coalesce(word_index, position) AS wi,
-           min(word_start) AS ws,
-           max(word_end) AS we
-    FROM tokens
-    GROUP BY ALL
-)
-SELECT sentence_idx, wi,
-       min(ws) OVER win AS ctx_start,
-       max(we) OVER win AS ctx_end
-FROM words
-WINDOW win AS (PARTITION BY sentence_idx ORDER BY wi
-               RANGE BETWEEN $context PRECEDING AND $context FOLLOWING)
-"""
+PARTIAL_TABLES = {
+    "top_contexts": "_p_top",
+    "importance": "_p_importance",
+    "word_factors": "_p_words",
+    "histogram": "_p_histogram",
+}
 
-_TOP_CONTEXTS = """
-INSERT INTO summary_top_contexts
-SELECT r.factor, r.layer, r.rank, r.alpha, r.token_id, t.sentence_idx, t.word,
-       sp.ctx_start, sp.ctx_end, t.word_start, t.word_end
-FROM _ranked r
-JOIN tokens t USING (token_id)
-JOIN _spans sp ON sp.sentence_idx = t.sentence_idx AND sp.wi = coalesce(t.word_index, t.position)
-ORDER BY r.factor, r.layer, r.rank
-"""
+DERIVED_SUMMARIES = ("levels", "auto_labels")
+"""Summaries computed from merged ones (one statement, no partial)."""
 
-_IMPORTANCE = """
-INSERT INTO summary_importance
-SELECT factor, layer,
-       list_sum(max(alpha, $importance_k)) / $importance_k AS importance,
-       count(*) AS n_active,
-       max(alpha) AS max_alpha
-FROM codes
-GROUP BY factor, layer
-ORDER BY factor, layer
-"""
 
-_LEVELS = """
-INSERT INTO summary_levels
-SELECT factor, layer AS peak_layer,
-       CASE WHEN layer < $b1 * $n_layers THEN 'low'
-            WHEN layer < $b2 * $n_layers THEN 'mid'
-            ELSE 'high' END AS level
-FROM summary_importance
-WHERE importance > 0
-QUALIFY row_number() OVER (PARTITION BY factor ORDER BY importance DESC, layer) = 1
-ORDER BY factor
-"""
+@dataclass(frozen=True)
+class SummarySettings:
+    """The settings of the summaries, stored with them in ``summary_meta``."""
 
-_WORD_FACTORS = """
-INSERT INTO summary_word_factors
-WITH occ AS (
-    SELECT lower(word) AS word, count(*) AS n FROM tokens GROUP BY 1
-),
-agg AS (
-    SELECT lower(t.word) AS word, c.layer, c.factor, sum(c.alpha) AS s, count(*) AS hits
-    FROM codes c JOIN tokens t USING (token_id)
-    GROUP BY ALL
-)
-SELECT a.word, a.layer, a.factor, a.s / o.n AS mean_alpha, a.hits, o.n AS n_occurrences
-FROM agg a JOIN occ o USING (word)
-QUALIFY row_number() OVER (
-    PARTITION BY a.word, a.layer ORDER BY a.s / o.n DESC, a.factor) <= $word_top
-ORDER BY a.word, a.layer, mean_alpha DESC, a.factor
-"""
+    top_k: int = TOP_K
+    importance_k: int = 1000
+    level_bounds: tuple[float, float] = (1 / 3, 2 / 3)
+    word_top: int = 32
+    neighbors_n: int = 20
 
-_HISTOGRAM = """
-INSERT INTO summary_histogram
-SELECT factor, layer, CAST(floor(log2(alpha) * $per_octave) AS INTEGER) AS bin, count(*)
-FROM codes
-WHERE alpha > 0
-GROUP BY ALL
-ORDER BY factor, layer, bin
-"""
+    def __post_init__(self) -> None:
+        for name in ("top_k", "importance_k", "word_top", "neighbors_n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        b1, b2 = (float(b) for b in self.level_bounds)
+        if not 0 < b1 < b2 < 1:
+            raise InputError(
+                f"level_bounds must satisfy 0 < b1 < b2 < 1, got {self.level_bounds!r}"
+            )
 
-_AUTO_LABELS = """
-INSERT INTO auto_labels
-WITH w AS (
-    SELECT t.factor, lower(t.word) AS word, count(*) AS n, min(t.rank) AS first_rank
-    FROM summary_top_contexts t
-    JOIN summary_levels l ON l.factor = t.factor AND l.peak_layer = t.layer
-    GROUP BY ALL
-),
-best AS (
-    SELECT *, row_number() OVER (PARTITION BY factor ORDER BY n DESC, first_rank) AS k
-    FROM w
-    QUALIFY k <= 3
-)
-SELECT factor, string_agg(word, ' / ' ORDER BY k) AS label
-FROM best
-GROUP BY factor
-ORDER BY factor
-"""
+    def meta(self) -> dict:
+        return {
+            "top_k": self.top_k,
+            "importance_k": self.importance_k,
+            "level_bounds": [float(b) for b in self.level_bounds],
+        }
+
+
+@functools.cache
+def _sql_text(name: str) -> str:
+    folder = resources.files("factorscope.warehouse").joinpath("summary_sql")
+    return folder.joinpath(f"{name}.sql").read_text("utf-8")
+
+
+def _statements(con: duckdb.DuckDBPyConnection, name: str) -> list:
+    return con.extract_statements(_sql_text(name))
+
+
+def _execute(con: duckdb.DuckDBPyConnection, statement, params: dict) -> None:
+    # Each statement gets the parameters it names, from the caller's fixed dict.
+    con.execute(statement, {k: params[k] for k in statement.named_parameters})
+
+
+def define_context_macro(con: duckdb.DuckDBPyConnection) -> None:
+    """Define ``context_spans(context)`` (summary_sql/context.sql) on this connection."""
+    con.execute(_sql_text("context"))
+
+
+def compute_partials(con: duckdb.DuckDBPyConnection, *, partial_k: int, importance_k: int) -> dict:
+    """The partial summaries of the codes and tokens ``con`` sees, as temp tables.
+
+    Returns ``{summary name: temp table name}``.
+    """
+    params = {
+        "partial_k": partial_k,
+        "importance_k": importance_k,
+        "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
+    }
+    for name in PARTIAL_SUMMARIES:
+        _execute(con, _statements(con, name)[0], params)
+    return dict(PARTIAL_TABLES)
+
+
+def merge_partials(
+    con: duckdb.DuckDBPyConnection,
+    settings: SummarySettings,
+    *,
+    n_layers: int,
+    dictionary_id: int | None,
+    crash_point: str | None = None,
+) -> dict:
+    """Rewrite every ``summary_*`` table from the partials (``_p_*``) ``con`` sees.
+
+    Call inside a transaction; ``crash_point`` fires after the top contexts (a test
+    hook). Returns the meta it records in ``summary_meta``.
+    """
+    b1, b2 = (float(b) for b in settings.level_bounds)
+    params = {
+        "top_k": settings.top_k,
+        "importance_k": settings.importance_k,
+        "word_top": settings.word_top,
+        "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
+        "context": CONTEXT_WORDS,
+        "b1": b1,
+        "b2": b2,
+        "n_layers": n_layers,
+    }
+    for table in SUMMARY_TABLES:
+        # Table names come from the fixed tuple above, never from a caller.
+        con.execute(f"DELETE FROM {table}")
+    define_context_macro(con)
+    _execute(con, _statements(con, "top_contexts")[1], params)
+    if crash_point:
+        crashpoint(crash_point)  # test hook: a kill inside the refresh
+    _execute(con, _statements(con, "importance")[1], params)
+    _execute(con, _statements(con, "levels")[0], params)
+    _execute(con, _statements(con, "word_factors")[1], params)
+    _execute(con, _statements(con, "histogram")[1], params)
+    if dictionary_id is not None:
+        write_neighbors(con, dictionary_id, settings.neighbors_n)
+    _execute(con, _statements(con, "auto_labels")[0], params)
+    return {
+        **settings.meta(),
+        "n_layers": n_layers,
+        "word_top": settings.word_top,
+        "neighbors_n": settings.neighbors_n,
+        "context_words": CONTEXT_WORDS,
+        "histogram_bins_per_octave": HISTOGRAM_BINS_PER_OCTAVE,
+        "dictionary_id": dictionary_id,
+    }
+
+
+def write_meta(con: duckdb.DuckDBPyConnection, meta: dict) -> None:
+    con.executemany(
+        "INSERT INTO summary_meta (key, value) VALUES (?, ?)",
+        [[key, json.dumps(value)] for key, value in meta.items()],
+    )
+
+
+DEFAULTS = SummarySettings()
+"""The default summary settings (top-K, importance-K, level bounds ...), one place."""
 
 
 def refresh_summaries(
     con: duckdb.DuckDBPyConnection,
     *,
-    top_k: int = 200,
-    importance_k: int = 1000,
-    level_bounds: tuple[float, float] = (1 / 3, 2 / 3),
-    word_top: int = 32,
-    neighbors_n: int = 20,
+    top_k: int = DEFAULTS.top_k,
+    importance_k: int = DEFAULTS.importance_k,
+    level_bounds: tuple[float, float] = DEFAULTS.level_bounds,
+    word_top: int = DEFAULTS.word_top,
+    neighbors_n: int = DEFAULTS.neighbors_n,
 ) -> dict:
     """Rebuild every ``summary_*`` table from the codes; returns what it used.
 
+    A single run is a one-shard run: the partials of all its codes, then their merge
+    (the same SQL ``factorscope merge`` runs over many shards' partials).
     Call it on a write connection after :func:`store.finish_encoding` (the encode
     pipeline does), inside the staging copy, so readers see the new summaries and the
     new codes together when the file is published.
     """
-    for name, value in (
-        ("top_k", top_k),
-        ("importance_k", importance_k),
-        ("word_top", word_top),
-        ("neighbors_n", neighbors_n),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-    b1, b2 = (float(b) for b in level_bounds)
-    if not 0 < b1 < b2 < 1:
-        raise InputError(f"level_bounds must satisfy 0 < b1 < b2 < 1, got {level_bounds!r}")
-
+    settings = SummarySettings(top_k, importance_k, tuple(level_bounds), word_top, neighbors_n)
     started = time.perf_counter()
     # A cursor of its own: the caller's connection may hold an unfinished result.
     con = con.cursor()
@@ -210,38 +248,21 @@ def refresh_summaries(
         if dictionary_id is None:
             dictionary_id = store.latest_dictionary_id(con)
         with store.transaction(con):
-            for table in SUMMARY_TABLES:
-                # Table names come from the fixed tuple above, never from a caller.
-                con.execute(f"DELETE FROM {table}")
-            con.execute(_RANKED, {"top_k": top_k})
-            con.execute(_SPANS, {"context": CONTEXT_WORDS})
-            con.execute(_TOP_CONTEXTS)
-            crashpoint("encode.summaries")  # test hook: a kill inside the refresh
-            con.execute("DROP TABLE _ranked")
-            con.execute("DROP TABLE _spans")
-            con.execute(_IMPORTANCE, {"importance_k": importance_k})
-            con.execute(_LEVELS, {"b1": b1, "b2": b2, "n_layers": n_layers})
-            con.execute(_WORD_FACTORS, {"word_top": word_top})
-            con.execute(_HISTOGRAM, {"per_octave": HISTOGRAM_BINS_PER_OCTAVE})
-            if dictionary_id is not None:
-                _write_neighbors(con, dictionary_id, neighbors_n)
-            con.execute(_AUTO_LABELS)
-            meta = {
-                "top_k": top_k,
-                "importance_k": importance_k,
-                "level_bounds": [b1, b2],
-                "n_layers": n_layers,
-                "word_top": word_top,
-                "neighbors_n": neighbors_n,
-                "context_words": CONTEXT_WORDS,
-                "histogram_bins_per_octave": HISTOGRAM_BINS_PER_OCTAVE,
-                "dictionary_id": dictionary_id,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            con.executemany(
-                "INSERT INTO summary_meta (key, value) VALUES (?, ?)",
-                [[key, json.dumps(value)] for key, value in meta.items()],
+            partials = compute_partials(
+                con, partial_k=settings.top_k, importance_k=settings.importance_k
             )
+            meta = merge_partials(
+                con,
+                settings,
+                n_layers=n_layers,
+                dictionary_id=dictionary_id,
+                crash_point="encode.summaries",
+            )
+            for table in partials.values():
+                # Temp table names come from the fixed PARTIAL_TABLES.
+                con.execute(f"DROP TABLE {table}")
+            meta["seconds"] = round(time.perf_counter() - started, 3)
+            write_meta(con, meta)
     except duckdb.Error as e:
         raise WarehouseError(f"refreshing the summaries failed: {e}") from e
     finally:
@@ -250,7 +271,7 @@ def refresh_summaries(
     return meta
 
 
-def _write_neighbors(con: duckdb.DuckDBPyConnection, dictionary_id: int, n: int) -> None:
+def write_neighbors(con: duckdb.DuckDBPyConnection, dictionary_id: int, n: int) -> None:
     atoms = store.load_dictionary(con, dictionary_id).components.astype(np.float64)
     n_factors = atoms.shape[0]
     if n_factors < 2:

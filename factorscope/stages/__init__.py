@@ -9,6 +9,8 @@ the report sit above and call a stage. docs/ARCHITECTURE.md draws the layers, an
   database (one shard of the corpus with ``--shard i/n``).
 - :mod:`.learn`: ``factorscope learn``: the dictionary, learned on a sample.
 - :mod:`.encode`: ``factorscope encode``: every token at every layer coded, summaries built.
+- :mod:`.encode_loop`: the one encode loop both encodes run (chunks -> codes and layer
+  sums -> a sink: the run database's staging file, or a Parquet shard folder).
 - :mod:`.pipeline_config`: the settings of the three, read from one TOML file.
 - :mod:`.sharding`: ``--shard i/n`` and the stable sentence -> shard assignment.
 - :mod:`.merge_ingest`: ``factorscope merge-ingest``: shard ingests -> one run

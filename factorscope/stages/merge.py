@@ -21,13 +21,12 @@ import pyarrow.parquet as pq
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
-from factorscope.limits import TOP_K
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.parquet import ShardLayout, write_roots_sidecar
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 from factorscope.warehouse.shards import build_merged_warehouse
 
-DEFAULT_TOP_K = TOP_K
+DEFAULT_TOP_K = summaries.DEFAULTS.top_k
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 ``ray.data`` over this shard's sentences -> ``map_batches`` with an actor pool: each
 actor loads the model and the dictionary once, then codes batches of sentences with
-:func:`factorscope.stages.encode.encode_sentences` (the local encode's code path, so codes
-are identical) -> ``write_parquet`` partitioned by layer. One GPU per actor when
+:class:`factorscope.stages.encode_loop.ChunkEncoder` (the local encode's per-chunk
+function, so codes are identical) -> ``write_parquet`` partitioned by layer. One GPU per actor when
 CUDA is present. Each batch's per-layer sums go to ``stats/`` as a side output (a few
 rows per batch). The driver then writes the same partial summaries and manifest as
 the local engine, so ``factorscope merge`` takes either engine's folders.
@@ -27,18 +27,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from factorscope.errors import InputError
-from factorscope.stages.encode import EncodeConfig
+from factorscope.stages.encode_loop import EncodeConfig
 from factorscope.stages.shard_encode import (
     DEFAULT_IMPORTANCE_K,
     DEFAULT_PARTIAL_K,
     ShardSummary,
-    _check_k,
-    _stats_with_keys,
+    check_k,
     finish_shard,
     prepare_shard,
 )
 from factorscope.stages.sharding import ShardSpec
-from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
+from factorscope.warehouse.parquet import ShardLayout, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +53,56 @@ def import_ray():
     return ray
 
 
+class _BatchChunk:
+    """One Ray batch of sentences as a one-chunk
+    :class:`~factorscope.stages.encode_loop.ChunkSource` (token counts are checked by
+    the actor, ids are not)."""
+
+    def __init__(self, rows: list[tuple[int, str]]) -> None:
+        self.rows = rows
+
+    def where(self, chunk: int) -> str:
+        return f"sentences from {chunk}"
+
+    def sentences(self, chunk: int) -> list[tuple[int, str]]:
+        return self.rows
+
+    def stored_ids(self, chunk: int) -> None:
+        return None
+
+    def states(self, chunk: int):
+        raise InputError("the Ray engine runs the model; it reads no stored states")
+
+
 class EncodeActor:
     """A Ray actor: the model and the dictionary, loaded once; one batch of sentences in,
     its non-zero codes out (and its layer sums written to ``stats_dir``)."""
 
     def __init__(self, *, run: dict, record, config: EncodeConfig, stats_dir: str, shard: int):
         from factorscope.sparse import SparseEncoder
-        from factorscope.stages.encode import load_run_model
+        from factorscope.stages.encode_loop import ChunkEncoder, ParquetShardSink, load_run_model
         from factorscope.stages.learn import load_learner
 
-        self.run = run
-        self.config = config
-        self.loaded = load_run_model(run, config)
-        self.encoder = SparseEncoder(load_learner(record), backend=config.backend)
-        self.layout = ShardLayout(Path(stats_dir).parent)
-        self.shard = shard
+        encoder = SparseEncoder(load_learner(record), backend=config.backend)
+        self.encode = ChunkEncoder(
+            encoder, load_run_model(run, config), run, batch_size=config.batch_size
+        )
+        self.sink = ParquetShardSink(ShardLayout(Path(stats_dir).parent), shard)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from factorscope.stages.encode import encode_sentences
-
         t0 = time.perf_counter()
         idx = batch.column("sentence_idx").to_numpy()
         texts = batch.column("text").to_pylist()
-        out = encode_sentences(
-            self.loaded,
-            self.encoder,
-            list(zip(idx.tolist(), texts, strict=True)),
-            max_length=int(self.run["config"]["max_length"]),
-            keep_special=bool(self.run["config"]["keep_special"]),
-            batch_size=self.config.batch_size,
-        )
+        # Named by the batch's first sentence, so a retried batch overwrites its own file.
+        chunk = int(idx.min())
+        out = self.encode(_BatchChunk(list(zip(idx.tolist(), texts, strict=True))), chunk)
         expected = int(np.sum(batch.column("n_tokens").to_numpy()))
         if out.n_tokens != expected:
             raise RuntimeError(
                 f"sentences {idx.min()}..{idx.max()}: the tokenizer gives {out.n_tokens} tokens, "
                 f"{expected} were stored at ingest (was the model changed?)"
             )
-        # Named by the batch's first sentence, so a retried batch overwrites its own file.
-        chunk = int(idx.min())
-        write_parquet(
-            _stats_with_keys(out.stats, self.shard, chunk, time.perf_counter() - t0, out.codes),
-            self.layout.stats_part(self.shard, chunk),
-        )
+        self.sink.write_stats(chunk, out.stats, time.perf_counter() - t0, out.codes)
         return out.codes
 
 
@@ -120,7 +127,7 @@ def run_ray_encode(
     """
     ray = import_ray()
     config = config or EncodeConfig()
-    _check_k(partial_k, importance_k)
+    check_k(partial_k, importance_k)
     if workers < 1:
         raise InputError(f"--workers must be at least 1, not {workers}")
     layout = ShardLayout(Path(out_dir).resolve())

@@ -6,7 +6,8 @@ stored tokens and the dictionary; or ``--db`` is a shard's own database (``inges
 ``learn`` wrote the dictionary to. This process keeps the sentences whose stable id
 hashes to shard ``i`` (:func:`~factorscope.stages.sharding.shard_of`), codes every
 token at every layer exactly as the local encode does
-(:func:`factorscope.stages.encode.encode_sentences`), and writes Parquet in the layout of
+(:func:`factorscope.stages.encode_loop.encode_chunks`, the local encode's loop, with
+a :class:`~factorscope.stages.encode_loop.ParquetShardSink`), and writes Parquet in the layout of
 :mod:`factorscope.warehouse.parquet`: codes partitioned by layer, this shard's
 sentences and tokens, per-chunk layer sums and the partial summaries ``factorscope
 merge`` needs. Chunk files are written atomically, so a killed shard resumes at its
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,27 +27,28 @@ import pyarrow as pa
 from factorscope import __version__
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
-from factorscope.progress import progress_bar
 from factorscope.sparse import SparseEncoder
-from factorscope.stages.encode import (
+from factorscope.stages.encode_loop import (
+    ChunkEncoder,
     EncodeConfig,
-    TokenMismatchError,
-    encode_sentences,
+    ParquetShardSink,
+    encode_chunks,
     load_run_model,
+    stats_table,
 )
 from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import ShardSpec, run_shard, shard_of
 from factorscope.warehouse import shards as wshards
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout, write_json, write_parquet
 from factorscope.warehouse.publish import newest_copy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTIAL_K = 200
-"""Rows of each (factor, layer) a shard keeps for the merged top contexts (>= served 200)."""
-DEFAULT_IMPORTANCE_K = 1000
+DEFAULT_PARTIAL_K = summaries.DEFAULTS.top_k
+"""Rows of each (factor, layer) a shard keeps for the merged top contexts (>= served top-K)."""
+DEFAULT_IMPORTANCE_K = summaries.DEFAULTS.importance_k
 """K of the importance score: a shard keeps the K largest alphas of each (factor, layer)."""
 
 _RUN_FIELDS = (
@@ -140,6 +141,26 @@ class ShardJob:
         pos = np.searchsorted(all_idx, sentence_idx)
         texts = self.sentences.column("text").take(pa.array(pos)).to_pylist()
         return list(zip(sentence_idx.tolist(), texts, strict=True))
+
+
+class _ShardChunks:
+    """A shard's chunks as a :class:`~factorscope.stages.encode_loop.ChunkSource`."""
+
+    def __init__(self, job: ShardJob) -> None:
+        self.job = job
+        self.chunks = job.chunks()
+
+    def where(self, chunk: int) -> str:
+        return f"shard {self.job.shard}, chunk {chunk}"
+
+    def sentences(self, chunk: int) -> list[tuple[int, str]]:
+        return self.job.texts(self.chunks[chunk])
+
+    def stored_ids(self, chunk: int) -> np.ndarray:
+        return self.job.stored_ids(self.chunks[chunk])
+
+    def states(self, chunk: int):
+        raise WarehouseError("a shard encode runs the model; it reads no stored states")
 
 
 def prepare_shard(
@@ -266,10 +287,7 @@ def finish_shard(
     )
     if not any(layout.stats.glob("part-*.parquet")):
         # An empty shard still leaves a (typed, empty) stats file for the merge.
-        write_parquet(
-            _stats_with_keys(_empty_stats(), job.shard.index, 0, 0.0, None),
-            layout.stats_part(job.shard.index, 0),
-        )
+        ParquetShardSink(layout, job.shard.index).write_stats(0, stats_table(), 0.0, None)
     partials = wshards.partial_summaries(
         layout, partial_k=info["partial_k"], importance_k=info["importance_k"]
     )
@@ -317,68 +335,6 @@ def finish_shard(
     )
 
 
-def _empty_stats() -> pa.Table:
-    from factorscope.stages.encode import _stats_table
-
-    return _stats_table(
-        {
-            k: []
-            for k in (
-                "layer",
-                "n_vectors",
-                "sq_residual",
-                "sq_norm",
-                "sum_x",
-                "sum_l0",
-                "n_zero_codes",
-            )
-        }
-    )
-
-
-def _stats_with_keys(
-    stats: pa.Table, shard: int, chunk: int, seconds: float, codes: pa.Table | None
-) -> pa.Table:
-    layers = stats.column("layer").to_numpy()
-    if codes is not None and codes.num_rows:
-        counts = np.bincount(
-            codes.column("layer").to_numpy().astype(np.int64), minlength=int(layers.max()) + 1
-        )[layers]
-    else:
-        counts = np.zeros(layers.size, dtype=np.int64)
-    n = stats.num_rows
-    return (
-        stats.append_column("shard", pa.array(np.full(n, shard, dtype=np.int32)))
-        .append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32)))
-        .append_column("n_codes", pa.array(counts.astype(np.int64)))
-        .append_column("seconds", pa.array(np.full(n, seconds, dtype=np.float64)))
-    )
-
-
-def write_chunk(
-    layout: ShardLayout, shard: int, chunk: int, codes: pa.Table, stats: pa.Table, seconds: float
-) -> None:
-    """One chunk's codes (one file per layer) and then its stats (the chunk's done-marker).
-
-    Code files of this chunk left by a run killed before its stats were written are
-    removed first, so the chunk holds exactly the new run's files.
-    """
-    name = layout.codes_part(0, shard, chunk).name
-    for stale in layout.codes.glob(f"layer=*/{name}"):
-        stale.unlink()
-    layer = codes.column("layer").to_numpy()
-    bounds = np.flatnonzero(np.diff(layer)) + 1  # codes come sorted by layer
-    starts = np.concatenate([[0], bounds])
-    stops = np.concatenate([bounds, [layer.size]])
-    for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):
-        if hi > lo:
-            part = codes.slice(lo, hi - lo).drop_columns(["layer"])
-            write_parquet(part, layout.codes_part(int(layer[lo]), shard, chunk))
-    write_parquet(
-        _stats_with_keys(stats, shard, chunk, seconds, codes), layout.stats_part(shard, chunk)
-    )
-
-
 def run_shard_encode(
     db_path: str | Path,
     out_dir: str | Path,
@@ -395,7 +351,7 @@ def run_shard_encode(
     ``dictionary_db``: see :func:`prepare_shard`.
     """
     config = config or EncodeConfig()
-    _check_k(partial_k, importance_k)
+    check_k(partial_k, importance_k)
     layout = ShardLayout(Path(out_dir))
     job = prepare_shard(db_path, shard, config.dictionary_id, dictionary_db=dictionary_db)
     shard = job.shard
@@ -406,42 +362,22 @@ def run_shard_encode(
     encoder = SparseEncoder(load_learner(job.record), backend=config.backend)
     loaded = load_run_model(job.run, config)
     _check_model(loaded, job)
-    ingest_config = job.run["config"]
-    started = time.perf_counter()
-    n_vectors = n_codes = 0
-    chunks = job.chunks()
-    with progress_bar(f"encode shard {shard}", total=job.tokens.num_rows) as bar:
-        task = bar.task_ids[0]
-        for chunk, idx in enumerate(chunks):
-            if layout.stats_part(shard.index, chunk).is_file():
-                continue  # done by an earlier, interrupted run
-            t0 = time.perf_counter()
-            try:
-                batch = encode_sentences(
-                    loaded,
-                    encoder,
-                    job.texts(idx),
-                    max_length=int(ingest_config["max_length"]),
-                    keep_special=bool(ingest_config["keep_special"]),
-                    batch_size=config.batch_size,
-                    stored_ids=job.stored_ids(idx),
-                )
-            except TokenMismatchError as e:
-                raise WarehouseError(f"shard {shard}, chunk {chunk}: {e}") from e
-            write_chunk(
-                layout, shard.index, chunk, batch.codes, batch.stats, time.perf_counter() - t0
-            )
-            n_vectors += batch.n_vectors
-            n_codes += batch.codes.num_rows
-            crashpoint("shard.chunk")
-            bar.update(task, advance=batch.n_tokens)
-    seconds = time.perf_counter() - started
+    totals = encode_chunks(
+        _ShardChunks(job),
+        range(len(job.chunks())),
+        ChunkEncoder(encoder, loaded, job.run, batch_size=config.batch_size),
+        ParquetShardSink(layout, shard.index),
+        label=f"encode shard {shard}",
+        total_tokens=job.tokens.num_rows,
+    )
+    seconds, n_vectors, n_codes = totals.seconds, totals.n_vectors, totals.n_codes
     return finish_shard(
         layout, job, info, engine="local", seconds=seconds, n_vectors=n_vectors, n_codes=n_codes
     )
 
 
-def _check_k(partial_k: int, importance_k: int) -> None:
+def check_k(partial_k: int, importance_k: int) -> None:
+    """Reject a partial or importance K below 1."""
     if partial_k < 1:
         raise InputError(f"partial_k must be positive, not {partial_k}")
     if importance_k < 1:

@@ -1,0 +1,374 @@
+"""The one encode loop: chunks of a run in, codes and layer sums out, into a sink.
+
+A local encode and a shard encode differ only in where chunks come from and where
+their codes go, so both run :func:`encode_chunks`:
+
+- a :class:`ChunkSource` gives a chunk's sentences (or its stored hidden states) and
+  the token ids stored at ingest;
+- :class:`ChunkEncoder` codes one chunk: the model's forward pass (or the stored
+  states) -> :class:`~factorscope.sparse.SparseEncoder` -> non-zero codes and the
+  per-layer sums layer_quality is derived from (:class:`EncodedBatch`). The Ray engine's
+  actors call the same object on each batch;
+- a :class:`ChunkSink` commits a chunk atomically and says which are already
+  committed, so a killed run resumes at the first missing chunk:
+  :class:`DuckDBSink` (the run database's staging file) or :class:`ParquetShardSink`
+  (a shard folder in the layout of :mod:`factorscope.warehouse.parquet`).
+
+After each committed chunk the sink's crash point fires (``encode.chunk`` or
+``shard.chunk``; see docs/CONTRACTS.md, "Crash safety").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from factorscope.crashpoints import crashpoint
+from factorscope.errors import ModelLoadError, WarehouseError
+from factorscope.ingest.model import LoadedModel, load_model
+from factorscope.ingest.runner import MAX_POSITIONS, hidden_states, tokenize
+from factorscope.progress import progress_bar
+from factorscope.sparse import SparseEncoder
+from factorscope.warehouse import store
+from factorscope.warehouse.parquet import ShardLayout, write_parquet
+
+STATS_COLUMNS = ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Runtime settings of encode; the results depend only on the stored run and dictionary."""
+
+    dictionary_id: int | None = None
+    backend: str = "spams"
+    batch_size: int = 32
+    device: str | None = None
+    threads: int | None = None
+
+
+class TokenMismatchError(WarehouseError):
+    """The tokenizer no longer gives the tokens stored at ingest."""
+
+
+def load_run_model(run: dict, config: EncodeConfig | None = None) -> LoadedModel:
+    """The run's model, by its recorded name first and its recorded path second."""
+    config = config or EncodeConfig()
+    try:
+        return load_model(run["model"], device=config.device, threads=config.threads)
+    except Exception as e:
+        if run.get("model_path") and Path(run["model_path"]).exists():
+            return load_model(run["model_path"], device=config.device, threads=config.threads)
+        if isinstance(e, ModelLoadError):
+            raise ModelLoadError(
+                f"cannot load model {run['model']!r} of this run (it was ingested with it): {e}; "
+                "restore the model's folder, or ingest again into a new --db"
+            ) from e
+        raise
+
+
+def layer_stats(
+    encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray, codes
+) -> dict[str, list]:
+    """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding)."""
+    Xp = encoder.preprocess(X, layers=layers).astype(np.float64)
+    residual = Xp - encoder.reconstruct(codes)
+    sq_res = np.einsum("ij,ij->i", residual, residual)
+    sq_norm = np.einsum("ij,ij->i", Xp, Xp)
+    l0 = np.diff(codes.indptr)
+    out: dict[str, list] = {k: [] for k in STATS_COLUMNS}
+    for layer in np.unique(layers):
+        rows = layers == layer
+        out["layer"].append(int(layer))
+        out["n_vectors"].append(int(rows.sum()))
+        out["sq_residual"].append(float(sq_res[rows].sum()))
+        out["sq_norm"].append(float(sq_norm[rows].sum()))
+        out["sum_x"].append(Xp[rows].sum(axis=0).tolist())
+        out["sum_l0"].append(int(l0[rows].sum()))
+        out["n_zero_codes"].append(int((l0[rows] == 0).sum()))
+    return out
+
+
+def stats_table(stats: dict[str, list] | None = None) -> pa.Table:
+    """The layer sums as Arrow (typed; empty when ``stats`` is None)."""
+    stats = stats or {k: [] for k in STATS_COLUMNS}
+    return pa.table(
+        {
+            "layer": pa.array(stats["layer"], pa.int16()),
+            "n_vectors": pa.array(stats["n_vectors"], pa.int64()),
+            "sq_residual": pa.array(stats["sq_residual"], pa.float64()),
+            "sq_norm": pa.array(stats["sq_norm"], pa.float64()),
+            "sum_x": pa.array(stats["sum_x"], pa.list_(pa.float64())),
+            "sum_l0": pa.array(stats["sum_l0"], pa.int64()),
+            "n_zero_codes": pa.array(stats["n_zero_codes"], pa.int64()),
+        }
+    )
+
+
+def _codes_table(codes, layers: np.ndarray, token_ids: np.ndarray) -> pa.Table:
+    coo = codes.tocoo()
+    return pa.table(
+        {
+            "layer": pa.array(layers[coo.row].astype(np.int16)),
+            "factor": pa.array(coo.col.astype(np.int32)),
+            "token_id": pa.array(token_ids[coo.row].astype(np.int64)),
+            "alpha": pa.array(coo.data.astype(np.float32)),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """The codes and per-layer sums of one batch of sentences (every token, every layer)."""
+
+    codes: pa.Table  # layer, factor, token_id, alpha (non-zeros only)
+    stats: pa.Table  # one row per layer: see layer_stats
+    n_tokens: int
+    n_vectors: int
+
+
+def encode_sentences(
+    loaded: LoadedModel,
+    encoder: SparseEncoder,
+    rows: list[tuple[int, str]],
+    *,
+    max_length: int,
+    keep_special: bool,
+    batch_size: int = 32,
+    stored_ids: np.ndarray | None = None,
+) -> EncodedBatch:
+    """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector.
+
+    ``stored_ids``, when given, are the sorted token ids stored at ingest; a tokenizer
+    that no longer gives them raises :class:`TokenMismatchError`.
+    """
+    tokenized = tokenize(
+        loaded, [text for _, text in rows], max_length=max_length, keep_special=keep_special
+    )
+    states = hidden_states(loaded, tokenized, batch_size=batch_size)
+    token_ids = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [
+            idx * MAX_POSITIONS + ts.positions.astype(np.int64)
+            for (idx, _), ts in zip(rows, tokenized, strict=True)
+        ]
+    )
+    if stored_ids is not None and not np.array_equal(np.sort(token_ids), stored_ids):
+        raise TokenMismatchError(
+            "the model's tokenizer no longer gives the stored tokens "
+            "(was the model changed since ingest?)"
+        )
+    n_layers = loaded.n_layers
+    # rows ordered (layer, token): X[l * n + t] = state of token t at layer l
+    X = np.concatenate(
+        [np.zeros((0, n_layers, loaded.hidden_size), dtype=np.float32)]
+        + [s.transpose(1, 0, 2) for s in states],
+        axis=0,
+    )  # (n, L, d)
+    n_tok = X.shape[0]
+    X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
+    layers = np.repeat(np.arange(n_layers), n_tok)
+    return encode_vectors(encoder, X, layers, np.tile(token_ids, n_layers), n_tokens=n_tok)
+
+
+def encode_vectors(
+    encoder: SparseEncoder,
+    X: np.ndarray,
+    layers: np.ndarray,
+    token_ids: np.ndarray,
+    *,
+    n_tokens: int,
+) -> EncodedBatch:
+    """Code hidden states (one row per token x layer) and sum the per-layer quality stats."""
+    codes = encoder.transform(X, layers=layers)
+    stats = layer_stats(encoder, X, layers, codes)
+    return EncodedBatch(
+        codes=_codes_table(codes, layers, token_ids),
+        stats=stats_table(stats),
+        n_tokens=n_tokens,
+        n_vectors=X.shape[0],
+    )
+
+
+class ChunkSource(Protocol):
+    """Where a chunk's input comes from (the run database, or a shard's rows)."""
+
+    def where(self, chunk: int) -> str:
+        """Names the chunk in error messages ("chunk 3", "shard 0/4, chunk 3")."""
+
+    def sentences(self, chunk: int) -> list[tuple[int, str]]:
+        """(sentence_idx, text) of the chunk's sentences, in order."""
+
+    def stored_ids(self, chunk: int) -> np.ndarray | None:
+        """Sorted token ids stored at ingest for the chunk (None: not checked)."""
+
+    def states(self, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The chunk's stored hidden states as (vectors, layers, token_ids)."""
+
+
+@dataclass(frozen=True)
+class ChunkEncoder:
+    """Codes one chunk: the forward pass (or, with ``loaded`` None, the stored states)."""
+
+    encoder: SparseEncoder
+    loaded: LoadedModel | None
+    run: dict
+    batch_size: int = 32
+
+    def __call__(self, source: ChunkSource, chunk: int) -> EncodedBatch:
+        stored_ids = source.stored_ids(chunk)
+        if self.loaded is None:
+            X, layers, token_ids = source.states(chunk)
+            n_tokens = int(stored_ids.size)
+            if X.shape[0] != n_tokens * int(self.run["n_layers"]):
+                raise WarehouseError(
+                    f"{source.where(chunk)}: the stored hidden states are incomplete; "
+                    "run `factorscope ingest` again"
+                )
+            return encode_vectors(self.encoder, X, layers, token_ids, n_tokens=n_tokens)
+        ingest_config = self.run["config"]
+        try:
+            return encode_sentences(
+                self.loaded,
+                self.encoder,
+                source.sentences(chunk),
+                max_length=int(ingest_config["max_length"]),
+                keep_special=bool(ingest_config["keep_special"]),
+                batch_size=self.batch_size,
+                stored_ids=stored_ids,
+            )
+        except TokenMismatchError as e:
+            raise WarehouseError(f"{source.where(chunk)}: {e}") from e
+
+
+class ChunkSink(Protocol):
+    """Where a chunk's codes go; ``write`` commits one chunk atomically."""
+
+    crash_point: str
+
+    def is_done(self, chunk: int) -> bool:
+        """Whether an earlier (interrupted) run committed the chunk."""
+
+    def write(self, chunk: int, batch: EncodedBatch, seconds: float) -> None:
+        """Commit the chunk's codes and layer sums."""
+
+
+@dataclass(frozen=True)
+class LoopTotals:
+    n_vectors: int
+    n_codes: int
+    seconds: float
+
+
+def encode_chunks(
+    source: ChunkSource,
+    chunks: Sequence[int],
+    encode: ChunkEncoder,
+    sink: ChunkSink,
+    *,
+    label: str,
+    total_tokens: int,
+) -> LoopTotals:
+    """Encode every chunk the sink does not hold yet, committing each before the next."""
+    todo = [c for c in chunks if not sink.is_done(c)]
+    n_layers = int(encode.run["n_layers"])
+    started = time.perf_counter()
+    n_vectors = n_codes = 0
+    with progress_bar(label, total=total_tokens) as bar:
+        task = bar.task_ids[0]
+        for chunk in todo:
+            t0 = time.perf_counter()
+            batch = encode(source, chunk)
+            sink.write(chunk, batch, time.perf_counter() - t0)
+            n_vectors += batch.n_vectors
+            n_codes += batch.codes.num_rows
+            crashpoint(sink.crash_point)
+            bar.update(
+                task,
+                advance=batch.n_tokens,
+                rate=n_vectors / n_layers / max(time.perf_counter() - started, 1e-9),
+            )
+    return LoopTotals(n_vectors, n_codes, time.perf_counter() - started)
+
+
+class DuckDBSink:
+    """Chunks into the run database (its staging copy): codes, layer sums, bookkeeping row."""
+
+    crash_point = "encode.chunk"
+
+    def __init__(self, con, dictionary_id: int) -> None:
+        self.con = con
+        self.dictionary_id = dictionary_id
+        self.done = store.done_encode_chunks(con, dictionary_id)
+
+    def is_done(self, chunk: int) -> bool:
+        return chunk in self.done
+
+    def write(self, chunk: int, batch: EncodedBatch, seconds: float) -> None:
+        store.write_encode_chunk(
+            self.con,
+            dictionary_id=self.dictionary_id,
+            chunk=chunk,
+            codes=batch.codes,
+            stats=batch.stats,
+            seconds=seconds,
+        )
+
+
+class ParquetShardSink:
+    """Chunks into a shard folder: code files per layer, then the stats file that marks
+    the chunk done."""
+
+    crash_point = "shard.chunk"
+
+    def __init__(self, layout: ShardLayout, shard: int) -> None:
+        self.layout = layout
+        self.shard = shard
+
+    def is_done(self, chunk: int) -> bool:
+        return self.layout.stats_part(self.shard, chunk).is_file()
+
+    def write(self, chunk: int, batch: EncodedBatch, seconds: float) -> None:
+        """One chunk's codes (one file per layer) and then its stats (the done-marker).
+
+        Code files of this chunk left by a run killed before its stats were written are
+        removed first, so the chunk holds exactly the new run's files.
+        """
+        layout, codes = self.layout, batch.codes
+        name = layout.codes_part(0, self.shard, chunk).name
+        for stale in layout.codes.glob(f"layer=*/{name}"):
+            stale.unlink()
+        layer = codes.column("layer").to_numpy()
+        bounds = np.flatnonzero(np.diff(layer)) + 1  # codes come sorted by layer
+        starts = np.concatenate([[0], bounds])
+        stops = np.concatenate([bounds, [layer.size]])
+        for lo, hi in zip(starts.tolist(), stops.tolist(), strict=True):
+            if hi > lo:
+                part = codes.slice(lo, hi - lo).drop_columns(["layer"])
+                write_parquet(part, layout.codes_part(int(layer[lo]), self.shard, chunk))
+        self.write_stats(chunk, batch.stats, seconds, codes)
+
+    def write_stats(
+        self, chunk: int, stats: pa.Table, seconds: float, codes: pa.Table | None
+    ) -> None:
+        """The chunk's layer sums, keyed by shard and chunk, with its code counts."""
+        layers = stats.column("layer").to_numpy()
+        if codes is not None and codes.num_rows:
+            counts = np.bincount(
+                codes.column("layer").to_numpy().astype(np.int64), minlength=int(layers.max()) + 1
+            )[layers]
+        else:
+            counts = np.zeros(layers.size, dtype=np.int64)
+        n = stats.num_rows
+        keyed = (
+            stats.append_column("shard", pa.array(np.full(n, self.shard, dtype=np.int32)))
+            .append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32)))
+            .append_column("n_codes", pa.array(counts.astype(np.int64)))
+            .append_column("seconds", pa.array(np.full(n, seconds, dtype=np.float64)))
+        )
+        write_parquet(keyed, self.layout.stats_part(self.shard, chunk))

@@ -1,0 +1,18 @@
+-- auto_labels (from the merged top contexts and levels; no partial): the three most
+-- frequent words of the factor's top contexts at its peak layer, joined by " / ".
+INSERT INTO auto_labels
+WITH w AS (
+    SELECT t.factor, lower(t.word) AS word, count(*) AS n, min(t.rank) AS first_rank
+    FROM summary_top_contexts t
+    JOIN summary_levels l ON l.factor = t.factor AND l.peak_layer = t.layer
+    GROUP BY ALL
+),
+best AS (
+    SELECT *, row_number() OVER (PARTITION BY factor ORDER BY n DESC, first_rank) AS k
+    FROM w
+    QUALIFY k <= 3
+)
+SELECT factor, string_agg(word, ' / ' ORDER BY k) AS label
+FROM best
+GROUP BY factor
+ORDER BY factor;

@@ -1,0 +1,24 @@
+-- summary_importance: IS[c, l] = (sum of the $importance_k largest alpha_c at layer l)
+-- / $importance_k (missing ones count as zeros), n_active and max_alpha.
+
+-- partial: each (factor, layer)'s own $importance_k largest alphas, descending.
+CREATE OR REPLACE TEMP TABLE _p_importance AS
+SELECT factor, layer,
+       max(alpha, $importance_k) AS top_alphas,
+       count(*) AS n_active,
+       max(alpha) AS max_alpha
+FROM codes
+GROUP BY factor, layer
+ORDER BY factor, layer;
+
+-- merge: the largest $importance_k of the partials' lists, summed in descending order
+-- (so one partial or many give the same doubles); counts add up, maxima of maxima.
+INSERT INTO summary_importance
+SELECT factor, layer,
+       list_sum(list_sort(flatten(list(top_alphas)), 'DESC')[1:$importance_k])
+           / $importance_k AS importance,
+       sum(n_active) AS n_active,
+       max(max_alpha) AS max_alpha
+FROM _p_importance
+GROUP BY factor, layer
+ORDER BY factor, layer;
