@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,20 +26,12 @@ import pytest
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
+from .live import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_until_serving
+
 pytestmark = [pytest.mark.acceptance, pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 FORTUNES = Path("/usr/share/games/fortunes")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "acceptance"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SENTENCE = "She left the room and turned left at the station."
 LABEL = "acceptance label"
 
@@ -118,43 +108,24 @@ def demo_db(workdir: Path) -> Path:
     return db
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def serve(workdir: Path) -> Iterator:
     """Start ``factorscope serve`` on a free loopback port; returns the base URL."""
     procs: list[subprocess.Popen] = []
 
     def start(db: Path, name: str) -> str:
-        port = _free_port()
+        port = free_port()
         log = workdir / f"serve-{name}.log"
         out = log.open("w")
         args = ["serve", "--db", str(db), "--port", str(port), "--lime-samples", "40"]
         proc = subprocess.Popen([_cli(), *args], stdout=out, stderr=subprocess.STDOUT, env=_env())
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"factorscope serve exited:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/_dash-layout", timeout=2):
-                    return url
-            except OSError:
-                time.sleep(0.25)
-        raise AssertionError(f"factorscope serve did not answer in 90 s:\n{log.read_text()}")
+        wait_until_serving(proc, url, log)
+        return url
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop(procs)
 
 
 @pytest.fixture(scope="module")

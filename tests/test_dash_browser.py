@@ -8,40 +8,23 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .live import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_until_serving
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 20_000
 
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
     pytest.skip("Debian chromium is not installed", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 SERVER_SCRIPT = """
@@ -57,7 +40,7 @@ def start_server(tmp_path: Path):
     procs: list[subprocess.Popen] = []
 
     def start(db: Path) -> str:
-        port = _free_port()
+        port = free_port()
         log = (tmp_path / f"server-{port}.log").open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
         proc = subprocess.Popen(
@@ -68,24 +51,11 @@ def start_server(tmp_path: Path):
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {(tmp_path / log.name).read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/_dash-layout", timeout=2):
-                    return url
-            except OSError:
-                time.sleep(0.25)
-        raise AssertionError("server did not start in 60 s")
+        wait_until_serving(proc, url, tmp_path / log.name, timeout_s=60)
+        return url
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop(procs)
 
 
 @pytest.fixture(scope="module")

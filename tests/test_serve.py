@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +22,9 @@ from factorscope.dash_app import logic
 from factorscope.warehouse.queries import WarehouseReader
 from factorscope.warehouse.synthetic import build_synthetic_db
 
+from .live import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until_serving
+
 CLI = Path(sys.executable).with_name("factorscope")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +33,13 @@ def syn_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_synthetic_db(path, n_sentences=300, n_layers=3, n_factors=32)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator:
     """``serve(db, *flags)`` starts ``factorscope serve``; (process, base URL, log path)."""
     procs: list[subprocess.Popen] = []
 
     def start(db: Path, *flags: str) -> tuple[subprocess.Popen, str, Path]:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"serve-{port}.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
@@ -58,16 +50,8 @@ def serve(tmp_path: Path) -> Iterator:
             )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"factorscope serve exited:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(base + "/_dash-layout", timeout=2):
-                    return proc, base, log
-            except OSError:
-                time.sleep(0.25)
-        raise AssertionError(f"factorscope serve did not answer in 90 s:\n{log.read_text()}")
+        wait_until_serving(proc, base, log)
+        return proc, base, log
 
     yield start
     for proc in procs:

@@ -18,6 +18,27 @@ import pyarrow as pa
 from factorscope.errors import WarehouseError
 from factorscope.limits import MAX_POSITIONS, token_id
 
+STATS_COLUMNS = ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")
+"""Per-chunk, per-layer sums of ``encode_chunk_stats`` (from which layer_quality is derived)."""
+
+
+def stats_table(stats: dict[str, list] | None = None) -> pa.Table:
+    """Per-layer sums as the typed Arrow table ``encode_chunk_stats`` and shard stats files
+    hold (empty when ``stats`` is None)."""
+    stats = stats or {k: [] for k in STATS_COLUMNS}
+    return pa.table(
+        {
+            "layer": pa.array(stats["layer"], pa.int16()),
+            "n_vectors": pa.array(stats["n_vectors"], pa.int64()),
+            "sq_residual": pa.array(stats["sq_residual"], pa.float64()),
+            "sq_norm": pa.array(stats["sq_norm"], pa.float64()),
+            "sum_x": pa.array(stats["sum_x"], pa.list_(pa.float64())),
+            "sum_l0": pa.array(stats["sum_l0"], pa.int64()),
+            "n_zero_codes": pa.array(stats["n_zero_codes"], pa.int64()),
+        }
+    )
+
+
 TOKEN_ID_STRIDE = MAX_POSITIONS
 """The stride of :func:`factorscope.limits.token_id`, under the name SQL parameters use."""
 

@@ -316,18 +316,7 @@ def _make_codes(
             "alpha": pa.array(np.concatenate(alphas_out)),
         }
     )
-    stats_table = pa.table(
-        {
-            "layer": pa.array(stats["layer"], pa.int16()),
-            "n_vectors": pa.array(stats["n_vectors"], pa.int64()),
-            "sq_residual": pa.array(stats["sq_residual"], pa.float64()),
-            "sq_norm": pa.array(stats["sq_norm"], pa.float64()),
-            "sum_x": pa.array(stats["sum_x"], pa.list_(pa.float64())),
-            "sum_l0": pa.array(stats["sum_l0"], pa.int64()),
-            "n_zero_codes": pa.array(stats["n_zero_codes"], pa.int64()),
-        }
-    )
-    return codes, stats_table
+    return codes, store.stats_table(stats)
 
 
 def connect_synthetic(path: str | Path, **kwargs) -> duckdb.DuckDBPyConnection:

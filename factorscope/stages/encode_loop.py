@@ -38,8 +38,6 @@ from factorscope.sparse import SparseEncoder
 from factorscope.warehouse import store
 from factorscope.warehouse.parquet import ShardLayout, write_parquet
 
-STATS_COLUMNS = ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")
-
 
 @dataclass(frozen=True)
 class EncodeConfig:
@@ -81,7 +79,7 @@ def layer_stats(
     sq_res = np.einsum("ij,ij->i", residual, residual)
     sq_norm = np.einsum("ij,ij->i", Xp, Xp)
     l0 = np.diff(codes.indptr)
-    out: dict[str, list] = {k: [] for k in STATS_COLUMNS}
+    out: dict[str, list] = {k: [] for k in store.STATS_COLUMNS}
     for layer in np.unique(layers):
         rows = layers == layer
         out["layer"].append(int(layer))
@@ -92,22 +90,6 @@ def layer_stats(
         out["sum_l0"].append(int(l0[rows].sum()))
         out["n_zero_codes"].append(int((l0[rows] == 0).sum()))
     return out
-
-
-def stats_table(stats: dict[str, list] | None = None) -> pa.Table:
-    """The layer sums as Arrow (typed; empty when ``stats`` is None)."""
-    stats = stats or {k: [] for k in STATS_COLUMNS}
-    return pa.table(
-        {
-            "layer": pa.array(stats["layer"], pa.int16()),
-            "n_vectors": pa.array(stats["n_vectors"], pa.int64()),
-            "sq_residual": pa.array(stats["sq_residual"], pa.float64()),
-            "sq_norm": pa.array(stats["sq_norm"], pa.float64()),
-            "sum_x": pa.array(stats["sum_x"], pa.list_(pa.float64())),
-            "sum_l0": pa.array(stats["sum_l0"], pa.int64()),
-            "n_zero_codes": pa.array(stats["n_zero_codes"], pa.int64()),
-        }
-    )
 
 
 def _codes_table(codes, layers: np.ndarray, token_ids: np.ndarray) -> pa.Table:
@@ -189,7 +171,7 @@ def encode_vectors(
     stats = layer_stats(encoder, X, layers, codes)
     return EncodedBatch(
         codes=_codes_table(codes, layers, token_ids),
-        stats=stats_table(stats),
+        stats=store.stats_table(stats),
         n_tokens=n_tokens,
         n_vectors=X.shape[0],
     )

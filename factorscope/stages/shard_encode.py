@@ -34,7 +34,6 @@ from factorscope.stages.encode_loop import (
     ParquetShardSink,
     encode_chunks,
     load_run_model,
-    stats_table,
 )
 from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import ShardSpec, run_shard, shard_of
@@ -287,7 +286,7 @@ def finish_shard(
     )
     if not any(layout.stats.glob("part-*.parquet")):
         # An empty shard still leaves a (typed, empty) stats file for the merge.
-        ParquetShardSink(layout, job.shard.index).write_stats(0, stats_table(), 0.0, None)
+        ParquetShardSink(layout, job.shard.index).write_stats(0, store.stats_table(), 0.0, None)
     partials = wshards.partial_summaries(
         layout, partial_k=info["partial_k"], importance_k=info["importance_k"]
     )

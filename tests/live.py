@@ -1,0 +1,61 @@
+"""Shared by the tests that start a real server and drive Debian's Chromium.
+
+One place for the browser's path and flags (never ``playwright install``: it downloads
+a browser, which these machines cannot), for picking a loopback port and for waiting
+until a started server answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the servers under test bind loopback only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(
+    proc: subprocess.Popen, base: str, log: Path, *, timeout_s: float = 90
+) -> None:
+    """Return once ``base`` answers Dash's layout route; fail with the server's log if the
+    process exits or does not answer within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(base + "/_dash-layout", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.25)
+    raise AssertionError(f"the server did not answer in {timeout_s:g} s:\n{log.read_text()}")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate started servers (kill those that do not stop within 10 s)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
