@@ -48,15 +48,13 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-dim random BERT with the packaged MiniLM tokenizer."""
+def write_tiny_bert(out: Path) -> Path:
+    """Save a 2-layer, 32-dim random BERT (seed 0) with the packaged MiniLM tokenizer to ``out``."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from factorscope.ingest.model import default_model_path
 
-    out = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -70,6 +68,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-dim random BERT with the packaged MiniLM tokenizer."""
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -31,24 +31,9 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def _tiny_model(out: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from tests.conftest import write_tiny_bert
 
-    from factorscope.ingest.model import default_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return write_tiny_bert(out)
 
 
 def _copy_dictionary(src: Path, dst: Path) -> None:

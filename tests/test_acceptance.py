@@ -26,7 +26,7 @@ import pytest
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
-from .live import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_until_serving
+from .live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.browser, pytest.mark.slow]
 
@@ -130,10 +130,8 @@ def serve(workdir: Path) -> Iterator:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 class Walk:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .live import CHROMIUM, CHROMIUM_ARGS, free_port, stop, wait_until_serving
+from .live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -60,10 +60,8 @@ def start_server(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from factorscope.dash_app import logic
 from factorscope.warehouse.queries import WarehouseReader
 from factorscope.warehouse.synthetic import build_synthetic_db
 
-from .live import CHROMIUM, CHROMIUM_ARGS, free_port, wait_until_serving
+from .live import CHROMIUM, chromium_browser, free_port, wait_until_serving
 
 CLI = Path(sys.executable).with_name("factorscope")
 
@@ -234,27 +234,22 @@ def test_saving_a_label_shows_at_once(tmp_path):
 def test_a_factor_view_is_one_request(serve, syn_db):
     """Opening a factor page, or switching its layer, asks the server once for data."""
     if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-        pytest.skip("no /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail("no /usr/bin/chromium: run `make setup-test`", pytrace=False)
     _proc, base, _log = serve(syn_db)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            pg = browser.new_page()
-            pg.set_default_timeout(20_000)
-            posts: list[str] = []
-            errors: list[str] = []
-            pg.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            pg.goto(f"{base}/factor/3?layer=1", wait_until="networkidle")
-            pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
-            assert len(posts) == 1, posts
-            posts.clear()
-            pg.locator("#factor-layer-select label").get_by_text("2", exact=True).click()
-            pg.wait_for_url(f"{base}/factor/3?layer=2")
-            pg.wait_for_load_state("networkidle")
-            pg.locator("#factor-layer-select input[value='2']:checked").wait_for(state="attached")
-            assert len(posts) == 1, posts
-            assert errors == [], errors
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        pg = browser.new_page()
+        pg.set_default_timeout(20_000)
+        posts: list[str] = []
+        errors: list[str] = []
+        pg.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.goto(f"{base}/factor/3?layer=1", wait_until="networkidle")
+        pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
+        assert len(posts) == 1, posts
+        posts.clear()
+        pg.locator("#factor-layer-select label").get_by_text("2", exact=True).click()
+        pg.wait_for_url(f"{base}/factor/3?layer=2")
+        pg.wait_for_load_state("networkidle")
+        pg.locator("#factor-layer-select input[value='2']:checked").wait_for(state="attached")
+        assert len(posts) == 1, posts
+        assert errors == [], errors
