@@ -20,6 +20,9 @@ from factorscope.errors import WarehouseError
 from factorscope.warehouse import summary_files
 from factorscope.warehouse.parquet import attached_roots
 
+Connection = duckdb.DuckDBPyConnection
+"""The connection type, for annotations above the warehouse (which never import duckdb)."""
+
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
 from factorscope.report.compute import pick_examples
 from factorscope.report.model import (
     BASELINE_MIN_OCCURRENCES,
@@ -18,6 +16,7 @@ from factorscope.report.model import (
     ReportData,
 )
 from factorscope.warehouse import queries
+from factorscope.warehouse.connection import Connection
 from factorscope.warehouse.queries import LEVELS, WarehouseReader
 
 
@@ -66,9 +65,7 @@ def gather(
     )
 
 
-def _examples(
-    con: duckdb.DuckDBPyConnection, examples_per_level: int, seed: int
-) -> dict[str, list[ExampleData]]:
+def _examples(con: Connection, examples_per_level: int, seed: int) -> dict[str, list[ExampleData]]:
     """The picked example factors of every level, with their contexts and curves."""
     examples: dict[str, list[ExampleData]] = {}
     for level in LEVELS:
@@ -96,7 +93,7 @@ def _examples(
 
 
 def _word_tops(
-    con: duckdb.DuckDBPyConnection, words: list[str], first_layer: int, last_layer: int
+    con: Connection, words: list[str], first_layer: int, last_layer: int
 ) -> dict[str, tuple[list[int | None], list[int | None]]]:
     """{word: (top factor of each occurrence at the first layer, ... at the last layer)}."""
     tops: dict[str, tuple[list[int | None], list[int | None]]] = {}
@@ -107,7 +104,7 @@ def _word_tops(
     return tops
 
 
-def _spread(con: duckdb.DuckDBPyConnection, layer: int) -> list[dict]:
+def _spread(con: Connection, layer: int) -> list[dict]:
     return queries.word_top_factor_spread(
         con, layer, min_occurrences=BASELINE_MIN_OCCURRENCES
     ).to_dicts()
