@@ -131,3 +131,25 @@ def test_missing_file(tmp_path):
     reader = q.WarehouseReader(tmp_path / "none.duckdb")
     with pytest.raises(WarehouseError, match="no database"), reader.connect():
         pass
+
+
+def test_status_storage_accounts_for_the_file(tiny_pipeline_db) -> None:
+    """Bytes per code row and per token come from the file's real blocks."""
+    from factorscope.warehouse.connection import connect
+    from factorscope.warehouse.status import database_status
+
+    st = database_status(tiny_pipeline_db)["published"]["storage"]
+    assert st["file_bytes"] == tiny_pipeline_db.stat().st_size
+    assert 0.0 <= st["free_share"] < 1.0
+    tables = st["table_bytes"]
+    assert tables["codes"] > 0 and tables["tokens"] > 0
+    assert sum(tables.values()) + st["summary_bytes"] <= st["file_bytes"]
+    con = connect(tiny_pipeline_db, read_only=True)
+    try:
+        n_codes, n_tokens = con.sql(
+            "SELECT (SELECT count(*) FROM codes), count(*) FROM tokens"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    assert st["bytes_per_code_row"] == tables["codes"] / n_codes
+    assert st["bytes_per_token"] == st["file_bytes"] / n_tokens

@@ -50,6 +50,49 @@ def _describe(con: duckdb.DuckDBPyConnection) -> dict:
     }
 
 
+STORAGE_TABLES = ("codes", "hidden_states", "tokens", "sentences")
+"""Tables whose size ``status`` reports one by one; the summaries are reported together."""
+
+
+def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict:
+    """Where the file's bytes go: per table, per code row and per token, and free space.
+
+    A table's size is its distinct storage blocks times the block size (DuckDB's
+    ``pragma_storage_info``), so it is what the table costs in the file, compression
+    included. ``free_share`` is the share of the file's blocks that hold nothing
+    (left by rewrites; DuckDB reuses them for later writes).
+    """
+    size = con.execute(
+        "SELECT block_size, total_blocks, free_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    ).fetchall()[0]
+    block_size, total_blocks, free_blocks = (int(v) for v in size)
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+
+    def table_bytes(name: str) -> int:
+        # The name comes from duckdb_tables(), never from a caller.
+        blocks = con.execute(
+            f"SELECT count(DISTINCT block_id) FROM pragma_storage_info('{name}') "
+            "WHERE persistent AND block_id >= 0"
+        ).fetchall()[0][0]
+        return int(blocks) * block_size
+
+    per_table = {t: table_bytes(t) for t in tables}
+    rows = dict(con.execute("SELECT table_name, estimated_size FROM duckdb_tables()").fetchall())
+    n_tokens = int(rows.get("tokens") or 0)
+    n_codes = int(rows.get("codes") or 0)
+    file_bytes = path.stat().st_size
+    summaries = sum(b for t, b in per_table.items() if t.startswith("summary_"))
+    return {
+        "file_bytes": file_bytes,
+        "free_share": free_blocks / total_blocks if total_blocks else 0.0,
+        "table_bytes": {t: per_table.get(t, 0) for t in STORAGE_TABLES},
+        "summary_bytes": summaries,
+        "bytes_per_code_row": per_table.get("codes", 0) / n_codes if n_codes else None,
+        "bytes_per_token": file_bytes / n_tokens if n_tokens else None,
+    }
+
+
 def database_status(db_path: str | Path) -> dict:
     """The published file's contents and, if a writer left one, the staging copy's."""
     db_path = Path(db_path)
@@ -69,6 +112,7 @@ def database_status(db_path: str | Path) -> dict:
             raise
         try:
             report[key] = _describe(con)
+            report[key]["storage"] = storage(con, path)
         except duckdb.Error as e:
             raise WarehouseError(f"{path} is not a factorscope database: {e}") from e
         finally:

@@ -41,6 +41,22 @@ def _print_state(console: Console, title: str, state: dict) -> None:
             f"fit {d['fit_seconds'] or 0:.1f}, encode {d['encode_seconds']:.1f}",
         )
     console.print(table)
+    _print_storage(console, state["storage"])
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _print_storage(console: Console, st: dict) -> None:
+    parts = ", ".join(f"{name} {_mib(b)}" for name, b in st["table_bytes"].items() if b)
+    line = f"storage: file {_mib(st['file_bytes'])} ({st['free_share']:.0%} free blocks); {parts}"
+    line += f", summaries {_mib(st['summary_bytes'])}"
+    if st["bytes_per_code_row"] is not None:
+        line += f"; {st['bytes_per_code_row']:.1f} bytes per code row"
+    if st["bytes_per_token"] is not None:
+        line += f", {st['bytes_per_token']:,.0f} bytes per token"
+    console.print(line)
 
 
 @app.command()
