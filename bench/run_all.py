@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("analyze_render", "bench_analyze_render.py"),
     ("scale", "bench_scale.py"),
     ("segmentation", "bench_segmentation.py"),
+    ("gpu", "bench_gpu.py"),
 ]
 
 
