@@ -27,7 +27,7 @@ from factorscope.warehouse import queries as q
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout
 from factorscope.warehouse.publish import wal_path, wip_path
-from factorscope.warehouse.summaries import SUMMARY_TABLES
+from factorscope.warehouse.summaries import summary_tables
 
 from .conftest import copy_db, write_random_corpus
 from .contract import assert_databases_match, assert_tables_match
@@ -45,7 +45,7 @@ ENCODE_TABLES = (
     "codes",
     "encode_chunk_stats",
     "layer_quality",
-    *(t for t in SUMMARY_TABLES if t != "summary_meta"),
+    *(t for t in summary_tables() if t != "summary_meta"),
 )
 # Tables with run-time columns (seconds, timestamps): compared without them.
 VOLATILE = {

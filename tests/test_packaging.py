@@ -46,7 +46,7 @@ def test_wheel_holds_only_the_factorscope_package(wheel: Path) -> None:
         "factorscope/stages/shard_encode.py",
         "factorscope/sparse/__init__.py",
         "factorscope/warehouse/schema/001_core.sql",
-        "factorscope/warehouse/summary_sql/top_contexts.sql",
+        "factorscope/warehouse/summary_sql/10_top_contexts.sql",
         "factorscope/dash_app/__init__.py",
         "factorscope/cli/__init__.py",
     ):

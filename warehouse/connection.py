@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from factorscope.errors import WarehouseError
+from factorscope.warehouse import summary_files
 from factorscope.warehouse.parquet import attached_roots
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -33,13 +34,20 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 def view_scripts() -> list[tuple[str, str]]:
-    """Every view definition shipped with the package, as (file name, sql), sorted by name."""
+    """Every view definition shipped with the package, as (file name, sql), in order.
+
+    The summaries' own views (the ``@view`` section of each ``summary_sql`` file) come
+    first, then ``views/*.sql`` sorted by name (views over several tables).
+    """
+    scripts = [(f"summary_sql/{s.name}", s.view) for s in summary_files.summaries() if s.view]
     folder = resources.files("factorscope.warehouse").joinpath("views")
-    return sorted(
-        (entry.name, entry.read_text("utf-8"))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".sql")
-    )
+    if folder.is_dir():
+        scripts += sorted(
+            (f"views/{entry.name}", entry.read_text("utf-8"))
+            for entry in folder.iterdir()
+            if entry.name.endswith(".sql")
+        )
+    return scripts
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -69,8 +77,40 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise WarehouseError(f"schema migration {version:03d} failed: {e}") from e
+    create_summary_tables(con)
     create_views(con)
     return schema_version(con)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+
+
+def create_summary_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create each summary's table from its file; recreate one whose columns changed.
+
+    Summary tables are derived data (the next refresh refills them), so a file that
+    changes a table's columns replaces the old table instead of needing a migration.
+    """
+    probe = duckdb.connect()
+    try:
+        for summary in summary_files.summaries():
+            probe.execute(summary.table_sql)
+            wanted = _columns(probe, summary.table)
+            have = _columns(con, summary.table)
+            try:
+                if have and have != wanted:
+                    # The name comes from a shipped summary file, never from a caller.
+                    con.execute(f"DROP TABLE {summary.table}")
+                con.execute(summary.table_sql)
+            except duckdb.Error as e:
+                raise WarehouseError(f"summary table {summary.table} failed: {e}") from e
+    finally:
+        probe.close()
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from factorscope.errors import WarehouseError
-from factorscope.warehouse import store, summaries
+from factorscope.warehouse import store, summaries, summary_files
 from factorscope.warehouse.parquet import ShardLayout, attach_codes, codes_dataset, files_dataset
 
 # ----------------------------------------------------------------------------- run database
@@ -134,14 +134,6 @@ def index_ingest_chunks(con: duckdb.DuckDBPyConnection, chunk_size: int, seconds
 
 # ----------------------------------------------------------------------------- partials
 
-_PARTIAL_FILES = {
-    "top_contexts": "top",
-    "importance": "importance",
-    "histogram": "histogram",
-    "word_factors": "words",
-}
-"""Each partial's file in a shard folder (``partial/<name>.parquet``)."""
-
 
 def partial_summaries(
     layout: ShardLayout, *, partial_k: int, importance_k: int
@@ -152,9 +144,10 @@ def partial_summaries(
         con.register("codes", codes_dataset([layout.root]))
         con.register("tokens", files_dataset([layout.tokens]))
         tables = summaries.compute_partials(con, partial_k=partial_k, importance_k=importance_k)
-        # Table names come from summaries' fixed PARTIAL_TABLES, never from a caller.
+        # Temp table names follow the shipped summary files (_p_<name>), never a caller.
+        # Each partial is written to ``partial/<summary name>.parquet``.
         return {
-            _PARTIAL_FILES[name]: con.sql(f"SELECT * FROM {table}").to_arrow_table()
+            name: con.sql(f"SELECT * FROM {table}").to_arrow_table()
             for name, table in tables.items()
         }
     except duckdb.Error as e:
@@ -168,10 +161,11 @@ def partial_summaries(
 
 def _register_partials(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> list[str]:
     names = []
-    for summary, table in summaries.PARTIAL_TABLES.items():
-        part = _PARTIAL_FILES[summary]
-        con.register(table, files_dataset([ShardLayout(r).partial(part) for r in roots]))
-        names.append(table)
+    for summary in summary_files.summaries():
+        if summary.partial:
+            parts = [ShardLayout(r).partial(summary.name) for r in roots]
+            con.register(summary.partial_table, files_dataset(parts))
+            names.append(summary.partial_table)
     return names
 
 

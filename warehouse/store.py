@@ -512,8 +512,8 @@ def settle_unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
         con.execute("DELETE FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id])
         con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id = ?", [dictionary_id])
         con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
-        for table in summaries.SUMMARY_TABLES:
-            # Table names come from summaries' fixed tuple, never from a caller.
+        for table in summaries.summary_tables():
+            # Table names come from the shipped summary files, never from a caller.
             con.execute(f"DELETE FROM {table}")
         con.execute(
             "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [dictionary_id]

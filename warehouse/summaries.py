@@ -1,12 +1,14 @@
 """Derived tables behind the public views, rebuilt after every encode.
 
-Every summary is defined once, in ``warehouse/summary_sql/<name>.sql``: a *partial*
-statement (the codes and tokens one shard sees -> temp table ``_p_<name>``) and a
-*merge* statement (the partials of every shard -> the ``summary_*`` table). A shard
-encode runs the partials (:func:`compute_partials`), ``factorscope merge`` the merges
-(:func:`merge_partials`), and a single run is a one-shard run: the merge of its one
-partial. Levels and auto labels are computed from merged summaries (one statement);
-the context cut is the macro ``context_spans`` (``summary_sql/context.sql``), which the
+Every summary is defined once, in ``warehouse/summary_sql/NN_<name>.sql`` (layout in
+:mod:`factorscope.warehouse.summary_files`): its table, a *partial* (the codes and
+tokens one shard sees -> temp table ``_p_<name>``), a *merge* (the partials of every
+shard -> the table) and its public view. A shard encode runs the partials
+(:func:`compute_partials`), ``factorscope merge`` the merges (:func:`merge_partials`),
+and a single run is a one-shard run: the merge of its one partial. Levels and auto
+labels have only a merge, over merged summaries; neighbours are filled in Python
+(:data:`PYTHON_FILLED`). Nothing here names a summary file: adding one is adding the
+file. The context cut is the macro ``context_spans`` (``summary_sql/context.sql``), which the
 live queries use too. Top-K, importance-K and the level bounds are one
 :class:`SummarySettings`, recorded in ``summary_meta``.
 
@@ -42,12 +44,11 @@ Definitions (also in docs/SCHEMA.md):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 
 import duckdb
 import numpy as np
@@ -57,7 +58,7 @@ import scipy.sparse as sp
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.limits import TOP_K
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summary_files
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +67,10 @@ CONTEXT_WORDS = 10
 
 HISTOGRAM_BINS_PER_OCTAVE = 4
 
-SUMMARY_TABLES = (
-    "summary_top_contexts",
-    "summary_importance",
-    "summary_levels",
-    "summary_word_factors",
-    "summary_histogram",
-    "summary_neighbors",
-    "auto_labels",
-    "summary_meta",
-)
 
-PARTIAL_SUMMARIES = ("top_contexts", "importance", "word_factors", "histogram")
-"""Summaries whose file holds two statements: a partial (one shard's codes -> temp
-table ``_p_<name>``) and a merge (all partials -> the ``summary_*`` table)."""
-
-PARTIAL_TABLES = {
-    "top_contexts": "_p_top",
-    "importance": "_p_importance",
-    "word_factors": "_p_words",
-    "histogram": "_p_histogram",
-}
-
-DERIVED_SUMMARIES = ("levels", "auto_labels")
-"""Summaries computed from merged ones (one statement, no partial)."""
+def summary_tables() -> tuple[str, ...]:
+    """Every table a refresh rewrites: each summary file's table, then ``summary_meta``."""
+    return (*(s.table for s in summary_files.summaries()), "summary_meta")
 
 
 @dataclass(frozen=True)
@@ -121,39 +102,34 @@ class SummarySettings:
         }
 
 
-@functools.cache
-def _sql_text(name: str) -> str:
-    folder = resources.files("factorscope.warehouse").joinpath("summary_sql")
-    return folder.joinpath(f"{name}.sql").read_text("utf-8")
-
-
-def _statements(con: duckdb.DuckDBPyConnection, name: str) -> list:
-    return con.extract_statements(_sql_text(name))
-
-
-def _execute(con: duckdb.DuckDBPyConnection, statement, params: dict) -> None:
-    # Each statement gets the parameters it names, from the caller's fixed dict.
-    con.execute(statement, {k: params[k] for k in statement.named_parameters})
+def _execute(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
+    # DuckDB parses the statements apart (never a split on ";" by hand); each gets the
+    # parameters it names, from the caller's fixed dict.
+    for statement in con.extract_statements(sql):
+        con.execute(statement, {k: params[k] for k in statement.named_parameters})
 
 
 def define_context_macro(con: duckdb.DuckDBPyConnection) -> None:
     """Define ``context_spans(context)`` (summary_sql/context.sql) on this connection."""
-    con.execute(_sql_text("context"))
+    con.execute(summary_files.macro_sql("context"))
 
 
 def compute_partials(con: duckdb.DuckDBPyConnection, *, partial_k: int, importance_k: int) -> dict:
     """The partial summaries of the codes and tokens ``con`` sees, as temp tables.
 
-    Returns ``{summary name: temp table name}``.
+    Returns ``{summary name: temp table name}`` for every summary with a partial.
     """
     params = {
         "partial_k": partial_k,
         "importance_k": importance_k,
         "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
     }
-    for name in PARTIAL_SUMMARIES:
-        _execute(con, _statements(con, name)[0], params)
-    return dict(PARTIAL_TABLES)
+    tables = {}
+    for summary in summary_files.summaries():
+        if summary.partial:
+            _execute(con, summary.partial, params)
+            tables[summary.name] = summary.partial_table
+    return tables
 
 
 def merge_partials(
@@ -164,36 +140,37 @@ def merge_partials(
     dictionary_id: int | None,
     crash_point: str | None = None,
 ) -> dict:
-    """Rewrite every ``summary_*`` table from the partials (``_p_*``) ``con`` sees.
+    """Rewrite every summary table from the partials (``_p_<name>``) ``con`` sees.
 
-    Call inside a transaction; ``crash_point`` fires after the top contexts (a test
-    hook). Returns the meta it records in ``summary_meta``.
+    The summaries run in their files' order. Call inside a transaction; ``crash_point``
+    fires after the first summary (a test hook). Returns the meta it records in
+    ``summary_meta``.
     """
     b1, b2 = (float(b) for b in settings.level_bounds)
     params = {
         "top_k": settings.top_k,
         "importance_k": settings.importance_k,
         "word_top": settings.word_top,
+        "neighbors_n": settings.neighbors_n,
         "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
         "context": CONTEXT_WORDS,
         "b1": b1,
         "b2": b2,
         "n_layers": n_layers,
     }
-    for table in SUMMARY_TABLES:
-        # Table names come from the fixed tuple above, never from a caller.
+    for table in summary_tables():
+        # Table names come from the shipped summary files, never from a caller.
         con.execute(f"DELETE FROM {table}")
     define_context_macro(con)
-    _execute(con, _statements(con, "top_contexts")[1], params)
-    if crash_point:
-        crashpoint(crash_point)  # test hook: a kill inside the refresh
-    _execute(con, _statements(con, "importance")[1], params)
-    _execute(con, _statements(con, "levels")[0], params)
-    _execute(con, _statements(con, "word_factors")[1], params)
-    _execute(con, _statements(con, "histogram")[1], params)
-    if dictionary_id is not None:
-        write_neighbors(con, dictionary_id, settings.neighbors_n)
-    _execute(con, _statements(con, "auto_labels")[0], params)
+    for i, summary in enumerate(summary_files.summaries()):
+        if summary.merge:
+            _execute(con, summary.merge, params)
+        elif summary.name not in PYTHON_FILLED:
+            raise WarehouseError(f"summary {summary.name} has no @merge and no Python filler")
+        elif dictionary_id is not None:
+            PYTHON_FILLED[summary.name](con, dictionary_id, settings)
+        if i == 0 and crash_point:
+            crashpoint(crash_point)  # test hook: a kill inside the refresh
     return {
         **settings.meta(),
         "n_layers": n_layers,
@@ -259,7 +236,7 @@ def refresh_summaries(
                 crash_point="encode.summaries",
             )
             for table in partials.values():
-                # Temp table names come from the fixed PARTIAL_TABLES.
+                # Temp table names follow the shipped files' names (_p_<name>).
                 con.execute(f"DROP TABLE {table}")
             meta["seconds"] = round(time.perf_counter() - started, 3)
             write_meta(con, meta)
@@ -271,7 +248,11 @@ def refresh_summaries(
     return meta
 
 
-def write_neighbors(con: duckdb.DuckDBPyConnection, dictionary_id: int, n: int) -> None:
+def write_neighbors(
+    con: duckdb.DuckDBPyConnection, dictionary_id: int, settings: SummarySettings
+) -> None:
+    """Fill ``summary_neighbors`` (summary_sql/60_neighbors.sql) from atoms and top contexts."""
+    n = settings.neighbors_n
     atoms = store.load_dictionary(con, dictionary_id).components.astype(np.float64)
     n_factors = atoms.shape[0]
     if n_factors < 2:
@@ -325,3 +306,9 @@ def write_neighbors(con: duckdb.DuckDBPyConnection, dictionary_id: int, n: int) 
         )
     finally:
         con.unregister("_new_neighbors")
+
+
+PYTHON_FILLED: dict[str, Callable[[duckdb.DuckDBPyConnection, int, SummarySettings], None]] = {
+    "neighbors": write_neighbors,
+}
+"""Summaries whose file has a table and a view but no SQL merge, filled here instead."""

@@ -1,6 +1,15 @@
 -- summary_levels (from the merged summary_importance; no partial): the peak layer is
 -- the layer of largest IS (ties: the lowest layer); low if peak < b1 * n_layers, mid
 -- if peak < b2 * n_layers, else high. Factors never active are left out.
+
+-- @table
+CREATE TABLE IF NOT EXISTS summary_levels (
+    factor     INTEGER PRIMARY KEY,
+    peak_layer SMALLINT NOT NULL,
+    level      VARCHAR NOT NULL         -- 'low' | 'mid' | 'high'
+);
+
+-- @merge
 INSERT INTO summary_levels
 SELECT factor, layer AS peak_layer,
        CASE WHEN layer < $b1 * $n_layers THEN 'low'
@@ -10,3 +19,8 @@ FROM summary_importance
 WHERE importance > 0
 QUALIFY row_number() OVER (PARTITION BY factor ORDER BY importance DESC, layer) = 1
 ORDER BY factor;
+
+-- @view
+CREATE OR REPLACE VIEW factor_levels AS
+SELECT factor, peak_layer, level
+FROM summary_levels;

@@ -1,6 +1,17 @@
 -- summary_importance: IS[c, l] = (sum of the $importance_k largest alpha_c at layer l)
 -- / $importance_k (missing ones count as zeros), n_active and max_alpha.
 
+-- @table
+-- IS[factor, layer]: sum of the importance_k largest alphas / importance_k (zeros count).
+CREATE TABLE IF NOT EXISTS summary_importance (
+    factor     INTEGER NOT NULL,
+    layer      SMALLINT NOT NULL,
+    importance DOUBLE NOT NULL,
+    n_active   BIGINT NOT NULL,         -- non-zero codes of this factor at this layer
+    max_alpha  FLOAT NOT NULL
+);
+
+-- @partial
 -- partial: each (factor, layer)'s own $importance_k largest alphas, descending.
 CREATE OR REPLACE TEMP TABLE _p_importance AS
 SELECT factor, layer,
@@ -11,6 +22,7 @@ FROM codes
 GROUP BY factor, layer
 ORDER BY factor, layer;
 
+-- @merge
 -- merge: the largest $importance_k of the partials' lists, summed in descending order
 -- (so one partial or many give the same doubles); counts add up, maxima of maxima.
 INSERT INTO summary_importance
@@ -22,3 +34,8 @@ SELECT factor, layer,
 FROM _p_importance
 GROUP BY factor, layer
 ORDER BY factor, layer;
+
+-- @view
+CREATE OR REPLACE VIEW factor_importance AS
+SELECT factor, layer, importance
+FROM summary_importance;

@@ -1,5 +1,13 @@
 -- auto_labels (from the merged top contexts and levels; no partial): the three most
 -- frequent words of the factor's top contexts at its peak layer, joined by " / ".
+
+-- @table
+CREATE TABLE IF NOT EXISTS auto_labels (
+    factor INTEGER PRIMARY KEY,
+    label  VARCHAR NOT NULL
+);
+
+-- @merge
 INSERT INTO auto_labels
 WITH w AS (
     SELECT t.factor, lower(t.word) AS word, count(*) AS n, min(t.rank) AS first_rank
@@ -16,3 +24,9 @@ SELECT factor, string_agg(word, ' / ' ORDER BY k) AS label
 FROM best
 GROUP BY factor
 ORDER BY factor;
+
+-- @view
+CREATE OR REPLACE VIEW factor_labels AS
+SELECT factor, label, 'user' AS source FROM user_labels
+UNION ALL
+SELECT factor, label, 'auto' AS source FROM auto_labels;
