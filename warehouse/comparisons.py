@@ -165,15 +165,17 @@ def match_of(
 
 
 def dictionary_levels(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> pa.Table | None:
-    """(factor, peak_layer, level) of a dictionary's active factors, if it has summaries here.
-
-    The summaries hold the active (last encoded) dictionary only: None for any other.
-    """
-    meta = con.execute("SELECT value FROM summary_meta WHERE key = 'dictionary_id'").fetchall()
-    if not meta or json.loads(meta[0][0]) != dictionary_id:
+    """(factor, peak_layer, level) of a dictionary's active factors, if it has summaries
+    here (it was encoded); None otherwise."""
+    summarised = con.execute(
+        "SELECT count(*) FROM summary_meta WHERE dictionary_id = ?", [dictionary_id]
+    ).fetchall()[0][0]
+    if not summarised:
         return None
     return con.sql(
-        "SELECT factor, peak_layer, level FROM summary_levels ORDER BY factor"
+        "SELECT factor, peak_layer, level FROM summary_levels WHERE dictionary_id = ? "
+        "ORDER BY factor",
+        params=[dictionary_id],
     ).to_arrow_table()
 
 
