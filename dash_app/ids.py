@@ -32,6 +32,7 @@ LABEL_SAVE = "factor-label-save"
 LABEL_FEEDBACK = "factor-label-feedback"
 INTERVALS = "factor-intervals"
 NEIGHBORS = "factor-neighbors"
+DICTIONARY_SELECT = "factor-dictionary"  # the picker: encoded dictionaries only
 
 # LIME (on the factor explorer)
 LIME_SAMPLES = "lime-samples"

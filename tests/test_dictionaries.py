@@ -221,3 +221,88 @@ def test_publishing_over_a_version_2_file_keeps_its_labels(tiny_pipeline_db, tmp
         (1, 3, "kept"),
         (1, 7, "also"),
     ]
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def test_the_app_reads_the_dictionary_of_the_url_and_caches_per_dictionary(two_encoded):
+    from factorscope.dash_app import logic
+
+    logic.PAGE_CACHE.clear()
+    with logic.dictionary_scope("1"):
+        one = logic.factor_view(two_encoded, 3, 1)
+        assert logic.factor_href(3, 1) == "/factor/3?layer=1&dictionary=1"
+        assert [d["dictionary_id"] for d in logic.encoded_dictionaries(two_encoded)] == [1, 2]
+    default = logic.factor_view(two_encoded, 3, 1)
+    assert logic.factor_href(3, 1) == "/factor/3?layer=1"
+    assert (one.dictionary_id, one.n_factors, one.label) == (
+        1,
+        TINY_FACTORS,
+        "label of dictionary one",
+    )
+    assert (default.dictionary_id, default.n_factors) == (2, 24)
+    assert default.label != one.label
+    keys = {key[2] for key in logic.PAGE_CACHE._views}
+    assert keys == {1, 2}  # one cached view per dictionary, never the other's
+    with logic.dictionary_scope("1"):
+        assert logic.factor_view(two_encoded, 3, 1) is one
+        logic.save_label(two_encoded, 3, "renamed in one")
+        assert logic.factor_view(two_encoded, 3, 1).label == "renamed in one"
+        queries.set_label(two_encoded, 3, "label of dictionary one", dictionary_id=1)
+    with pytest.raises(Exception, match="not a dictionary id"), logic.dictionary_scope("x"):
+        pass
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_picker_switches_dictionary_and_the_url_carries_it(two_encoded, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect
+
+    from tests.live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+
+    if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+        pytest.fail("no /usr/bin/chromium: run `make setup-test`", pytrace=False)
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("factorscope")), "serve", "--db",
+             str(two_encoded), "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(proc, base, log)
+        with chromium_browser() as browser:
+            pg = browser.new_page()
+            pg.set_default_timeout(20_000)
+            errors: list[str] = []
+            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pg.goto(f"{base}/factor/3?layer=1&dictionary=1", wait_until="networkidle")
+            pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
+            assert pg.locator("#factor-label-input").input_value() == "label of dictionary one"
+            assert pg.locator(".alert-danger").count() == 0
+            # a layer button keeps the dictionary in the URL
+            pg.locator("#factor-layer-select label").get_by_text("2", exact=True).click()
+            pg.wait_for_url(f"{base}/factor/3?layer=2&dictionary=1")
+            # the picker lists the encoded dictionaries and navigates to the chosen one
+            pg.locator("#factor-dictionary").click()
+            options = pg.locator(".dash-dropdown-options [role=option]")  # a portal menu
+            options.first.wait_for()
+            assert options.count() == 2, options.all_inner_texts()
+            options.filter(has_text="dictionary 2").first.click()
+            pg.wait_for_url("**dictionary=2**")
+            factor = pg.url.split("/factor/")[1].split("?")[0]
+            expect(pg.locator("#factor-input")).to_have_value(factor)
+            expect(pg.locator("#factor-label-input")).not_to_have_value("label of dictionary one")
+            expect(pg.locator("#factor-dictionary")).to_contain_text("dictionary 2")
+            assert pg.locator(".alert-danger").count() == 0
+            assert errors == [], errors
+    finally:
+        stop([proc])
