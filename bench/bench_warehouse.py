@@ -121,14 +121,18 @@ def _add_dictionary(path: Path, source: int = 1) -> int:
             "SELECT layer, factor, token_id, alpha FROM codes WHERE dictionary_id = ?",
             params=[source],
         ).to_arrow_table()
-        stats = con.sql(
-            "SELECT layer, sum(n_vectors) AS n_vectors, sum(sq_residual) AS sq_residual, "
-            "sum(sq_norm) AS sq_norm, list_reduce(list(sum_x), lambda a, b: list_transform("
-            "list_zip(a, b), lambda p: p[1] + p[2])) AS sum_x, sum(sum_l0) AS sum_l0, "
-            "sum(n_zero_codes) AS n_zero_codes FROM encode_chunk_stats "
-            "WHERE dictionary_id = ? GROUP BY layer ORDER BY layer",
-            params=[source],
-        ).to_arrow_table().to_pydict()
+        stats = (
+            con.sql(
+                "SELECT layer, sum(n_vectors) AS n_vectors, sum(sq_residual) AS sq_residual, "
+                "sum(sq_norm) AS sq_norm, list_reduce(list(sum_x), lambda a, b: list_transform("
+                "list_zip(a, b), lambda p: p[1] + p[2])) AS sum_x, sum(sum_l0) AS sum_l0, "
+                "sum(n_zero_codes) AS n_zero_codes FROM encode_chunk_stats "
+                "WHERE dictionary_id = ? GROUP BY layer ORDER BY layer",
+                params=[source],
+            )
+            .to_arrow_table()
+            .to_pydict()
+        )
     reader.close()
     perm = np.random.default_rng(record.n_factors).permutation(record.n_factors)
     factor = perm[codes.column("factor").to_numpy()].astype(np.int32)
