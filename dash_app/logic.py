@@ -25,7 +25,7 @@ import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.limits import SQL_MAX_ROWS, TOP_K
-from factorscope.warehouse import queries
+from factorscope.warehouse import comparisons, queries
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
@@ -626,3 +626,81 @@ def frame_to_csv(frame: pl.DataFrame) -> str:
             pl.col(name).map_elements(str, return_dtype=pl.String) for name in nested
         )
     return frame.write_csv()
+
+
+# --------------------------------------------------------------------------- compare page
+
+SIDE_CONTEXTS = 8
+"""Top contexts shown per factor in the Compare page's side-by-side view."""
+
+
+def parse_pair(raw_a: Any, raw_b: Any) -> tuple[int | None, int | None]:
+    """Dictionary ids ``a`` and ``b`` of a Compare URL (None when absent)."""
+    return parse_dictionary(raw_a), parse_dictionary(raw_b)
+
+
+def compare_overview(db_path: str | Path) -> dict[str, Any]:
+    """The dictionaries of the run and the comparisons made (``factorscope compare``)."""
+    with WarehouseReader(db_path).connect() as con:
+        return {
+            "dictionaries": comparisons.dictionary_choices(con),
+            "comparisons": comparisons.list_comparisons(con),
+        }
+
+
+def compare_pair(db_path: str | Path, a: int, b: int) -> dict[str, Any]:
+    """One comparison: its summary row, matched cosines, pairs and splits.
+
+    :class:`InputError` (naming the command to run) when A and B were not compared.
+    """
+    with WarehouseReader(db_path).connect() as con:
+        row = comparisons.find_comparison(con, a, b)
+        cid = row["comparison_id"]
+        return {
+            "summary": row,
+            "cosines": comparisons.matched_cosines(con, cid),
+            "matches": comparisons.comparison_matches(con, cid),
+            "splits": comparisons.comparison_splits(con, cid),
+        }
+
+
+def _side(db_path: str | Path, dictionary: int, factor: int, encoded: set[int]) -> dict[str, Any]:
+    """One factor of one dictionary for the side-by-side view (contexts when encoded)."""
+    side: dict[str, Any] = {"dictionary": dictionary, "factor": factor, "encoded": False}
+    if dictionary not in encoded:
+        return side
+    with WarehouseReader(db_path).connect(dictionary) as con:
+        page = queries.factor_page(con, factor, top_k=SIDE_CONTEXTS)
+    side.update(
+        encoded=bool(page["encoded"]),
+        layer=page["layer"],
+        level=page["level"],
+        peak_layer=page["peak_layer"],
+        label=page["label"],
+        importance=page["importance"],
+        top=page.get("top"),
+    )
+    return side
+
+
+def compare_factor(db_path: str | Path, a: int, b: int, factor_raw: Any) -> dict[str, Any]:
+    """A factor of A and its one-to-one match in B (and its best match), side by side."""
+    with WarehouseReader(db_path).connect() as con:
+        row = comparisons.find_comparison(con, a, b)
+        factor = parse_factor(factor_raw, int(row["n_factors_a"]))
+        match = comparisons.match_of(con, row["comparison_id"], "a", factor)
+        encoded = {d["dictionary_id"] for d in queries.encoded_dictionaries(con)}
+    if match is None:
+        raise InputError(f"Factor {factor} of dictionary {a} has no match in {b}.")
+    partner = match.get("factor_b", match.get("best"))
+    return {
+        "factor_a": factor,
+        "factor_b": int(partner),
+        "matched": "factor_b" in match,
+        "cosine": match.get("cosine", match.get("best_cosine")),
+        "coactivation": match.get("coactivation"),
+        "best": match.get("best"),
+        "best_cosine": match.get("best_cosine"),
+        "a": _side(db_path, a, factor, encoded),
+        "b": _side(db_path, b, int(partner), encoded),
+    }

@@ -219,3 +219,24 @@ def set_peak_layers(
         con.unregister("_peaks_a")
         con.unregister("_peaks_b")
     return peak, level
+
+
+def dictionary_choices(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """Every dictionary of the run, for the Compare page's pickers: dictionary_id,
+    n_factors, seed, lambda1, status (encoded ones show their factors' contexts)."""
+    return _dicts(
+        con.execute(
+            "SELECT dictionary_id, n_factors, seed, lambda1, status FROM dictionaries "
+            "ORDER BY dictionary_id"
+        )
+    )
+
+
+def matched_cosines(con: duckdb.DuckDBPyConnection, comparison_id: int) -> list[float]:
+    """The cosines of a comparison's one-to-one (cosine) matching, for its histogram."""
+    rows = con.execute(
+        "SELECT cosine FROM comparison_matches WHERE comparison_id = ? AND method = 'cosine' "
+        "ORDER BY factor_a",
+        [comparison_id],
+    ).fetchall()
+    return [float(r[0]) for r in rows]

@@ -463,7 +463,9 @@ def _dictionary_of(state: dict | None) -> Any:
 def pick_dictionary(chosen: Any, state: dict | None) -> Any:
     """Show the chosen dictionary: its default factor (factor numbers differ between
     dictionaries), the URL carrying ``dictionary``."""
-    if chosen is None or (state or {}).get("shown") == chosen:
+    # Only a choice differing from the page shown navigates (a dropdown mounted by a
+    # client-side page change may report its value before the page's state exists).
+    if chosen is None or not state or str(state.get("shown")) == str(chosen):
         return no_update
     try:
         with logic.dictionary_scope(chosen):
