@@ -100,7 +100,9 @@ class CompareSummary:
         return out
 
 
-def _load(db_path: Path, a: int, b: int) -> tuple[dict, store.DictionaryRecord, ...]:
+def _load(
+    db_path: Path, a: int, b: int
+) -> tuple[dict, store.DictionaryRecord, store.DictionaryRecord]:
     """The run and both dictionaries, with the user's mistakes as one-line errors."""
     if a == b:
         raise InputError(f"compare needs two different dictionaries, got {a} twice")
