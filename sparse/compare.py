@@ -194,13 +194,24 @@ class SplitRule:
     shrinkage (so an atom that is exactly ``(b1 + b2) / ||b1 + b2||`` gets both weights
     ``1 / ||b1 + b2||``). An atom of B *carries weight* when its weight is at least
     ``min_share`` times the largest weight; the atom is listed as a split when at least
-    two atoms carry weight and the relative residual ``||a - B w|| / ||a||`` is at most
-    ``max_residual`` (the parts explain at least 1 - 0.5^2 = 75% of the atom).
+    two atoms carry weight, the relative residual ``||a - B w|| / ||a||`` is at most
+    ``max_residual`` (the parts explain at least 1 - 0.5^2 = 75% of the atom), and the
+    parts fit at least ``min_gain`` better than the best single atom does (residual
+    ``sqrt(1 - cos^2)``): an atom that one atom of B already matches (two seeds' twins
+    at cosine 0.95, residual 0.31) is a match, not a split, even if a second atom
+    trims its residual a little.
+
+    The defaults were chosen on MiniLM-L6 over 300 fortunes (256 and 512 factors,
+    seeds 0 and 1): with lambda1 0.05 and min_share 0.2 an atom was the "sum" of 10
+    parts on average and 170 of 256 atoms of one seed were splits of the other's; with
+    0.2 / 0.3 the splits have 2.5 parts on average (60 of 256 between seeds, 130 of
+    256 from 256 to 512 factors).
     """
 
-    lambda1: float = 0.05
-    min_share: float = 0.2
+    lambda1: float = 0.2
+    min_share: float = 0.3
     max_residual: float = 0.5
+    min_gain: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.lambda1 > 0:
@@ -209,6 +220,8 @@ class SplitRule:
             raise InvalidInputError(f"min_share must be in (0, 1], got {self.min_share!r}")
         if not self.max_residual > 0:
             raise InvalidInputError(f"max_residual must be positive, got {self.max_residual!r}")
+        if not 0 <= self.min_gain < 1:
+            raise InvalidInputError(f"min_gain must be in [0, 1), got {self.min_gain!r}")
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,7 @@ def decompose_atoms(
             f"atoms_small has {small.shape[1]} features and atoms_large {large.shape[1]}"
         )
     codes = _lasso_support(small, large, rule.lambda1).tocsc()
+    best_single = np.sqrt(1.0 - np.clip(np.max(small @ large.T, axis=1), 0.0, 1.0) ** 2)
     splits: list[Split] = []
     for i in range(small.shape[0]):
         support = codes.indices[codes.indptr[i] : codes.indptr[i + 1]]
@@ -283,6 +297,8 @@ def decompose_atoms(
         residual = float(np.linalg.norm(small[i] - weights @ large[support]))
         carrying = weights >= rule.min_share * weights.max()
         if carrying.sum() < 2 or residual > rule.max_residual:
+            continue
+        if best_single[i] - residual < rule.min_gain:
             continue
         order = np.argsort(-weights[carrying], kind="stable")
         splits.append(

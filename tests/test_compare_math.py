@@ -73,7 +73,7 @@ def test_coactivation_is_the_jaccard_index_of_activity():
 
 def test_sums_of_atoms_are_reported_as_splits_with_their_weights():
     large = _atoms(24, 6)
-    recipes = {0: ([2, 9], [1.0, 1.0]), 1: ([4, 11, 17], [1.0, 0.6, 0.3]), 2: ([5], [1.0])}
+    recipes = {0: ([2, 9], [1.0, 1.0]), 1: ([4, 11, 17], [1.0, 0.6, 0.4]), 2: ([5], [1.0])}
     small = []
     for parts, weights in recipes.values():
         atom = np.asarray(weights) @ large[parts]
@@ -97,7 +97,7 @@ def test_a_weak_part_below_the_share_is_not_counted():
     large = _atoms(12, 7)
     atom = large[0] + 0.1 * large[1]
     split = decompose_atoms((atom / np.linalg.norm(atom))[None], large, SplitRule())
-    assert split == []  # 0.1 / 1.0 is below min_share 0.2: one atom carries the weight
+    assert split == []  # 0.1 / 1.0 is below min_share 0.3: one atom carries the weight
 
 
 def test_bad_inputs_name_the_argument():
@@ -107,3 +107,12 @@ def test_bad_inputs_name_the_argument():
         SplitRule(min_share=0)
     with pytest.raises(InputError, match="NaN"):
         cosine_matrix(np.full((2, 3), np.nan), np.ones((2, 3)))
+
+
+def test_a_near_twin_with_a_small_second_part_is_a_match_not_a_split():
+    large = _atoms(12, 8)
+    atom = large[0] + 0.25 * large[1]  # cosine with b0 near 0.97: already matched
+    atom /= np.linalg.norm(atom)
+    # b1 carries 0.25 of b0's weight, but b0 alone leaves a residual of only 0.24
+    assert decompose_atoms(atom[None], large, SplitRule(min_share=0.2, min_gain=0.3)) == []
+    assert len(decompose_atoms(atom[None], large, SplitRule(min_share=0.2, min_gain=0.0))) == 1

@@ -56,6 +56,7 @@ class CompareConfig:
     split_lambda: float = SplitRule.lambda1
     split_min_share: float = SplitRule.min_share
     split_max_residual: float = SplitRule.max_residual
+    split_min_gain: float = SplitRule.min_gain
 
     def __post_init__(self) -> None:
         if self.max_vectors is not None and self.max_vectors < 1:
@@ -63,7 +64,9 @@ class CompareConfig:
         self.split_rule()  # checks the split settings, naming the bad one
 
     def split_rule(self) -> SplitRule:
-        return SplitRule(self.split_lambda, self.split_min_share, self.split_max_residual)
+        return SplitRule(
+            self.split_lambda, self.split_min_share, self.split_max_residual, self.split_min_gain
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
