@@ -141,7 +141,7 @@ def _made_list(made: list[dict], db_path: Any) -> Any:
     )
     return dbc.Card(
         [
-            dbc.CardHeader("Comparisons made (`factorscope compare`)"),
+            dbc.CardHeader(["Comparisons made by ", html.Code("factorscope compare")]),
             dbc.CardBody(
                 dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="mb-0"),
                 id=ids.COMPARE_LIST,
