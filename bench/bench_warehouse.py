@@ -1,11 +1,18 @@
 """Read latency of the warehouse queries the app makes, at 3M and 30M code rows.
 
     python bench/bench_warehouse.py --out bench/results/warehouse.json [--real-db PATH]
+    python bench/bench_warehouse.py --dictionaries-only   # extra encoded dictionaries only
 
 Synthetic databases (warehouse.synthetic) are built once into bench/.cache and reused.
 Each query runs on a fresh cursor from WarehouseReader.connect() (what the app does),
 for random factors / layers / words; p50 and p95 in milliseconds.
 Targets: top-200 p95 <= 50 ms and IS p95 <= 20 ms at 30M rows; 10x rows <= 2x latency.
+
+Extra encoded dictionaries (``bench_dictionaries``): a copy of the 3M database gets 1, then
+2 more dictionaries of the same size (the first's codes under a permutation of its
+factors, written, sorted and summarised by the warehouse's own encode functions); after
+each, the file size and the factor page's read (``queries.factor_page``, what the app
+reads per view) of the active (newest) and of the first dictionary.
 """
 
 from __future__ import annotations
@@ -15,14 +22,19 @@ import json
 import logging
 import platform
 import random
+import shutil
 import statistics
 import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from factorscope.warehouse import queries as q
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import connect_raw
+from factorscope.warehouse.publish import staged_database
 from factorscope.warehouse.synthetic import WORDS, build_synthetic_db
 
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -99,13 +111,124 @@ def bench_one(path: Path, *, repeats: int, seed: int = 0) -> dict:
     }
 
 
+def _add_dictionary(path: Path, source: int = 1) -> int:
+    """Encode one more dictionary of ``source``'s size: its codes under a permutation of
+    the factors (the same rows and sizes a real second encode writes); returns its id."""
+    reader = q.WarehouseReader(path)
+    with reader.connect() as con:
+        record = store.load_dictionary(con, source)
+        codes = con.sql(
+            "SELECT layer, factor, token_id, alpha FROM codes WHERE dictionary_id = ?",
+            params=[source],
+        ).to_arrow_table()
+        stats = (
+            con.sql(
+                "SELECT layer, sum(n_vectors) AS n_vectors, sum(sq_residual) AS sq_residual, "
+                "sum(sq_norm) AS sq_norm, list_reduce(list(sum_x), lambda a, b: list_transform("
+                "list_zip(a, b), lambda p: p[1] + p[2])) AS sum_x, sum(sum_l0) AS sum_l0, "
+                "sum(n_zero_codes) AS n_zero_codes FROM encode_chunk_stats "
+                "WHERE dictionary_id = ? GROUP BY layer ORDER BY layer",
+                params=[source],
+            )
+            .to_arrow_table()
+            .to_pydict()
+        )
+    reader.close()
+    perm = np.random.default_rng(record.n_factors).permutation(record.n_factors)
+    factor = perm[codes.column("factor").to_numpy()].astype(np.int32)
+    codes = codes.set_column(1, "factor", pa.array(factor))
+    with staged_database(path) as con:
+        new = store.save_dictionary(
+            con,
+            components=record.components[np.argsort(perm)],
+            lambda1=record.lambda1,
+            preprocessing=record.preprocessing,
+            params=record.params,
+            seed=None,
+            fit_seconds=None,
+            source="bench:permuted",
+        )
+        store.begin_encoding(con, new)
+        store.write_encode_chunk(
+            con, dictionary_id=new, chunk=0, codes=codes, stats=store.stats_table(stats), seconds=0
+        )
+        store.finish_encoding(con, new)
+        summaries.refresh_summaries(con, dictionary_id=new)
+    return new
+
+
+def _page_latency(path: Path, dictionary_id: int | None, factors: list[tuple[int, int]]) -> dict:
+    reader = q.WarehouseReader(path)
+    with reader.connect(dictionary_id) as con:  # warm-up: open the file
+        q.level_counts(con)
+    times = []
+    for factor, layer in factors:
+        started = time.perf_counter()
+        with reader.connect(dictionary_id) as con:
+            q.factor_page(con, factor, layer)
+        times.append((time.perf_counter() - started) * 1000)
+    reader.close()
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 2),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+        "n": len(times),
+    }
+
+
+def bench_dictionaries(source: Path, *, extra: int = 3, repeats: int = 40) -> dict:
+    """File size and factor-page latency with 1..1+extra encoded dictionaries."""
+    path = CACHE / "dictionaries.duckdb"
+    shutil.copyfile(source, path)
+    rng = random.Random(0)
+    reader = q.WarehouseReader(path)
+    with reader.connect() as con:
+        layer_list = q.layers(con)
+        n_factors = q.dictionary_size(con)
+    reader.close()
+    factors = [(rng.randrange(n_factors), rng.choice(layer_list)) for _ in range(repeats)]
+    rows = []
+    for n in range(1 + extra):
+        started = time.perf_counter()
+        newest = _add_dictionary(path) if n else 1
+        rows.append(
+            {
+                "encoded_dictionaries": n + 1,
+                "file_bytes": path.stat().st_size,
+                "add_seconds": round(time.perf_counter() - started, 1) if n else 0.0,
+                "factor_page_active": _page_latency(path, None, factors),
+                "factor_page_first": _page_latency(path, 1, factors),
+                "active_dictionary": newest,
+            }
+        )
+        logging.info("%d dictionaries: %s", n + 1, rows[-1])
+    sizes = [r["file_bytes"] for r in rows]
+    return {
+        "source": str(source),
+        "rows": rows,
+        "bytes_per_extra_dictionary": round((sizes[-1] - sizes[0]) / max(extra, 1)),
+        "first_file_bytes": sizes[0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/warehouse.json"))
     parser.add_argument("--real-db", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument(
+        "--dictionaries-only",
+        action="store_true",
+        help="Only the extra-dictionaries measurement, on a 1M-row database "
+        "(to bench/results/warehouse_dictionaries.json).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dictionaries_out = args.out.with_name("warehouse_dictionaries.json")
+    if args.dictionaries_only:
+        result = bench_dictionaries(_database("1M", 1_000))
+        dictionaries_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return
 
     report: dict = {
         "machine": platform.processor() or platform.machine(),
@@ -144,6 +267,8 @@ def main() -> None:
     print("targets:", targets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    result = bench_dictionaries(Path(report["sizes"]["3M"]["path"]))
+    dictionaries_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

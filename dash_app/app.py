@@ -33,6 +33,7 @@ NAV_LINKS = (
     ("Factors", "/factor"),
     ("Analyze", "/analyze"),
     ("Search", "/search"),
+    ("Compare", "/compare"),
     ("SQL", "/sql"),
     ("Run", "/run"),
 )

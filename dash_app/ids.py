@@ -32,6 +32,7 @@ LABEL_SAVE = "factor-label-save"
 LABEL_FEEDBACK = "factor-label-feedback"
 INTERVALS = "factor-intervals"
 NEIGHBORS = "factor-neighbors"
+DICTIONARY_SELECT = "factor-dictionary"  # the picker: encoded dictionaries only
 
 # LIME (on the factor explorer)
 LIME_SAMPLES = "lime-samples"
@@ -75,3 +76,17 @@ SQL_RESULT = "sql-result"  # dcc.Store: last successful query text
 RUN_SUMMARY = "run-summary"
 RUN_QUALITY = "run-quality"
 RUN_LEVELS = "run-levels"
+
+# Compare dictionaries (pages/compare.py)
+COMPARE_A = "compare-a"
+COMPARE_B = "compare-b"
+COMPARE_NAV = "compare-nav"  # dcc.Location inside the page
+COMPARE_LIST = "compare-list"
+COMPARE_STATS = "compare-stats"
+COMPARE_HIST = "compare-hist"
+COMPARE_SPLITS = "compare-splits"
+COMPARE_PAIRS = "compare-pairs"
+COMPARE_FACTOR = "compare-factor"
+COMPARE_GO = "compare-go"
+COMPARE_FEEDBACK = "compare-feedback"
+COMPARE_SIDE = "compare-side"

@@ -9,10 +9,13 @@ shown as is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.limits import SQL_MAX_ROWS, TOP_K
-from factorscope.warehouse import queries
+from factorscope.warehouse import comparisons, queries
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
@@ -93,9 +96,60 @@ def parse_n_samples(raw: Any, *, low: int = 10, high: int = 10_000, name: str = 
     return value
 
 
-def factor_href(factor: int, layer: int | None = None) -> str:
-    """The shareable URL of a factor's page."""
-    query = f"?{urlencode({'layer': layer})}" if layer is not None else ""
+# --------------------------------------------------------------------------- dictionary
+
+_DICTIONARY: ContextVar[int | None] = ContextVar("fs_dictionary", default=None)
+"""The dictionary the current request shows (None: the last encoded one). Set by the
+pages from the URL (``?dictionary=N``) around their work, read by every function here."""
+
+
+def parse_dictionary(raw: Any) -> int | None:
+    """The ``dictionary`` of a URL (None when absent); :class:`InputError` when not a number."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    text = str(raw).strip()
+    if not _INT.match(text) or int(text) < 1:
+        raise InputError(f"Dictionary {_short(text)!r} is not a dictionary id (1, 2, ...).")
+    return int(text)
+
+
+@contextlib.contextmanager
+def dictionary_scope(raw: Any) -> Iterator[int | None]:
+    """Within the block, every function here reads dictionary ``raw`` (from a URL or a
+    page's state); the picker's choice travels in URLs, never in server state."""
+    token = _DICTIONARY.set(parse_dictionary(raw))
+    try:
+        yield _DICTIONARY.get()
+    finally:
+        _DICTIONARY.reset(token)
+
+
+def current_dictionary() -> int | None:
+    """The dictionary chosen for this request (None: the default, the last encoded one)."""
+    return _DICTIONARY.get()
+
+
+def _connect(db_path: str | Path):
+    """A read-only cursor whose views show this request's dictionary."""
+    return WarehouseReader(db_path).connect(_DICTIONARY.get())
+
+
+def encoded_dictionaries(db_path: str | Path) -> list[dict[str, Any]]:
+    """The dictionaries the picker offers (encoded ones), with the one shown flagged."""
+    with _connect(db_path) as con:
+        return queries.encoded_dictionaries(con)
+
+
+def factor_href(factor: int, layer: int | None = None, dictionary: int | None = None) -> str:
+    """The shareable URL of a factor's page; it names the dictionary chosen for this
+    request (or ``dictionary``) so the link shows the same factor to whoever opens it."""
+    params: dict[str, int] = {}
+    if layer is not None:
+        params["layer"] = int(layer)
+    chosen = dictionary if dictionary is not None else _DICTIONARY.get()
+    if chosen is not None:
+        params["dictionary"] = int(chosen)
+    query = f"?{urlencode(params)}" if params else ""
     return f"/factor/{int(factor)}{query}"
 
 
@@ -177,12 +231,13 @@ class PageCache:
     def file_info(self, db_path: str | Path) -> _FileInfo:
         """What every view of the file shares (size, layers), read once per signature."""
         key = os.path.realpath(db_path)
+        chosen = _DICTIONARY.get()
         signature = file_signature(db_path)
         with self._lock:
-            info = self._files.get(key)
+            info = self._files.get((key, chosen))
         if info is not None and info.signature == signature:
             return info
-        with WarehouseReader(db_path).connect() as con:
+        with _connect(db_path) as con:
             dictionary_id = queries.active_dictionary_id(con)
             info = _FileInfo(
                 signature=signature,
@@ -192,7 +247,7 @@ class PageCache:
                 default_factor=_default_factor(con),
             )
         with self._lock:
-            self._files[key] = info
+            self._files[(key, chosen)] = info
             stale = [k for k in self._views if k[0] == key and k[1] != signature]
             for k in stale:
                 del self._views[k]
@@ -223,7 +278,8 @@ class PageCache:
                 self._files.clear()
                 return
             key = os.path.realpath(db_path)
-            self._files.pop(key, None)
+            for file_key in [k for k in self._files if k[0] == key]:
+                del self._files[file_key]
             for k in [k for k in self._views if k[0] == key]:
                 del self._views[k]
 
@@ -267,7 +323,7 @@ def factor_view(
     if view is not None:
         return view
     factor, layer = key[-2:]
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         page = queries.factor_page(con, factor, layer, top_k=TOP_CONTEXTS)
     if not page["encoded"]:
         raise InputError(
@@ -330,7 +386,7 @@ def contexts_page(
     view = cached_view(db_path, int(factor), int(layer))
     if view is not None:
         return view.top.slice(offset, k)
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         return queries.top_contexts(con, int(factor), int(layer), k=k, offset=offset)
 
 
@@ -338,7 +394,7 @@ def pick_random(db_path: str | Path, level: str, *, seed: int | None = None) -> 
     """A random factor of ``level``; :class:`InputError` if that level has none."""
     if level not in LEVELS:
         raise InputError(f"Unknown level {level!r}: choose one of {', '.join(LEVELS)}.")
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         picked = queries.random_factor(con, level, seed=seed)
     if picked is None:
         raise InputError(f"No {level}-level factor in this dictionary.")
@@ -350,7 +406,7 @@ def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
     text = (label or "").strip()
     if len(text) > MAX_LABEL_LENGTH:
         raise InputError(f"A label can be at most {MAX_LABEL_LENGTH} characters.")
-    queries.set_label(db_path, int(factor), text)
+    queries.set_label(db_path, int(factor), text, dictionary_id=_DICTIONARY.get())
     PAGE_CACHE.clear(db_path)  # the write changed the file's signature too; be explicit
     return f"Saved label of factor {int(factor)}." if text else f"Cleared label of {int(factor)}."
 
@@ -372,7 +428,7 @@ def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) ->
     if cached is not None:
         return [dict(target) for target in cached]
     top = view.top.head(int(count))
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         sentences = queries.sentences(con, [int(i) for i in top["sentence_idx"]])
     targets = []
     for row in top.iter_rows(named=True):
@@ -431,7 +487,7 @@ def _rows(value: Any) -> list[dict[str, Any]]:
 
 def overview(db_path: str | Path) -> dict[str, Any]:
     """The run overview page's data: the run, per-layer quality and level counts."""
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         info = dict(queries.run_overview(con))
         quality = queries.layer_quality(con)
         levels = queries.level_counts(con)
@@ -458,7 +514,7 @@ def search_word(db_path: str | Path, word: Any, layer: Any = None) -> pl.DataFra
         raise InputError("Type a word to search for.")
     if len(text) > 100:
         raise InputError("A word can be at most 100 characters.")
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         layer_value = parse_layer(layer, [int(x) for x in queries.layers(con)])
         return queries.word_factors(con, text, layer=layer_value, limit=20)
 
@@ -468,7 +524,7 @@ def search_labels(db_path: str | Path, text: Any) -> pl.DataFrame:
     query = (text or "").strip() if isinstance(text, str) else ""
     if not query:
         raise InputError("Type some text to search the labels for.")
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         return _frame(queries.search_labels(con, query, limit=50))
 
 
@@ -552,7 +608,7 @@ def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:
     """Labels of the given factors (those without a label are left out)."""
     if not factors:
         return {}
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         return queries.factor_labels(con, sorted(factors))
 
 
@@ -570,3 +626,81 @@ def frame_to_csv(frame: pl.DataFrame) -> str:
             pl.col(name).map_elements(str, return_dtype=pl.String) for name in nested
         )
     return frame.write_csv()
+
+
+# --------------------------------------------------------------------------- compare page
+
+SIDE_CONTEXTS = 8
+"""Top contexts shown per factor in the Compare page's side-by-side view."""
+
+
+def parse_pair(raw_a: Any, raw_b: Any) -> tuple[int | None, int | None]:
+    """Dictionary ids ``a`` and ``b`` of a Compare URL (None when absent)."""
+    return parse_dictionary(raw_a), parse_dictionary(raw_b)
+
+
+def compare_overview(db_path: str | Path) -> dict[str, Any]:
+    """The dictionaries of the run and the comparisons made (``factorscope compare``)."""
+    with WarehouseReader(db_path).connect() as con:
+        return {
+            "dictionaries": comparisons.dictionary_choices(con),
+            "comparisons": comparisons.list_comparisons(con),
+        }
+
+
+def compare_pair(db_path: str | Path, a: int, b: int) -> dict[str, Any]:
+    """One comparison: its summary row, matched cosines, pairs and splits.
+
+    :class:`InputError` (naming the command to run) when A and B were not compared.
+    """
+    with WarehouseReader(db_path).connect() as con:
+        row = comparisons.find_comparison(con, a, b)
+        cid = row["comparison_id"]
+        return {
+            "summary": row,
+            "cosines": comparisons.matched_cosines(con, cid),
+            "matches": comparisons.comparison_matches(con, cid),
+            "splits": comparisons.comparison_splits(con, cid),
+        }
+
+
+def _side(db_path: str | Path, dictionary: int, factor: int, encoded: set[int]) -> dict[str, Any]:
+    """One factor of one dictionary for the side-by-side view (contexts when encoded)."""
+    side: dict[str, Any] = {"dictionary": dictionary, "factor": factor, "encoded": False}
+    if dictionary not in encoded:
+        return side
+    with WarehouseReader(db_path).connect(dictionary) as con:
+        page = queries.factor_page(con, factor, top_k=SIDE_CONTEXTS)
+    side.update(
+        encoded=bool(page["encoded"]),
+        layer=page["layer"],
+        level=page["level"],
+        peak_layer=page["peak_layer"],
+        label=page["label"],
+        importance=page["importance"],
+        top=page.get("top"),
+    )
+    return side
+
+
+def compare_factor(db_path: str | Path, a: int, b: int, factor_raw: Any) -> dict[str, Any]:
+    """A factor of A and its one-to-one match in B (and its best match), side by side."""
+    with WarehouseReader(db_path).connect() as con:
+        row = comparisons.find_comparison(con, a, b)
+        factor = parse_factor(factor_raw, int(row["n_factors_a"]))
+        match = comparisons.match_of(con, row["comparison_id"], "a", factor)
+        encoded = {d["dictionary_id"] for d in queries.encoded_dictionaries(con)}
+    if match is None:
+        raise InputError(f"Factor {factor} of dictionary {a} has no match in {b}.")
+    partner = match.get("factor_b", match.get("best"))
+    return {
+        "factor_a": factor,
+        "factor_b": int(partner),
+        "matched": "factor_b" in match,
+        "cosine": match.get("cosine", match.get("best_cosine")),
+        "coactivation": match.get("coactivation"),
+        "best": match.get("best"),
+        "best_cosine": match.get("best_cosine"),
+        "a": _side(db_path, a, factor, encoded),
+        "b": _side(db_path, b, int(partner), encoded),
+    }

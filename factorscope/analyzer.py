@@ -22,7 +22,7 @@ from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
 from factorscope.stages.encode import load_run_model
 from factorscope.stages.learn import load_learner
-from factorscope.warehouse import store
+from factorscope.warehouse import queries, store
 from factorscope.warehouse.queries import WarehouseReader
 
 MAX_TEXT_CHARS = 2000
@@ -45,9 +45,9 @@ class LiveAnalyzer:
         # process, whichever page opened the file first.
         with WarehouseReader(db_path).connect() as con:
             run = store.require_run(con)
-            # the dictionary whose codes the app shows, not a newer one still unencoded
-            encoded = store.latest_dictionary_id(con, status=("encoded",))
-            record = store.load_dictionary(con, encoded)
+            # the dictionary the app shows by default (the last encoded one), not a
+            # newer one still unencoded
+            record = store.load_dictionary(con, queries.active_dictionary_id(con))
         loaded = load_run_model(run)
         encoder = SparseEncoder(load_learner(record), n_jobs=1)
         return cls(

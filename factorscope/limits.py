@@ -144,6 +144,53 @@ def check_setting(key: str, value: Any, where: str) -> Any:
     return value if limit is None else limit.check(value, where)
 
 
+def check_many(key: str, value: Any, name: str | None = None) -> list[Any]:
+    """A comma-separated list (``"512,1024"``) of values of ``LIMITS[key]``, each checked.
+
+    One value gives a one-element list, so a command taking several (``learn -m``) reads a
+    single value exactly as before. A part that is not a number is named with what was
+    expected (``integer`` for whole numbers), as typer words it for a plain int option.
+    """
+    limit = LIMITS[key]
+    name = name or limit.flag
+    if not isinstance(value, str):
+        return [limit.check(value, name)]
+    parts = [part.strip() for part in value.split(",")]
+    if not parts or any(not part for part in parts):
+        raise InputError(
+            f"{name} must be one value or several separated by commas (e.g. 512,1024), "
+            f"not {value!r}"
+        )
+    values = []
+    for part in parts:
+        if limit.integer and not part.lstrip("+-").isdigit():
+            try:
+                float(part)
+            except ValueError:
+                raise InputError(
+                    f"{name}: {part!r} is not a valid integer (give {limit.describe()}, "
+                    "or several separated by commas)"
+                ) from None
+        values.append(limit.check(part, name))
+    if len(set(values)) != len(values):
+        raise InputError(f"{name} lists a value twice: {value!r}")
+    return values
+
+
+def option_many_check(key: str) -> Callable[[Any], Any]:
+    """A typer callback for a comma-separated list of ``LIMITS[key]`` values."""
+
+    def callback(value: Any) -> Any:
+        import typer
+
+        try:
+            return check_many(key, value)
+        except InputError as e:
+            raise typer.BadParameter(str(e)) from e
+
+    return callback
+
+
 def option_check(key: str) -> Callable[[Any], Any]:
     """A typer callback that checks an option against ``LIMITS[key]``."""
     limit = LIMITS[key]

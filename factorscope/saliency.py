@@ -336,6 +336,7 @@ def explain_cached(
         word_index=result["word_index"],
         n_samples=result["n_samples"],
         result=result,
+        dictionary_id=dictionary_id,
     )
     return {**result, "cached": False}
 

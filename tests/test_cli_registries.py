@@ -106,7 +106,7 @@ def test_cli_defaults_are_the_dataclass_defaults(command):
                 continue
             given = params[option].default
             limit = LIMITS.get(field) or LIMITS.get(option)
-            if isinstance(given, str) and limit is not None and limit.all_word:
+            if isinstance(given, str) and limit is not None:
                 given = limit.check(given, option)  # 'all' -> None, '2000' -> 2000
             assert given == default, f"{command} --{option}: {given!r} != {cls.__name__}.{field}"
             checked += 1

@@ -403,7 +403,8 @@ def test_a_stale_wal_of_the_replaced_file_is_set_aside(tmp_path: Path, reference
         "import os, signal, sys; import duckdb\n"
         "from factorscope.warehouse.connection import WRITE_CONFIG\n"
         "con = duckdb.connect(sys.argv[1], config=dict(WRITE_CONFIG))\n"
-        "con.execute(\"INSERT INTO user_labels (factor, label) VALUES (3, 'in the wal')\")\n"
+        'con.execute("INSERT INTO user_labels (dictionary_id, factor, label) '
+        "VALUES (1, 3, 'in the wal')\")\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, str(db)], env=_env(), check=False)

@@ -77,6 +77,7 @@ def _codes(seed: int = 0) -> pa.Table:
     return pa.table(
         {
             "layer": pa.array(rng.integers(0, 3, n).astype(np.int16)),
+            "dictionary_id": pa.array(np.full(n, 1, dtype=np.int32)),
             "factor": pa.array(rng.integers(0, 5, n).astype(np.int32)),
             "token_id": pa.array(np.arange(n, dtype=np.int64)),
             "alpha": pa.array(rng.exponential(1.0, n).astype(np.float32)),
@@ -87,7 +88,7 @@ def _codes(seed: int = 0) -> pa.Table:
 def _partial(summary: summary_files.SummaryFile, codes: pa.Table) -> pa.Table:
     con = duckdb.connect()
     con.register("codes", codes)
-    con.execute(summary.partial)
+    con.execute(summary.partial, {"dictionary_id": 1})
     return con.sql(f"SELECT * FROM {summary.partial_table}").to_arrow_table()
 
 
@@ -96,7 +97,7 @@ def _merge(summary: summary_files.SummaryFile, partials: list[pa.Table]) -> list
     con.execute(summary.table_sql)
     con.register("tokens", pa.table({"token_id": pa.array(np.arange(500, dtype=np.int64))}))
     con.register(summary.partial_table, pa.concat_tables(partials))
-    con.execute(summary.merge)
+    con.execute(summary.merge, {"dictionary_id": 1})
     return con.sql(f"SELECT * FROM {summary.table} ORDER BY ALL").fetchall()
 
 
@@ -107,7 +108,7 @@ def test_single_run_is_the_merge_of_one_partial_and_equals_shards() -> None:
     token = codes.column("token_id").to_numpy()
     shards = [_partial(example, codes.filter(pa.array(token % 2 == k))) for k in (0, 1)]
     assert _merge(example, shards) == single
-    assert sum(row[2] for row in single) == codes.num_rows
+    assert sum(row[3] for row in single) == codes.num_rows
 
 
 def test_every_shipped_summary_has_a_table_and_a_way_to_be_filled() -> None:

@@ -31,7 +31,8 @@ def db(tmp_path_factory):
 def data(db):
     con = connect(db, read_only=True)
     out = {
-        name: con.sql(f"SELECT * FROM {name}").pl()
+        # the views' (and codes') dictionary_id is one value here: compared without it
+        name: con.sql(f"SELECT COLUMNS(lambda c: c <> 'dictionary_id') FROM {name}").pl()
         for name in (
             "codes",
             "tokens",

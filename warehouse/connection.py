@@ -80,9 +80,30 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise WarehouseError(f"schema migration {version:03d} failed: {e}") from e
-    create_summary_tables(con)
+    recreated = create_summary_tables(con)
     create_views(con)
+    if recreated:
+        _refill_summaries(con)
     return schema_version(con)
+
+
+def _refill_summaries(con: duckdb.DuckDBPyConnection) -> None:
+    """Rebuild the summaries of every summarised dictionary after their tables changed.
+
+    A summary file that changes its table's columns (e.g. migration 005 keying them by
+    dictionary) recreates the table empty; the dictionaries whose summaries it held
+    (those with ``summary_meta`` rows) get them back from their codes here, so a
+    migrated file shows the same rows as before.
+    """
+    from factorscope.warehouse import summaries  # summaries -> store; not at import time
+
+    rows = con.execute(
+        "SELECT DISTINCT m.dictionary_id FROM summary_meta m "
+        "JOIN dictionaries d USING (dictionary_id) WHERE d.status = 'encoded' "
+        "ORDER BY m.dictionary_id"
+    ).fetchall()
+    for (dictionary_id,) in rows:
+        summaries.refresh_summaries(con, dictionary_id=dictionary_id)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -93,12 +114,14 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]
     ).fetchall()
 
 
-def create_summary_tables(con: duckdb.DuckDBPyConnection) -> None:
+def create_summary_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Create each summary's table from its file; recreate one whose columns changed.
 
     Summary tables are derived data (the next refresh refills them), so a file that
     changes a table's columns replaces the old table instead of needing a migration.
+    Returns the tables recreated (not those created in a new file).
     """
+    recreated: list[str] = []
     probe = duckdb.connect()
     try:
         for summary in summary_files.summaries():
@@ -109,11 +132,13 @@ def create_summary_tables(con: duckdb.DuckDBPyConnection) -> None:
                 if have and have != wanted:
                     # The name comes from a shipped summary file, never from a caller.
                     con.execute(f"DROP TABLE {summary.table}")
+                    recreated.append(summary.table)
                 con.execute(summary.table_sql)
             except duckdb.Error as e:
                 raise WarehouseError(f"summary table {summary.table} failed: {e}") from e
     finally:
         probe.close()
+    return recreated
 
 
 def create_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -171,12 +171,15 @@ def _string_literal(text: str) -> str:
     return f"'{text}'"
 
 
-def attach_codes(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> None:
-    """Replace the ``codes`` table by a view over the shard folders' codes (hive by layer)."""
+def attach_codes(con: duckdb.DuckDBPyConnection, roots: list[Path], dictionary_id: int) -> None:
+    """Replace the ``codes`` table by a view over the shard folders' codes (hive by layer),
+    all of dictionary ``dictionary_id``."""
+    dictionary_id = int(dictionary_id)  # an int, so its text in the view body is a number
     with_files = [r for r in roots if any(ShardLayout(r).codes.glob("*/*.parquet"))]
     if not with_files:
         sql = (
-            "CREATE VIEW codes AS SELECT CAST(NULL AS SMALLINT) AS layer, "
+            "CREATE VIEW codes AS SELECT CAST(NULL AS INTEGER) AS dictionary_id, "
+            "CAST(NULL AS SMALLINT) AS layer, "
             "CAST(NULL AS INTEGER) AS factor, CAST(NULL AS BIGINT) AS token_id, "
             "CAST(NULL AS FLOAT) AS alpha WHERE false"
         )
@@ -187,7 +190,8 @@ def attach_codes(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> None:
         # The only SQL built from text in the warehouse: resolved paths, checked above.
         sql = (
             "CREATE VIEW codes AS "
-            "SELECT CAST(layer AS SMALLINT) AS layer, factor, token_id, alpha "
+            f"SELECT CAST({dictionary_id} AS INTEGER) AS dictionary_id, "
+            "CAST(layer AS SMALLINT) AS layer, factor, token_id, alpha "
             f"FROM read_parquet([{globs}], hive_partitioning = true, "
             "hive_types = {'layer': SMALLINT}, union_by_name = true)"
         )

@@ -205,6 +205,21 @@ def discard_staging(path: str | Path) -> bool:
     return found
 
 
+def _same_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether the published ``table`` has the staging copy's key columns.
+
+    A published file of schema version 2 or older (labels keyed by factor alone) is
+    migrated in its staging copy, which then already holds its labels under their
+    dictionary: its rows are not carried over them.
+    """
+    has_key = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'published' "
+        "AND table_name = ? AND column_name = 'dictionary_id'",
+        [table],
+    ).fetchall()[0][0]
+    return table != "user_labels" or bool(has_key)
+
+
 def carry_app_tables(
     con: duckdb.DuckDBPyConnection,
     published: str | Path,
@@ -243,7 +258,7 @@ def carry_app_tables(
         con.execute("BEGIN TRANSACTION")
         try:
             for table in APP_TABLES:
-                if table not in present:
+                if table not in present or not _same_key(con, table):
                     continue
                 # Table names come from APP_TABLES above, never from a caller.
                 con.execute(f"DELETE FROM main.{table}")

@@ -66,8 +66,10 @@ class WarehouseReader:
         return file_signature(self.path)
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only cursor, closed when the block ends."""
+    def connect(self, dictionary_id: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only cursor, closed when the block ends; its public views show
+        ``dictionary_id`` (default: the last encoded dictionary), see :func:`use_dictionary`.
+        """
         gate = gate_of(self.path)
         with gate.cond:
             while True:
@@ -89,6 +91,8 @@ class WarehouseReader:
             gate.readers += 1
             cursor = gate.con.cursor()
         try:
+            if dictionary_id is not None:
+                use_dictionary(cursor, dictionary_id)
             yield cursor
         except duckdb.Error as e:
             raise WarehouseError(f"query on {self.path} failed: {first_line(e)}") from e
@@ -222,20 +226,63 @@ def _as_int(value: Any, name: str) -> int:
 
 
 def _meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    return {key: json.loads(value) for key, value in _rows(con, "SELECT * FROM summary_meta")}
+    """What the active dictionary's last summary refresh used."""
+    return {
+        key: json.loads(value)
+        for key, value in _rows(
+            con,
+            "SELECT key, value FROM summary_meta "
+            "WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary)",
+        )
+    }
+
+
+DICTIONARY_VARIABLE = "fs_dictionary"
+"""The DuckDB session variable the ``active_dictionary`` view reads first
+(schema/005_dictionary_keys.sql): a reader that sets it sees that dictionary in every
+public view; unset, the views show the last encoded dictionary."""
 
 
 def active_dictionary_id(con: duckdb.DuckDBPyConnection) -> int:
-    """The dictionary whose codes the database holds (the newest encoded one)."""
-    found = _scalar(
-        con,
-        "SELECT coalesce("
-        "(SELECT max(dictionary_id) FROM dictionaries WHERE status = 'encoded'), "
-        "(SELECT max(dictionary_id) FROM dictionaries))",
-    )
+    """The dictionary the public views show on this connection: the one chosen with
+    :func:`use_dictionary`, else the last encoded one (else the newest one)."""
+    found = _scalar(con, "SELECT dictionary_id FROM active_dictionary")
     if found is None:
         raise WarehouseError("this database holds no dictionary (run `factorscope learn`)")
     return int(found)
+
+
+def use_dictionary(con: duckdb.DuckDBPyConnection, dictionary_id: int | None) -> None:
+    """Show ``dictionary_id`` in the public views of this connection (None: the default).
+
+    Only an encoded dictionary (codes and summaries) can be chosen; anything else is an
+    :class:`InputError` that lists the ones that can.
+    """
+    if dictionary_id is None:
+        _rows(con, f"RESET VARIABLE {DICTIONARY_VARIABLE}")
+        return
+    dictionary_id = _as_int(dictionary_id, "dictionary")
+    encoded = [d["dictionary_id"] for d in encoded_dictionaries(con)]
+    if dictionary_id not in encoded:
+        have = ", ".join(map(str, encoded)) or "none (run `factorscope encode`)"
+        raise InputError(f"dictionary {dictionary_id} is not encoded here; encoded: {have}")
+    # The variable's name is the module constant above; the value is bound.
+    _rows(con, f"SET VARIABLE {DICTIONARY_VARIABLE} = ?", [dictionary_id])
+
+
+def encoded_dictionaries(con: duckdb.DuckDBPyConnection) -> list[dict]:
+    """The dictionaries with codes and summaries here (what the app's picker offers),
+    oldest first: dictionary_id, n_factors, lambda1, seed, encoded_at, active."""
+    rows = _rows(
+        con,
+        "SELECT d.dictionary_id, d.n_factors, d.lambda1, d.seed, d.encoded_at, "
+        "d.dictionary_id = (SELECT dictionary_id FROM active_dictionary) "
+        "FROM dictionaries d WHERE d.status = 'encoded' AND EXISTS "
+        "(SELECT 1 FROM summary_meta m WHERE m.dictionary_id = d.dictionary_id) "
+        "ORDER BY d.dictionary_id",
+    )
+    names = ("dictionary_id", "n_factors", "lambda1", "seed", "encoded_at", "active")
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def dictionary_size(con: duckdb.DuckDBPyConnection) -> int:
@@ -337,7 +384,7 @@ SELECT alpha, token_id,
        row_number() OVER (ORDER BY alpha DESC, token_id) AS rank,
        NULL::INTEGER AS interval
 FROM codes
-WHERE factor = $factor AND layer = $layer
+WHERE dictionary_id = $d AND factor = $factor AND layer = $layer
 QUALIFY rank > $offset AND rank <= $offset + $k
 """
 
@@ -347,7 +394,7 @@ WITH ranked AS (
            row_number() OVER (ORDER BY alpha DESC, token_id) AS rank,
            max(alpha) OVER () AS top
     FROM codes
-    WHERE factor = $factor AND layer = $layer
+    WHERE dictionary_id = $d AND factor = $factor AND layer = $layer
 )
 SELECT alpha, token_id, rank,
        least(CAST(floor(alpha / top * $n_intervals) AS INTEGER), $n_intervals - 1) AS interval
@@ -428,11 +475,12 @@ def _top_contexts(
             "WHERE factor = $factor AND layer = $layer AND rank > $offset "
             "AND rank <= $offset + $k ORDER BY rank",
             {"factor": factor, "layer": layer, "offset": offset, "k": k},
-        )
+        ).select(_CONTEXT_COLUMNS)
     frame = _context_frame(
         con,
         _PICK_TOP,
         {
+            "d": active_dictionary_id(con),
             "factor": factor,
             "layer": layer,
             "offset": offset,
@@ -479,6 +527,7 @@ def _interval_samples(
         con,
         _PICK_INTERVALS,
         {
+            "d": active_dictionary_id(con),
             "factor": factor,
             "layer": layer,
             "n_intervals": n_intervals,
@@ -542,7 +591,7 @@ def factor_page(
                   FROM factor_labels WHERE factor = $f),
                (SELECT map(list(layer), list(importance))
                   FROM factor_importance WHERE factor = $f),
-               (SELECT value FROM summary_meta WHERE key = 'top_k')
+               (SELECT value FROM summary_meta WHERE key = 'top_k' AND dictionary_id = $d)
         """,
         {"d": dictionary_id, "f": factor},
     )[0]
@@ -656,7 +705,7 @@ def word_factors(
     if limit < 1:
         raise InputError(f"limit must be positive, got {limit}")
     params: dict[str, Any] = {"word": word.strip().lower(), "limit": limit}
-    sql = "SELECT * FROM word_factors WHERE word = $word"
+    sql = "SELECT word, layer, factor, mean_alpha, hits FROM word_factors WHERE word = $word"
     if layer is not None:
         params["layer"] = check_layer(con, layer)
         sql += " AND layer = $layer"
@@ -683,7 +732,11 @@ def _histogram(con: duckdb.DuckDBPyConnection, factor: int, layer: int, bins: in
     rows = _rows(
         con,
         """
-        WITH a AS (SELECT alpha FROM codes WHERE factor = $factor AND layer = $layer),
+        WITH a AS (
+            SELECT alpha FROM codes
+            WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary)
+              AND factor = $factor AND layer = $layer
+        ),
              m AS (SELECT max(alpha) AS top FROM a)
         SELECT least(CAST(floor(a.alpha / m.top * $bins) AS INTEGER), $bins - 1) AS b,
                count(*) AS n, any_value(m.top) AS top
@@ -795,8 +848,11 @@ def search_labels(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 20)
     )
 
 
-def set_label(db_path: str | Path, factor: int, label: str) -> None:
-    """Save (or, with an empty label, delete) the user's label of ``factor``.
+def set_label(
+    db_path: str | Path, factor: int, label: str, *, dictionary_id: int | None = None
+) -> None:
+    """Save (or, with an empty label, delete) the user's label of ``factor`` of a
+    dictionary (default: the active one); a label stays with its dictionary.
 
     Writes the published file directly in a short transaction; a running writer
     carries the label into its staging copy when it publishes.
@@ -807,15 +863,20 @@ def set_label(db_path: str | Path, factor: int, label: str) -> None:
     if len(label) > MAX_LABEL_LENGTH:
         raise InputError(f"label is too long ({len(label)} > {MAX_LABEL_LENGTH} characters)")
     with _write_connection(db_path) as con:
+        use_dictionary(con, dictionary_id)
         factor = check_factor(con, factor)
+        dictionary_id = active_dictionary_id(con)
         if label:
             con.execute(
-                "INSERT OR REPLACE INTO user_labels (factor, label, updated_at) "
-                "VALUES (?, ?, current_timestamp)",
-                [factor, label],
+                "INSERT OR REPLACE INTO user_labels (dictionary_id, factor, label, updated_at) "
+                "VALUES (?, ?, ?, current_timestamp)",
+                [dictionary_id, factor, label],
             )
         else:
-            con.execute("DELETE FROM user_labels WHERE factor = ?", [factor])
+            con.execute(
+                "DELETE FROM user_labels WHERE dictionary_id = ? AND factor = ?",
+                [dictionary_id, factor],
+            )
 
 
 # ----------------------------------------------------------------------------- quality
@@ -869,18 +930,22 @@ def lime_cache_put(
     word_index: int,
     n_samples: int,
     result: dict,
+    dictionary_id: int | None = None,
 ) -> None:
-    """Store a LIME explanation under ``key`` (replacing an older one)."""
+    """Store a LIME explanation under ``key`` (replacing an older one); the key names the
+    dictionary (``saliency.cache_key``), and so does the row (default: the active one)."""
     payload = json.dumps(result, sort_keys=True)
     with _write_connection(db_path) as con:
+        use_dictionary(con, dictionary_id)
         factor = check_factor(con, factor)
         layer = check_layer(con, layer)
         con.execute(
-            "INSERT OR REPLACE INTO lime_cache "
-            "(key, factor, layer, sentence_idx, word_index, n_samples, result, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+            "INSERT OR REPLACE INTO lime_cache (key, dictionary_id, factor, layer, "
+            "sentence_idx, word_index, n_samples, result, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
             [
                 str(key),
+                active_dictionary_id(con),
                 factor,
                 layer,
                 None if sentence_idx is None else _as_int(sentence_idx, "sentence_idx"),
@@ -948,13 +1013,21 @@ def code_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return _frame(
         con,
         "SELECT CAST(layer AS INTEGER) AS layer, count(DISTINCT factor) AS active_factors, "
-        "count(*) AS non_zeros FROM codes GROUP BY layer ORDER BY layer",
+        "count(*) AS non_zeros FROM codes WHERE dictionary_id = $d GROUP BY layer ORDER BY layer",
+        {"d": active_dictionary_id(con)},
     )
 
 
 def active_factor_count(con: duckdb.DuckDBPyConnection) -> int:
     """Number of factors with at least one non-zero code at any layer."""
-    return int(_scalar(con, "SELECT count(DISTINCT factor) FROM codes") or 0)
+    return int(
+        _scalar(
+            con,
+            "SELECT count(DISTINCT factor) FROM codes WHERE dictionary_id = ?",
+            [active_dictionary_id(con)],
+        )
+        or 0
+    )
 
 
 def level_factors(con: duckdb.DuckDBPyConnection, level: Level) -> pl.DataFrame:
@@ -991,7 +1064,7 @@ def word_top_factors(con: duckdb.DuckDBPyConnection, word: str, layer: int) -> p
         best AS (
             SELECT c.token_id, c.factor, c.alpha
             FROM codes c JOIN occ USING (token_id)
-            WHERE c.layer = $layer
+            WHERE c.dictionary_id = $d AND c.layer = $layer
             QUALIFY row_number() OVER (
                 PARTITION BY c.token_id ORDER BY c.alpha DESC, c.factor) = 1
         )
@@ -999,7 +1072,7 @@ def word_top_factors(con: duckdb.DuckDBPyConnection, word: str, layer: int) -> p
         FROM occ o LEFT JOIN best b USING (token_id)
         ORDER BY o.token_id
         """,
-        {"word": word.strip().lower(), "layer": layer},
+        {"word": word.strip().lower(), "layer": layer, "d": active_dictionary_id(con)},
     )
 
 
@@ -1027,7 +1100,7 @@ def word_top_factor_spread(
         ),
         best AS (
             SELECT token_id, factor FROM codes
-            WHERE layer = $layer
+            WHERE dictionary_id = $d AND layer = $layer
             QUALIFY row_number() OVER (PARTITION BY token_id ORDER BY alpha DESC, factor) = 1
         ),
         joined AS (
@@ -1049,5 +1122,5 @@ def word_top_factor_spread(
         GROUP BY j.word
         ORDER BY occurrences DESC, j.word
         """,
-        {"layer": layer, "min_occurrences": min_occurrences},
+        {"layer": layer, "min_occurrences": min_occurrences, "d": active_dictionary_id(con)},
     )

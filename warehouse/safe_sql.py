@@ -46,13 +46,15 @@ CONSOLE_EXAMPLES: dict[str, str] = {
         "FROM codes c\n"
         "JOIN tokens t USING (token_id)\n"
         "JOIN sentences s USING (sentence_idx)\n"
-        "WHERE c.layer = 0 AND c.factor = 0\n"
+        "WHERE c.dictionary_id = (SELECT dictionary_id FROM active_dictionary)\n"
+        "  AND c.layer = 0 AND c.factor = 0\n"
         "ORDER BY c.alpha DESC\n"
         "LIMIT 20"
     ),
     "Most active factors per layer": (
         "SELECT layer, factor, count(*) AS hits, avg(alpha) AS mean_alpha\n"
         "FROM codes\n"
+        "WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary)\n"
         "GROUP BY layer, factor\n"
         "QUALIFY row_number() OVER (PARTITION BY layer ORDER BY count(*) DESC) <= 5\n"
         "ORDER BY layer, hits DESC"
@@ -60,7 +62,7 @@ CONSOLE_EXAMPLES: dict[str, str] = {
     "Words that activate factor 0 most": (
         "SELECT t.word, count(*) AS hits, max(c.alpha) AS max_alpha\n"
         "FROM codes c JOIN tokens t USING (token_id)\n"
-        "WHERE c.factor = 0\n"
+        "WHERE c.dictionary_id = (SELECT dictionary_id FROM active_dictionary) AND c.factor = 0\n"
         "GROUP BY t.word\n"
         "ORDER BY hits DESC\n"
         "LIMIT 20"

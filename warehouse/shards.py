@@ -141,9 +141,20 @@ def partial_summaries(
     """One shard's partial summaries, computed from its own Parquet codes and tokens."""
     con = duckdb.connect()
     try:
-        con.register("codes", codes_dataset([layout.root]))
+        con.register("_shard_codes", codes_dataset([layout.root]))
+        # A shard folder holds one dictionary's codes: the partials read them under
+        # SHARD_DICTIONARY_ID (the merge writes the warehouse's own id).
+        con.sql(
+            "SELECT CAST(? AS INTEGER) AS dictionary_id, * FROM _shard_codes",
+            params=[SHARD_DICTIONARY_ID],
+        ).create_view("codes")
         con.register("tokens", files_dataset([layout.tokens]))
-        tables = summaries.compute_partials(con, partial_k=partial_k, importance_k=importance_k)
+        tables = summaries.compute_partials(
+            con,
+            partial_k=partial_k,
+            importance_k=importance_k,
+            dictionary_id=SHARD_DICTIONARY_ID,
+        )
         # Temp table names follow the shipped summary files (_p_<name>), never a caller.
         # Each partial is written to ``partial/<summary name>.parquet``.
         return {
@@ -157,6 +168,10 @@ def partial_summaries(
 
 
 # ----------------------------------------------------------------------------- merge
+
+SHARD_DICTIONARY_ID = 0
+"""The dictionary id a shard's own partials are computed under (a folder holds one
+dictionary's codes; the merged warehouse stores them under its own id)."""
 
 
 def _register_partials(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> list[str]:
@@ -233,10 +248,13 @@ def build_merged_warehouse(
             )
             con.execute("DROP TABLE _stats")
             if attach:
-                attach_codes(con, roots)
+                attach_codes(con, roots, dictionary_id)
             else:
                 con.register("_m_codes", codes_dataset(roots))
-                con.execute("INSERT INTO codes SELECT layer, factor, token_id, alpha FROM _m_codes")
+                con.execute(
+                    "INSERT INTO codes SELECT ?, layer, factor, token_id, alpha FROM _m_codes",
+                    [dictionary_id],
+                )
         store.finish_encoding(con, dictionary_id, sort_codes=not attach)
         for name in ("_m_sentences", "_m_tokens", "_m_stats") + (() if attach else ("_m_codes",)):
             con.unregister(name)

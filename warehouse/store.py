@@ -433,24 +433,26 @@ def load_dictionary(
 
 
 def begin_encoding(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> None:
-    """Make ``dictionary_id`` the one whose codes the ``codes`` table holds.
+    """Mark ``dictionary_id`` as being encoded, next to the dictionaries already encoded.
 
-    Codes of another dictionary are dropped (one database serves one set of codes);
-    codes already written for this dictionary are kept, which is what resume needs.
+    The codes, summaries and labels of other dictionaries are kept (each is keyed by its
+    dictionary); codes already written for this one are kept, which is what resume needs.
+    Codes of this dictionary without their chunk row (a chunk killed mid-way cannot leave
+    any: a chunk is one transaction) are never read.
     """
     with transaction(con):
+        # Another dictionary's encode killed among its chunks is dropped, as before.
         stale = con.execute(
-            "SELECT DISTINCT dictionary_id FROM encode_chunks WHERE dictionary_id <> ?",
+            "SELECT dictionary_id FROM dictionaries WHERE status = 'encoding' "
+            "AND dictionary_id <> ?",
             [dictionary_id],
         ).fetchall()
-        if stale:
-            con.execute("DELETE FROM codes")
-            con.execute("DELETE FROM encode_chunks WHERE dictionary_id <> ?", [dictionary_id])
-            con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id <> ?", [dictionary_id])
+        for (other,) in stale:
+            for table in ("codes", "encode_chunks", "encode_chunk_stats"):
+                # Table names from the fixed tuple above.
+                con.execute(f"DELETE FROM {table} WHERE dictionary_id = ?", [other])
             con.execute(
-                "UPDATE dictionaries SET status = 'learned' "
-                "WHERE dictionary_id <> ? AND status <> 'learned'",
-                [dictionary_id],
+                "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [other]
             )
         con.execute(
             "UPDATE dictionaries SET status = 'encoding' WHERE dictionary_id = ?",
@@ -466,13 +468,12 @@ def encode_finished(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> bool:
     the summary refresh is not enough.
     """
     row = con.execute(
-        "SELECT d.status, (SELECT value FROM summary_meta WHERE key = 'dictionary_id') "
+        "SELECT d.status, (SELECT count(*) FROM summary_meta m "
+        "WHERE m.dictionary_id = d.dictionary_id AND m.key = 'seconds') "
         "FROM dictionaries d WHERE d.dictionary_id = ?",
         [dictionary_id],
     ).fetchall()
-    if not row or row[0][0] != "encoded" or row[0][1] is None:
-        return False
-    return json.loads(row[0][1]) == dictionary_id
+    return bool(row) and row[0][0] == "encoded" and row[0][1] > 0
 
 
 def unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -505,16 +506,16 @@ def settle_unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
         "SELECT status FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
     ).fetchall()[0][0]
     if status == "encoded":
-        summaries.refresh_summaries(con)
+        summaries.refresh_summaries(con, dictionary_id=dictionary_id)
         return dictionary_id
     with transaction(con):
-        con.execute("DELETE FROM codes")
+        con.execute("DELETE FROM codes WHERE dictionary_id = ?", [dictionary_id])
         con.execute("DELETE FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id])
         con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id = ?", [dictionary_id])
         con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
         for table in summaries.summary_tables():
             # Table names come from the shipped summary files, never from a caller.
-            con.execute(f"DELETE FROM {table}")
+            con.execute(f"DELETE FROM {table} WHERE dictionary_id = ?", [dictionary_id])
         con.execute(
             "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [dictionary_id]
         )
@@ -577,7 +578,9 @@ def write_encode_chunk(
         con.register("chunk_stats", stats)
         try:
             con.execute(
-                "INSERT INTO codes BY NAME SELECT layer, factor, token_id, alpha FROM chunk_codes"
+                "INSERT INTO codes BY NAME "
+                "SELECT ? AS dictionary_id, layer, factor, token_id, alpha FROM chunk_codes",
+                [dictionary_id],
             )
             con.execute(
                 "INSERT INTO encode_chunk_stats BY NAME "
@@ -599,6 +602,10 @@ def finish_encoding(
 ) -> None:
     """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality.
 
+    Every dictionary's codes are rewritten sorted by (dictionary_id, layer, factor,
+    alpha DESC), so one dictionary's (factor, layer) is one zone-mapped run. The cost
+    grows with the codes of all encoded dictionaries (measured in bench/). The
+    dictionary's ``encoded_at`` makes it the active one (the default of the views).
     ``sort_codes=False`` leaves ``codes`` as it is (a view over attached Parquet).
     """
     meta = _one_dict(
@@ -607,9 +614,13 @@ def finish_encoding(
     with transaction(con):
         if sort_codes:
             con.execute(
-                "CREATE OR REPLACE TABLE codes_sorted AS "
-                "SELECT layer, factor, token_id, alpha FROM codes "
-                "ORDER BY layer, factor, alpha DESC"
+                "CREATE OR REPLACE TABLE codes_sorted ("
+                "dictionary_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "
+                "factor INTEGER NOT NULL, token_id BIGINT NOT NULL, alpha FLOAT NOT NULL)"
+            )
+            con.execute(
+                "INSERT INTO codes_sorted SELECT dictionary_id, layer, factor, token_id, alpha "
+                "FROM codes ORDER BY dictionary_id, layer, factor, alpha DESC"
             )
             con.execute("DROP TABLE codes")
             con.execute("ALTER TABLE codes_sorted RENAME TO codes")
@@ -631,7 +642,8 @@ def finish_encoding(
                 GROUP BY layer
             ),
             active AS (
-                SELECT layer, count(DISTINCT factor) AS n_active FROM codes GROUP BY layer
+                SELECT layer, count(DISTINCT factor) AS n_active FROM codes
+                WHERE dictionary_id = $dictionary_id GROUP BY layer
             )
             SELECT $dictionary_id,
                    s.layer,
@@ -651,5 +663,7 @@ def finish_encoding(
             },
         )
         con.execute(
-            "UPDATE dictionaries SET status = 'encoded' WHERE dictionary_id = ?", [dictionary_id]
+            "UPDATE dictionaries SET status = 'encoded', encoded_at = current_timestamp "
+            "WHERE dictionary_id = ?",
+            [dictionary_id],
         )

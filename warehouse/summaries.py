@@ -114,15 +114,20 @@ def define_context_macro(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(summary_files.macro_sql("context"))
 
 
-def compute_partials(con: duckdb.DuckDBPyConnection, *, partial_k: int, importance_k: int) -> dict:
-    """The partial summaries of the codes and tokens ``con`` sees, as temp tables.
+def compute_partials(
+    con: duckdb.DuckDBPyConnection, *, partial_k: int, importance_k: int, dictionary_id: int
+) -> dict:
+    """The partial summaries of one dictionary's codes (and the tokens) ``con`` sees.
 
+    ``codes`` holds the codes of every encoded dictionary (a shard's folder: of its one
+    dictionary, under the id its caller gives); the partials read ``dictionary_id``'s.
     Returns ``{summary name: temp table name}`` for every summary with a partial.
     """
     params = {
         "partial_k": partial_k,
         "importance_k": importance_k,
         "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
+        "dictionary_id": dictionary_id,
     }
     tables = {}
     for summary in summary_files.summaries():
@@ -137,10 +142,11 @@ def merge_partials(
     settings: SummarySettings,
     *,
     n_layers: int,
-    dictionary_id: int | None,
+    dictionary_id: int,
     crash_point: str | None = None,
 ) -> dict:
-    """Rewrite every summary table from the partials (``_p_<name>``) ``con`` sees.
+    """Rewrite ``dictionary_id``'s rows of every summary table from the partials
+    (``_p_<name>``) ``con`` sees; other dictionaries' rows are left alone.
 
     The summaries run in their files' order. Call inside a transaction; ``crash_point``
     fires after the first summary (a test hook). Returns the meta it records in
@@ -157,17 +163,18 @@ def merge_partials(
         "b1": b1,
         "b2": b2,
         "n_layers": n_layers,
+        "dictionary_id": dictionary_id,
     }
     for table in summary_tables():
         # Table names come from the shipped summary files, never from a caller.
-        con.execute(f"DELETE FROM {table}")
+        con.execute(f"DELETE FROM {table} WHERE dictionary_id = ?", [dictionary_id])
     define_context_macro(con)
     for i, summary in enumerate(summary_files.summaries()):
         if summary.merge:
             _execute(con, summary.merge, params)
         elif summary.name not in PYTHON_FILLED:
             raise WarehouseError(f"summary {summary.name} has no @merge and no Python filler")
-        elif dictionary_id is not None:
+        else:
             PYTHON_FILLED[summary.name](con, dictionary_id, settings)
         if i == 0 and crash_point:
             crashpoint(crash_point)  # test hook: a kill inside the refresh
@@ -183,9 +190,10 @@ def merge_partials(
 
 
 def write_meta(con: duckdb.DuckDBPyConnection, meta: dict) -> None:
+    """Record what a refresh used, under ``meta["dictionary_id"]``."""
     con.executemany(
-        "INSERT INTO summary_meta (key, value) VALUES (?, ?)",
-        [[key, json.dumps(value)] for key, value in meta.items()],
+        "INSERT INTO summary_meta (dictionary_id, key, value) VALUES (?, ?, ?)",
+        [[meta["dictionary_id"], key, json.dumps(value)] for key, value in meta.items()],
     )
 
 
@@ -196,13 +204,16 @@ DEFAULTS = SummarySettings()
 def refresh_summaries(
     con: duckdb.DuckDBPyConnection,
     *,
+    dictionary_id: int | None = None,
     top_k: int = DEFAULTS.top_k,
     importance_k: int = DEFAULTS.importance_k,
     level_bounds: tuple[float, float] = DEFAULTS.level_bounds,
     word_top: int = DEFAULTS.word_top,
     neighbors_n: int = DEFAULTS.neighbors_n,
 ) -> dict:
-    """Rebuild every ``summary_*`` table from the codes; returns what it used.
+    """Rebuild one dictionary's rows of every summary table from its codes; returns what
+    it used. ``dictionary_id`` defaults to the newest encoded dictionary; the rows of the
+    other encoded dictionaries stay as they are.
 
     A single run is a one-shard run: the partials of all its codes, then their merge
     (the same SQL ``factorscope merge`` runs over many shards' partials).
@@ -221,12 +232,18 @@ def refresh_summaries(
             if run
             else int(con.execute("SELECT coalesce(max(layer), 0) + 1 FROM codes").fetchall()[0][0])
         )
-        dictionary_id = store.latest_dictionary_id(con, status=("encoded",))
+        if dictionary_id is None:
+            dictionary_id = store.latest_dictionary_id(con, status=("encoded",))
         if dictionary_id is None:
             dictionary_id = store.latest_dictionary_id(con)
+        if dictionary_id is None:
+            raise WarehouseError("this database holds no dictionary to summarise")
         with store.transaction(con):
             partials = compute_partials(
-                con, partial_k=settings.top_k, importance_k=settings.importance_k
+                con,
+                partial_k=settings.top_k,
+                importance_k=settings.importance_k,
+                dictionary_id=dictionary_id,
             )
             meta = merge_partials(
                 con,
@@ -258,7 +275,10 @@ def write_neighbors(
     if n_factors < 2:
         return
     n = min(n, n_factors - 1)
-    top = con.execute("SELECT DISTINCT factor, token_id FROM summary_top_contexts").fetchnumpy()
+    top = con.execute(
+        "SELECT DISTINCT factor, token_id FROM summary_top_contexts WHERE dictionary_id = ?",
+        [dictionary_id],
+    ).fetchnumpy()
     factors = np.asarray(top["factor"], dtype=np.int64)
     _, token_col = np.unique(np.asarray(top["token_id"], dtype=np.int64), return_inverse=True)
     n_tokens = int(token_col.max()) + 1 if token_col.size else 1
@@ -301,8 +321,9 @@ def write_neighbors(
     try:
         con.execute(
             "INSERT INTO summary_neighbors "
-            "SELECT factor, neighbor, cosine, coactivation FROM _new_neighbors "
-            "ORDER BY factor, cosine DESC, neighbor"
+            "SELECT ?, factor, neighbor, cosine, coactivation FROM _new_neighbors "
+            "ORDER BY factor, cosine DESC, neighbor",
+            [dictionary_id],
         )
     finally:
         con.unregister("_new_neighbors")

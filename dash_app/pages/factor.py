@@ -1,4 +1,9 @@
-"""Factor explorer: ``/factor/<c>?layer=L`` (``/`` shows a default factor).
+"""Factor explorer: ``/factor/<c>?layer=L&dictionary=D`` (``/`` shows a default factor).
+
+``dictionary`` picks one of the encoded dictionaries (default: the last encoded one);
+the picker navigates to the same URL with another ``dictionary``, and every link and
+callback of the page carries it (in ``ids.FACTOR_STATE``), so a shared link shows the
+same factor of the same dictionary.
 
 The URL is the page's state: typing a factor, switching layers or pressing a random
 button navigates (without a reload) to the new URL, and the layout is rebuilt from it,
@@ -59,25 +64,36 @@ def _rendered(view: logic.FactorView, part: Any, build: Callable[[], Any]) -> An
         return parts.setdefault(part, built)
 
 
-def layout(factor: str | None = None, layer: str | None = None, **_query: Any) -> html.Div:
+def layout(
+    factor: str | None = None,
+    layer: str | None = None,
+    dictionary: str | None = None,
+    **_query: Any,
+) -> html.Div:
     db_path = config.db_path()
     try:
-        if factor is None:
-            factor = logic.default_factor(db_path)
-        view = logic.factor_view(db_path, factor, layer)
+        with logic.dictionary_scope(dictionary):
+            if factor is None:
+                factor = logic.default_factor(db_path)
+            view = logic.factor_view(db_path, factor, layer)
+            # Everything but the LIME card (which may start a job per visit) is drawn
+            # once per cached view and kept in the form Dash sends (ui.wire).
+            before, after = _rendered(
+                view, "page", lambda: _static_parts(view, logic.encoded_dictionaries(db_path))
+            )
+            lime = _lime_card(view)
     except FactorscopeError as e:
         return html.Div(
             [_header(factor, None), ui.error_alert(str(e), id=ids.FACTOR_FEEDBACK + "-page")]
         )
-    # Everything but the LIME card (which may start a job per visit) is drawn once per
-    # cached view and kept in the form Dash sends (ui.wire).
-    before, after = _rendered(view, "page", lambda: _static_parts(view))
-    return html.Div([*before, _lime_card(view), *after])
+    return html.Div([*before, lime, *after])
 
 
-def _static_parts(view: logic.FactorView) -> tuple[list[Any], list[Any]]:
+def _static_parts(
+    view: logic.FactorView, dictionaries: list[dict[str, Any]]
+) -> tuple[list[Any], list[Any]]:
     before = [
-        _header(view.factor, view.n_factors),
+        _header(view.factor, view.n_factors, dictionaries, view.dictionary_id),
         _title(view),
         _layer_bar(view),
         dbc.Row(
@@ -102,7 +118,32 @@ def _static_parts(view: logic.FactorView) -> tuple[list[Any], list[Any]]:
 # --------------------------------------------------------------------------- layout parts
 
 
-def _header(factor: Any, n_factors: int | None) -> dbc.Row:
+def _dictionary_picker(dictionaries: list[dict[str, Any]], shown: int | None) -> Any:
+    """The encoded dictionaries, by id, size and seed; choosing one navigates."""
+    options = [
+        {
+            "label": f"dictionary {d['dictionary_id']} · {d['n_factors']:,} factors"
+            + (f" · seed {d['seed']}" if d.get("seed") is not None else ""),
+            "value": d["dictionary_id"],
+        }
+        for d in dictionaries
+    ]
+    return dcc.Dropdown(
+        id=ids.DICTIONARY_SELECT,
+        options=options,
+        value=shown,
+        clearable=False,
+        searchable=False,
+        className="small",
+    )
+
+
+def _header(
+    factor: Any,
+    n_factors: int | None,
+    dictionaries: list[dict[str, Any]] | None = None,
+    shown: int | None = None,
+) -> dbc.Row:
     hint = f"0 – {n_factors - 1}" if n_factors else "factor number"
     return dbc.Row(
         [
@@ -129,6 +170,7 @@ def _header(factor: Any, n_factors: int | None) -> dbc.Row:
                 md=5,
                 lg=4,
             ),
+            dbc.Col(_dictionary_picker(dictionaries or [], shown), md=3, lg=3),
             dbc.Col(
                 [
                     html.Span("Random factor: ", className="small text-muted me-2"),
@@ -142,8 +184,8 @@ def _header(factor: Any, n_factors: int | None) -> dbc.Row:
                     ),
                     html.Div(id=ids.RANDOM_FEEDBACK, className="small text-danger mt-1"),
                 ],
-                md=7,
-                lg=8,
+                md=4,
+                lg=5,
                 className="text-md-end mt-2 mt-md-0",
             ),
             dcc.Location(id=ids.FACTOR_NAV, refresh="callback-nav"),
@@ -210,6 +252,8 @@ def _layer_bar(view: logic.FactorView) -> html.Div:
                 data={
                     "factor": view.factor,
                     "layer": view.layer,
+                    "dictionary": logic.current_dictionary(),
+                    "shown": view.dictionary_id,
                     # where each layer button leads (read by the clientside callback)
                     "hrefs": {str(x): logic.factor_href(view.factor, x) for x in view.layers},
                 },
@@ -391,16 +435,43 @@ def _start_lime(factor: int, layer: int, count: int, n_samples: int) -> str:
     Input(ids.FACTOR_GO, "n_clicks"),
     Input(ids.FACTOR_INPUT, "n_submit"),
     State(ids.FACTOR_INPUT, "value"),
+    State(ids.FACTOR_STATE, "data"),
     prevent_initial_call=True,
 )
-def go_to_factor(clicks: Any, submit: Any, raw: Any) -> tuple[Any, str]:
+def go_to_factor(clicks: Any, submit: Any, raw: Any, state: dict | None = None) -> tuple[Any, str]:
     if not clicks and not submit:  # only a real click or Enter (a count) navigates
         return no_update, no_update
     try:
-        factor = logic.parse_factor(raw, logic.dictionary_size(config.db_path()))
+        with logic.dictionary_scope(_dictionary_of(state)):
+            factor = logic.parse_factor(raw, logic.dictionary_size(config.db_path()))
+            return logic.factor_href(factor), ""
     except InputError as e:
         return no_update, str(e)
-    return logic.factor_href(factor), ""
+
+
+def _dictionary_of(state: dict | None) -> Any:
+    """The dictionary the rendered page shows (None: the default)."""
+    return (state or {}).get("dictionary")
+
+
+@callback(
+    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
+    Input(ids.DICTIONARY_SELECT, "value"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def pick_dictionary(chosen: Any, state: dict | None) -> Any:
+    """Show the chosen dictionary: its default factor (factor numbers differ between
+    dictionaries), the URL carrying ``dictionary``."""
+    # Only a choice differing from the page shown navigates (a dropdown mounted by a
+    # client-side page change may report its value before the page's state exists).
+    if chosen is None or not state or str(state.get("shown")) == str(chosen):
+        return no_update
+    try:
+        with logic.dictionary_scope(chosen):
+            return logic.factor_href(logic.default_factor(config.db_path()))
+    except FactorscopeError:
+        return no_update
 
 
 @callback(
@@ -409,18 +480,20 @@ def go_to_factor(clicks: Any, submit: Any, raw: Any) -> tuple[Any, str]:
     Input(ids.RANDOM_LOW, "n_clicks"),
     Input(ids.RANDOM_MID, "n_clicks"),
     Input(ids.RANDOM_HIGH, "n_clicks"),
+    State(ids.FACTOR_STATE, "data"),
     prevent_initial_call=True,
 )
-def random_factor(*clicks: Any) -> tuple[Any, str]:
+def random_factor(low: Any, mid: Any, high: Any, state: dict | None = None) -> tuple[Any, str]:
     buttons = {ids.RANDOM_LOW: "low", ids.RANDOM_MID: "mid", ids.RANDOM_HIGH: "high"}
     level = buttons.get(ctx.triggered_id)
-    if level is None or not any(clicks):  # the page was inserted, nothing was clicked
+    if level is None or not any((low, mid, high)):  # the page was inserted, nothing clicked
         return no_update, no_update
     try:
-        factor = logic.pick_random(config.db_path(), level)
+        with logic.dictionary_scope(_dictionary_of(state)):
+            factor = logic.pick_random(config.db_path(), level)
+            return logic.factor_href(factor), ""
     except InputError as e:
         return no_update, str(e)
-    return logic.factor_href(factor), ""
 
 
 clientside_callback(
@@ -449,8 +522,11 @@ def show_contexts_page(page: Any, state: dict | None) -> Any:
     if not state:
         return no_update
     try:
-        frame = logic.contexts_page(config.db_path(), state["factor"], state["layer"], page or 1)
-        view = logic.cached_view(config.db_path(), state["factor"], state["layer"])
+        with logic.dictionary_scope(_dictionary_of(state)):
+            frame = logic.contexts_page(
+                config.db_path(), state["factor"], state["layer"], page or 1
+            )
+            view = logic.cached_view(config.db_path(), state["factor"], state["layer"])
     except FactorscopeError as e:
         return ui.error_alert(str(e))
     if view is None:
@@ -471,7 +547,8 @@ def save_label(_clicks: Any, _submit: Any, label: Any, state: dict | None) -> tu
     if not state:
         return no_update, no_update
     try:
-        message = logic.save_label(config.db_path(), state["factor"], label)
+        with logic.dictionary_scope(_dictionary_of(state)):
+            message = logic.save_label(config.db_path(), state["factor"], label)
     except FactorscopeError as e:
         return str(e), "small text-danger mt-1"
     return message, "small text-success mt-1"
@@ -493,7 +570,8 @@ def run_lime(_clicks: Any, samples: Any, count: Any, state: dict | None) -> tupl
     try:
         n_samples = logic.parse_n_samples(samples)
         n_contexts = logic.parse_n_samples(count, low=1, high=10, name="Contexts")
-        job_id = _start_lime(state["factor"], state["layer"], n_contexts, n_samples)
+        with logic.dictionary_scope(_dictionary_of(state)):
+            job_id = _start_lime(state["factor"], state["layer"], n_contexts, n_samples)
     except FactorscopeError as e:
         return no_update, no_update, str(e)
     return job_id, False, ""

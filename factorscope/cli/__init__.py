@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from factorscope.cli import (  # noqa: F401  (importing registers the commands)
+    commands_compare,
     commands_ingest,
     commands_pipeline,
     commands_report,

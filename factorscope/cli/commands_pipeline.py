@@ -12,7 +12,6 @@ from factorscope.cli.app import (
     DEFAULT_DB,
     DbOption,
     DeviceOption,
-    SeedOption,
     ThreadsOption,
     all_or,
     app,
@@ -20,6 +19,7 @@ from factorscope.cli.app import (
     limited,
 )
 from factorscope.cli.commands_ingest import OverwriteOption
+from factorscope.limits import option_many_check
 from factorscope.sparse import BACKENDS, PREPROCESSING_CHOICES
 from factorscope.stages.encode import EncodeConfig
 from factorscope.stages.engines import DEFAULT_ENGINE, ENGINES, ShardFolderRequest
@@ -51,8 +51,15 @@ def _print_quality(quality: list[dict], level_counts: dict[str, int] | None = No
 def learn(
     db: DbOption = DEFAULT_DB,
     n_factors: Annotated[
-        int, limited("n_factors", "--n-factors", "-m", help="Dictionary size (atoms).")
-    ] = LearnConfig.n_factors,
+        str,
+        typer.Option(
+            "--n-factors",
+            "-m",
+            callback=option_many_check("n_factors"),
+            help="Dictionary size (atoms); several sizes separated by commas (512,1024,2048) "
+            "learn one dictionary each.",
+        ),
+    ] = str(LearnConfig.n_factors),
     lambda1: Annotated[
         float, limited("lambda1", "--lambda", help="L1 penalty (also used by encode).")
     ] = LearnConfig.lambda1,
@@ -67,7 +74,14 @@ def learn(
         str,
         limited("max_vectors", "--max-vectors", help="Use at most this many vectors, or 'all'."),
     ] = all_or(LearnConfig.max_vectors),
-    seed: SeedOption = LearnConfig.seed,
+    seed: Annotated[
+        str,
+        typer.Option(
+            "--seed",
+            callback=option_many_check("seed"),
+            help="Random seed; several separated by commas (0,1) learn one dictionary each.",
+        ),
+    ] = str(LearnConfig.seed),
     from_npy: Annotated[
         Path | None,
         typer.Option(
@@ -77,19 +91,30 @@ def learn(
         ),
     ] = None,
 ) -> None:
-    """Learn one dictionary shared by all layers from the stored hidden-state sample."""
+    """Learn one dictionary shared by all layers from the stored hidden-state sample.
+
+    Several sizes or seeds (-m 512,1024 --seed 0,1) learn one dictionary per size and
+    seed into the same file, each published when fitted, ready to encode and compare.
+    """
+    from factorscope.errors import InputError
     from factorscope.stages.learn import run_learn
 
-    config = LearnConfig(
-        n_factors=n_factors,
-        lambda1=lambda1,
-        preprocessing=preprocessing,
-        batch_size=batch_size,
-        n_iter=n_iter,
-        seed=seed,
-        max_vectors=max_vectors,  # type: ignore[arg-type]  (the callback parsed it)
-    )
-    typer.echo(run_learn(db, config, from_npy=from_npy).line())
+    sizes: list[int] = n_factors  # type: ignore[assignment]  (the callback parsed it)
+    seeds: list[int] = seed  # type: ignore[assignment]
+    if from_npy is not None and len(sizes) * len(seeds) > 1:
+        raise InputError("--from-npy imports one dictionary: give one -m and one --seed with it")
+    for size in sizes:
+        for one_seed in seeds:
+            config = LearnConfig(
+                n_factors=size,
+                lambda1=lambda1,
+                preprocessing=preprocessing,
+                batch_size=batch_size,
+                n_iter=n_iter,
+                seed=one_seed,
+                max_vectors=max_vectors,  # type: ignore[arg-type]  (the callback parsed it)
+            )
+            typer.echo(run_learn(db, config, from_npy=from_npy).line())
 
 
 @app.command()

@@ -149,7 +149,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         with stderr_console.status("sorting codes and building summaries"):
             store.finish_encoding(con, record.dictionary_id)
             crashpoint("encode.finished")
-            _refresh_summaries(con)
+            _refresh_summaries(con, record.dictionary_id)
         quality = store.layer_quality_rows(con, record.dictionary_id)
         levels = queries.level_counts(con)
     return EncodeSummary(
@@ -174,7 +174,7 @@ def _published_encode_finished(db_path: Path, dictionary_id: int) -> bool:
         con.close()
 
 
-def _refresh_summaries(con) -> None:
+def _refresh_summaries(con, dictionary_id: int) -> None:
     from factorscope.warehouse import summaries
 
-    summaries.refresh_summaries(con)
+    summaries.refresh_summaries(con, dictionary_id=dictionary_id)

@@ -5,6 +5,7 @@
 -- The top_k tokens by alpha of every (factor, layer), ties broken by token_id; the
 -- context span (about 10 words either side) is kept as offsets into sentences.text.
 CREATE TABLE IF NOT EXISTS summary_top_contexts (
+    dictionary_id INTEGER NOT NULL,      -- whose codes these summarise
     factor       INTEGER NOT NULL,
     layer        SMALLINT NOT NULL,
     rank         INTEGER NOT NULL,      -- 1 = largest alpha
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS summary_top_contexts (
 CREATE OR REPLACE TEMP TABLE _p_top_contexts AS
 SELECT factor, layer, token_id, alpha
 FROM codes
+WHERE dictionary_id = $dictionary_id
 QUALIFY row_number() OVER (PARTITION BY layer, factor ORDER BY alpha DESC, token_id)
         <= $partial_k
 ORDER BY factor, layer, alpha DESC, token_id;
@@ -37,7 +39,7 @@ WITH ranked AS (
     FROM _p_top_contexts
     QUALIFY rank <= $top_k
 )
-SELECT r.factor, r.layer, r.rank, r.alpha, r.token_id, t.sentence_idx, t.word,
+SELECT $dictionary_id, r.factor, r.layer, r.rank, r.alpha, r.token_id, t.sentence_idx, t.word,
        sp.ctx_start, sp.ctx_end, t.word_start, t.word_end
 FROM ranked r
 JOIN tokens t USING (token_id)
@@ -46,8 +48,9 @@ JOIN context_spans($context, NULL) sp
 ORDER BY r.factor, r.layer, r.rank;
 
 -- @view
-CREATE OR REPLACE VIEW factor_top_contexts AS
-SELECT t.factor,
+CREATE OR REPLACE VIEW factor_top_contexts_all AS
+SELECT t.dictionary_id,
+       t.factor,
        t.layer,
        t.rank,
        t.alpha,
@@ -59,3 +62,7 @@ SELECT t.factor,
        t.word_end - t.ctx_start AS highlight_end
 FROM summary_top_contexts t
 JOIN sentences s USING (sentence_idx);
+
+CREATE OR REPLACE VIEW factor_top_contexts AS
+SELECT * FROM factor_top_contexts_all
+WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary);

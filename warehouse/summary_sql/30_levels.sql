@@ -4,23 +4,29 @@
 
 -- @table
 CREATE TABLE IF NOT EXISTS summary_levels (
-    factor     INTEGER PRIMARY KEY,
-    peak_layer SMALLINT NOT NULL,
-    level      VARCHAR NOT NULL         -- 'low' | 'mid' | 'high'
+    dictionary_id INTEGER NOT NULL,
+    factor        INTEGER NOT NULL,
+    peak_layer    SMALLINT NOT NULL,
+    level         VARCHAR NOT NULL,     -- 'low' | 'mid' | 'high'
+    PRIMARY KEY (dictionary_id, factor)
 );
 
 -- @merge
 INSERT INTO summary_levels
-SELECT factor, layer AS peak_layer,
+SELECT $dictionary_id, factor, layer AS peak_layer,
        CASE WHEN layer < $b1 * $n_layers THEN 'low'
             WHEN layer < $b2 * $n_layers THEN 'mid'
             ELSE 'high' END AS level
 FROM summary_importance
-WHERE importance > 0
+WHERE importance > 0 AND dictionary_id = $dictionary_id
 QUALIFY row_number() OVER (PARTITION BY factor ORDER BY importance DESC, layer) = 1
 ORDER BY factor;
 
 -- @view
-CREATE OR REPLACE VIEW factor_levels AS
-SELECT factor, peak_layer, level
+CREATE OR REPLACE VIEW factor_levels_all AS
+SELECT dictionary_id, factor, peak_layer, level
 FROM summary_levels;
+
+CREATE OR REPLACE VIEW factor_levels AS
+SELECT * FROM factor_levels_all
+WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary);

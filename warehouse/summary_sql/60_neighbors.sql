@@ -5,6 +5,7 @@
 
 -- @table
 CREATE TABLE IF NOT EXISTS summary_neighbors (
+    dictionary_id INTEGER NOT NULL,      -- whose codes these summarise
     factor       INTEGER NOT NULL,
     neighbor     INTEGER NOT NULL,
     cosine       DOUBLE NOT NULL,       -- of the two unit-norm atoms
@@ -12,6 +13,10 @@ CREATE TABLE IF NOT EXISTS summary_neighbors (
 );
 
 -- @view
-CREATE OR REPLACE VIEW factor_neighbors AS
-SELECT factor, neighbor, cosine, coactivation
+CREATE OR REPLACE VIEW factor_neighbors_all AS
+SELECT dictionary_id, factor, neighbor, cosine, coactivation
 FROM summary_neighbors;
+
+CREATE OR REPLACE VIEW factor_neighbors AS
+SELECT * FROM factor_neighbors_all
+WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary);

@@ -3,8 +3,10 @@
 
 -- @table
 CREATE TABLE IF NOT EXISTS auto_labels (
-    factor INTEGER PRIMARY KEY,
-    label  VARCHAR NOT NULL
+    dictionary_id INTEGER NOT NULL,
+    factor        INTEGER NOT NULL,
+    label         VARCHAR NOT NULL,
+    PRIMARY KEY (dictionary_id, factor)
 );
 
 -- @merge
@@ -12,7 +14,9 @@ INSERT INTO auto_labels
 WITH w AS (
     SELECT t.factor, lower(t.word) AS word, count(*) AS n, min(t.rank) AS first_rank
     FROM summary_top_contexts t
-    JOIN summary_levels l ON l.factor = t.factor AND l.peak_layer = t.layer
+    JOIN summary_levels l
+      ON l.dictionary_id = t.dictionary_id AND l.factor = t.factor AND l.peak_layer = t.layer
+    WHERE t.dictionary_id = $dictionary_id
     GROUP BY ALL
 ),
 best AS (
@@ -20,13 +24,17 @@ best AS (
     FROM w
     QUALIFY k <= 3
 )
-SELECT factor, string_agg(word, ' / ' ORDER BY k) AS label
+SELECT $dictionary_id, factor, string_agg(word, ' / ' ORDER BY k) AS label
 FROM best
 GROUP BY factor
 ORDER BY factor;
 
 -- @view
-CREATE OR REPLACE VIEW factor_labels AS
-SELECT factor, label, 'user' AS source FROM user_labels
+CREATE OR REPLACE VIEW factor_labels_all AS
+SELECT dictionary_id, factor, label, 'user' AS source FROM user_labels
 UNION ALL
-SELECT factor, label, 'auto' AS source FROM auto_labels;
+SELECT dictionary_id, factor, label, 'auto' AS source FROM auto_labels;
+
+CREATE OR REPLACE VIEW factor_labels AS
+SELECT * FROM factor_labels_all
+WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary);
