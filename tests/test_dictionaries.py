@@ -223,6 +223,23 @@ def test_publishing_over_a_version_2_file_keeps_its_labels(tiny_pipeline_db, tmp
     ]
 
 
+def test_a_reader_command_upgrades_a_version_2_file_once(tiny_pipeline_db, tmp_path, capsys):
+    """sql / export / report / serve read files read-only, so they migrate an old one first."""
+    old = tmp_path / "old.duckdb"
+    _version_2_file(tiny_pipeline_db, old)
+    code, out, err = run_cli(capsys, "sql", "SELECT count(*) AS n FROM factor_levels", "--db", old)
+    assert code == 0, err
+    assert "upgraded" in err and "from schema version 2 to 5" in err
+    assert _rows(old, "SELECT max(version) FROM schema_version") == [(5,)]
+    assert _rows(old, "SELECT label FROM factor_labels WHERE source = 'user' AND factor = 3") == [
+        ("kept",)
+    ]
+    stamp = old.stat().st_mtime_ns
+    code, _, err = run_cli(capsys, "sql", "SELECT 1 AS one", "--db", old)
+    assert code == 0 and "upgraded" not in err
+    assert old.stat().st_mtime_ns == stamp  # a current file is not touched
+
+
 # ----------------------------------------------------------------------------- the app
 
 

@@ -43,7 +43,7 @@ import duckdb
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import WarehouseError
-from factorscope.warehouse.connection import connect
+from factorscope.warehouse.connection import connect, migrations, schema_version
 
 log = logging.getLogger(__name__)
 
@@ -271,3 +271,33 @@ def carry_app_tables(
     finally:
         con.execute("DETACH published")
     return copied
+
+
+def upgrade_schema(path: str | Path) -> tuple[int, int] | None:
+    """Bring a published file made by an older factorscope to the current schema, once.
+
+    Readers open files read-only and so cannot migrate them; a reader command (serve,
+    sql, export, report) calls this first. The migration runs on a staging copy and is
+    published like any stage's work, so a kill leaves the old file as it was. Returns
+    (old version, new version), or None when the file is current (or missing, or
+    not a factorscope file: the caller's own checks report those).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        con = connect(path, read_only=True)
+    except WarehouseError:
+        return None
+    try:
+        current = schema_version(con)
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    latest = max(version for version, _name, _sql in migrations())
+    if current < 1 or current >= latest:
+        return None
+    with staged_database(path):
+        pass  # a write connection migrates the staging copy; leaving publishes it
+    return current, latest

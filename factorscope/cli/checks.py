@@ -76,10 +76,27 @@ def remove_database(db: Path) -> None:
             path.unlink()
 
 
+def upgrade_old_database(db: Path) -> None:
+    """Migrate a file made by an older factorscope before a reader command opens it."""
+    from factorscope.progress import stderr_console
+    from factorscope.warehouse.publish import upgrade_schema
+
+    upgraded = upgrade_schema(db)
+    if upgraded:
+        stderr_console.print(
+            f"note: upgraded {db} from schema version {upgraded[0]} to {upgraded[1]} "
+            "(once; its codes, summaries and labels are kept)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def check_readable_database(db: Path) -> dict:
     """Open ``db`` read-only before a server starts on it; returns what it holds."""
     from factorscope.warehouse.status import servable_contents
 
+    upgrade_old_database(db)
     return servable_contents(db)
 
 

@@ -33,10 +33,11 @@ def report(
 ) -> None:
     """Write a reproduction report of the database: counts, timings, quality, levels,
     example factors and the polysemy check."""
-    from factorscope.cli.checks import check_output_folder
+    from factorscope.cli.checks import check_output_folder, upgrade_old_database
     from factorscope.report import DEFAULT_WORDS, write_report
 
     check_output_folder(out)
+    upgrade_old_database(Path(db))
 
     summary = write_report(
         db,

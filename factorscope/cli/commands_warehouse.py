@@ -31,8 +31,10 @@ def sql(
     """Run one read-only SQL query (no writes, no files, no network) and print the rows."""
     import polars as pl
 
+    from factorscope.cli.checks import upgrade_old_database
     from factorscope.warehouse.safe_sql import run_safe_query
 
+    upgrade_old_database(Path(db))
     frame, truncated = run_safe_query(
         db, query, row_cap=max_rows, timeout_s=timeout, byte_cap=max_mb * 1_000_000
     )
@@ -59,10 +61,11 @@ def export(
     ] = DEFAULT_FORMAT,
 ) -> None:
     """Write every table and public view to files (one per table or view)."""
-    from factorscope.cli.checks import check_output_folder
+    from factorscope.cli.checks import check_output_folder, upgrade_old_database
     from factorscope.warehouse.export import export as export_tables
 
     check_output_folder(out_dir, "OUT_DIR")
+    upgrade_old_database(Path(db))
     for path in export_tables(db, out_dir, fmt=format):
         typer.echo(str(path))
 
