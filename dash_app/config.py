@@ -14,7 +14,11 @@ from typing import Any
 
 from factorscope.warehouse.queries import WarehouseReader
 
-AnalyzerFactory = Callable[[Path], Any]
+AnalyzerFactory = Callable[[Path, "int | None"], Any]
+"""Builds the live analyzer of a database and a dictionary (None: the active one)."""
+
+MAX_ANALYZERS = 2
+"""Live analyzers kept at once (one per dictionary in use; each holds a model)."""
 
 DEFAULT_HOST = "127.0.0.1"
 """Where ``serve`` listens unless told otherwise: loopback only."""
@@ -29,25 +33,29 @@ class AppConfig:
     analyzer_factory: AnalyzerFactory | None = None
     lime_default_samples: int = 200
     lime_auto_contexts: int = 3  # LIME maps started on opening a high-level factor (0: none)
-    _analyzer: Any = field(default=None, repr=False)
-    _analyzer_dictionary: int | None = field(default=None, repr=False)
+    _analyzers: dict[int | None, Any] = field(default_factory=dict, repr=False)
     _analyzer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def analyzer(self) -> Any:
-        """The live analyzer, built on first use (loading a model is slow) and then kept.
+    def analyzer(self, dictionary_id: int | None = None) -> Any:
+        """The live analyzer of ``dictionary_id`` (None: the active dictionary).
 
-        It is rebuilt when a newly published file holds codes of another dictionary,
-        so that Analyze and LIME always use the dictionary the pages show. It comes
+        Built on first use (loading a model is slow) and kept, one per dictionary (at
+        most :data:`MAX_ANALYZERS`), so that LIME on a factor page of dictionary 2
+        explains dictionary 2's factor even while another is active, and a newly
+        published file whose active dictionary changed gets a new one. It comes
         wrapped so that one call runs at a time: Dash serves callbacks on several
         threads, and the model and solver are not meant to be shared by them.
         """
-        active = _active_dictionary(self.db_path)
+        wanted = dictionary_id if dictionary_id is not None else _active_dictionary(self.db_path)
         with self._analyzer_lock:
-            if self._analyzer is None or active != self._analyzer_dictionary:
+            found = self._analyzers.pop(wanted, None)
+            if found is None:
                 factory = self.analyzer_factory or _default_analyzer_factory
-                self._analyzer = _Serialized(factory(self.db_path))
-                self._analyzer_dictionary = active
-            return self._analyzer
+                found = _Serialized(factory(self.db_path, wanted))
+            self._analyzers[wanted] = found  # most recently used last
+            while len(self._analyzers) > MAX_ANALYZERS:
+                self._analyzers.pop(next(iter(self._analyzers)))
+            return found
 
 
 def _active_dictionary(db_path: Path) -> int | None:
@@ -81,10 +89,10 @@ class _Serialized:
         return getattr(self._inner, name)
 
 
-def _default_analyzer_factory(db_path: Path) -> Any:
+def _default_analyzer_factory(db_path: Path, dictionary_id: int | None) -> Any:
     from factorscope.analyzer import LiveAnalyzer
 
-    return LiveAnalyzer.from_db(db_path)
+    return LiveAnalyzer.from_db(db_path, dictionary_id=dictionary_id)
 
 
 _CONFIG: AppConfig | None = None

@@ -40,14 +40,18 @@ class LiveAnalyzer:
         self._lock = threading.Lock()  # torch and SPAMS calls from Dash's threads, one at a time
 
     @classmethod
-    def from_db(cls, db_path: str | Path, *, device: str | None = None) -> LiveAnalyzer:
+    def from_db(
+        cls, db_path: str | Path, *, dictionary_id: int | None = None, device: str | None = None
+    ) -> LiveAnalyzer:
         # Through the app's shared reader: one connection configuration per file and
         # process, whichever page opened the file first.
         with WarehouseReader(db_path).connect() as con:
             run = store.require_run(con)
-            # the dictionary the app shows by default (the last encoded one), not a
-            # newer one still unencoded
-            record = store.load_dictionary(con, queries.active_dictionary_id(con))
+            # the dictionary asked for, else the one the app shows by default (the last
+            # encoded one), not a newer one still unencoded
+            if dictionary_id is None:
+                dictionary_id = queries.active_dictionary_id(con)
+            record = store.load_dictionary(con, dictionary_id)
         loaded = load_run_model(run)
         encoder = SparseEncoder(load_learner(record), n_jobs=1)
         return cls(

@@ -310,8 +310,11 @@ def explain_cached(
     from factorscope.warehouse import queries
 
     reader = queries.WarehouseReader(db_path)
+    # The analyzer's own dictionary (the page's, which need not be the active one).
+    dictionary_id = getattr(analyzer, "dictionary_id", None)
     with reader.connect() as con:
-        dictionary_id = queries.active_dictionary_id(con)
+        if dictionary_id is None:
+            dictionary_id = queries.active_dictionary_id(con)
         key = cache_key(dictionary_id, text, word_index, layer, factor, n_samples, seed, piece)
         hit = queries.lime_cache_get(con, key)
     if hit is not None:

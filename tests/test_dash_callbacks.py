@@ -33,7 +33,7 @@ def app(syn_db: Path) -> dash.Dash:
     from factorscope.dash_app import create_app
 
     return create_app(
-        syn_db, analyzer_factory=lambda _path: KeywordAnalyzer(), lime_auto_contexts=0
+        syn_db, analyzer_factory=lambda _path, _dictionary: KeywordAnalyzer(), lime_auto_contexts=0
     )
 
 

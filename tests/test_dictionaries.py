@@ -230,6 +230,8 @@ def test_a_reader_command_upgrades_a_version_2_file_once(tiny_pipeline_db, tmp_p
     code, out, err = run_cli(capsys, "sql", "SELECT count(*) AS n FROM factor_levels", "--db", old)
     assert code == 0, err
     assert "upgraded" in err and "from schema version 2 to 5" in err
+    n_levels = _rows(tiny_pipeline_db, "SELECT count(*) FROM factor_levels")[0][0]
+    assert str(n_levels) in out  # the view reads the migrated, refilled summaries
     assert _rows(old, "SELECT max(version) FROM schema_version") == [(5,)]
     assert _rows(old, "SELECT label FROM factor_labels WHERE source = 'user' AND factor = 3") == [
         ("kept",)
@@ -269,6 +271,22 @@ def test_the_app_reads_the_dictionary_of_the_url_and_caches_per_dictionary(two_e
         queries.set_label(two_encoded, 3, "label of dictionary one", dictionary_id=1)
     with pytest.raises(Exception, match="not a dictionary id"), logic.dictionary_scope("x"):
         pass
+
+
+def test_lime_and_analysis_use_the_dictionary_of_the_page(two_encoded):
+    """A factor page of dictionary 1 explains dictionary 1's factor, not the active one's."""
+    from factorscope import saliency
+    from factorscope.dash_app.config import AppConfig
+
+    cfg = AppConfig(db_path=two_encoded)
+    one, active = cfg.analyzer(1), cfg.analyzer()
+    assert (one.dictionary_id, one.n_factors) == (1, TINY_FACTORS)
+    assert (active.dictionary_id, active.n_factors) == (2, 24)
+    assert cfg.analyzer(1) is one  # kept, one per dictionary
+    text = _rows(two_encoded, "SELECT text FROM sentences ORDER BY sentence_idx LIMIT 1")[0][0]
+    result = saliency.explain_cached(two_encoded, one, text, 0, 1, 3, n_samples=20)
+    assert result["cached"] is False
+    assert _rows(two_encoded, "SELECT DISTINCT dictionary_id FROM lime_cache") == [(1,)]
 
 
 @pytest.mark.browser

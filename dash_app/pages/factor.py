@@ -20,6 +20,7 @@ callback reading the links the server put in ``ids.FACTOR_STATE``).
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable
@@ -423,7 +424,9 @@ def _lime_card(view: logic.FactorView) -> dbc.Card:
 def _start_lime(factor: int, layer: int, count: int, n_samples: int) -> str:
     cfg = config.get_config()
     targets = logic.lime_targets(cfg.db_path, factor, layer, count=count)
-    return lime_jobs.start(cfg.db_path, cfg.analyzer, targets, n_samples)
+    # The page's dictionary, bound now: the job runs on a worker thread outside the scope.
+    get_analyzer = functools.partial(cfg.analyzer, logic.current_dictionary())
+    return lime_jobs.start(cfg.db_path, get_analyzer, targets, n_samples)
 
 
 # --------------------------------------------------------------------------- callbacks
