@@ -1,9 +1,11 @@
 """Real hidden states of the default model on fortunes sentences (bench helper).
 
-Shared by ``bench_sparse.py`` and ``sweep_lambda.py``. Loads the packaged
-all-MiniLM-L6-v2 offline, runs fortunes sentences through it with
+Shared by ``bench_sparse.py``, ``sweep_lambda.py`` and ``sweep_dictionary.py``. Loads
+the packaged all-MiniLM-L6-v2 offline, runs fortunes sentences through it with
 ``output_hidden_states=True`` and stacks every layer's token vectors, with
-[CLS], [SEP] and padding dropped.
+[CLS], [SEP] and padding dropped. ``token_states`` does the same through the
+pipeline's own tokenizer and forward pass (``factorscope.ingest.runner``) and keeps
+each token's word, for measurements per kind of word.
 """
 
 from __future__ import annotations
@@ -85,3 +87,53 @@ def cached_hidden_states(
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, X=X, layers=layers)
     return X, layers
+
+
+def token_states(
+    sentences: list[str], *, max_length: int = 128, cache: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Every layer's vector of every token and its word, as ``factorscope ingest`` makes them.
+
+    Uses the pipeline's own ``tokenize`` / ``hidden_states`` (special tokens dropped,
+    word spans from the fast tokenizer), on one torch thread. Cached as .npz when
+    ``cache`` is given (the cache is trusted: delete it when the sentences change).
+
+    Returns
+    -------
+    dict with
+      ``X`` : ndarray (n_layers, n_tokens, hidden_size), float32;
+      ``word`` : ndarray (n_tokens,) of str, the lower-cased whole word of each piece;
+      ``first`` : ndarray (n_tokens,) bool, the token is the first piece of its word;
+      ``sentence`` : ndarray (n_tokens,) int64, index into ``sentences``.
+    """
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        return {k: z[k] for k in ("X", "word", "first", "sentence")}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from factorscope.ingest.model import load_model
+    from factorscope.ingest.runner import hidden_states as run_model
+    from factorscope.ingest.runner import tokenize
+
+    loaded = load_model(None, device="cpu", threads=1)
+    toks = tokenize(loaded, sentences, max_length=max_length)
+    states = run_model(loaded, toks, batch_size=64)
+    words: list[str] = []
+    first: list[bool] = []
+    sent: list[int] = []
+    for i, t in enumerate(toks):
+        pos = t.positions
+        for p in pos:
+            words.append(t.word_at(int(p)).lower())
+            w = t.word_index[p]
+            first.append(bool(p == 0 or t.word_index[p - 1] != w))
+            sent.append(i)
+    out = {
+        "X": np.concatenate(states, axis=1),
+        "word": np.array(words),
+        "first": np.array(first, dtype=bool),
+        "sentence": np.array(sent, dtype=np.int64),
+    }
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **out)
+    return out
