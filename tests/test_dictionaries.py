@@ -296,6 +296,7 @@ def test_the_picker_switches_dictionary_and_the_url_carries_it(two_encoded, tmp_
     import subprocess
     import sys
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     from tests.live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
@@ -327,9 +328,18 @@ def test_the_picker_switches_dictionary_and_the_url_carries_it(two_encoded, tmp_
             pg.locator("#factor-layer-select label").get_by_text("2", exact=True).click()
             pg.wait_for_url(f"{base}/factor/3?layer=2&dictionary=1")
             # the picker lists the encoded dictionaries and navigates to the chosen one
-            pg.locator("#factor-dictionary").click()
             options = pg.locator(".dash-dropdown-options [role=option]")  # a portal menu
-            options.first.wait_for()
+            # The layer click re-renders the page: a click that lands on the picker
+            # being replaced opens nothing, so open it again (three tries).
+            pg.wait_for_load_state("networkidle")
+            for attempt in range(3):
+                pg.locator("#factor-dictionary").click()
+                try:
+                    options.first.wait_for(timeout=5_000)
+                    break
+                except PlaywrightTimeout:
+                    if attempt == 2:
+                        raise
             assert options.count() == 2, options.all_inner_texts()
             options.filter(has_text="dictionary 2").first.click()
             pg.wait_for_url("**dictionary=2**")

@@ -153,3 +153,29 @@ def test_status_storage_accounts_for_the_file(tiny_pipeline_db) -> None:
         con.close()
     assert st["bytes_per_code_row"] == tables["codes"] / n_codes
     assert st["bytes_per_token"] == st["file_bytes"] / n_tokens
+
+
+def test_the_factor_page_reads_stored_interval_samples_equal_to_the_live_draw(
+    tiny_pipeline_db,
+) -> None:
+    """summary_intervals (drawn at refresh) gives the rows the live query draws, exactly."""
+    from factorscope.warehouse import queries
+    from factorscope.warehouse.connection import connect
+
+    con = connect(tiny_pipeline_db, read_only=True)
+    try:
+        pairs = con.sql(
+            "SELECT DISTINCT factor, layer FROM factor_intervals ORDER BY ALL LIMIT 12"
+        ).fetchall()
+        assert len(pairs) == 12
+        for factor, layer in pairs:
+            stored = queries.factor_page(con, factor, layer)["intervals"]
+            live = queries.interval_samples(con, factor, layer)
+            assert stored.columns == live.columns
+            assert stored.drop("alpha").rows() == live.drop("alpha").rows()
+            assert stored["alpha"].to_list() == pytest.approx(live["alpha"].to_list())
+        # other counts than the refresh stored are drawn live
+        other = queries.factor_page(con, pairs[0][0], pairs[0][1], n_intervals=3)["intervals"]
+        assert other["interval"].max() <= 2
+    finally:
+        con.close()

@@ -25,7 +25,12 @@ from factorscope.errors import InputError, WarehouseError
 from factorscope.limits import TOP_K
 from factorscope.warehouse.connection import connect_raw, file_signature, first_line, gate_of
 from factorscope.warehouse.publish import publish_lock
-from factorscope.warehouse.summaries import CONTEXT_WORDS, define_context_macro
+from factorscope.warehouse.summaries import (
+    CONTEXT_WORDS,
+    DEFAULTS,
+    INTERVAL_SEED,
+    define_context_macro,
+)
 
 Level = Literal["low", "mid", "high"]
 LEVELS: tuple[Level, ...] = get_args(Level)
@@ -548,8 +553,8 @@ def factor_page(
     *,
     top_k: int = TOP_K,
     bins: int = 30,
-    n_intervals: int = 5,
-    per_interval: int = 5,
+    n_intervals: int = DEFAULTS.n_intervals,
+    per_interval: int = DEFAULTS.per_interval,
     n_neighbors: int = 10,
 ) -> dict[str, Any]:
     """Everything the factor page shows, validated once, in a few statements.
@@ -565,7 +570,8 @@ def factor_page(
     never fires), ``label`` (the user's, else the automatic one, else None),
     ``importance`` (frame layer, importance: every layer, 0.0 where it never fires),
     ``top`` (the first ``top_k`` of :func:`top_contexts`), ``histogram``
-    (:func:`factor_histogram`), ``intervals`` (:func:`interval_samples`, seed 0) and
+    (:func:`factor_histogram`), ``intervals`` (:func:`interval_samples`, seed 0: as
+    the refresh stored them in ``summary_intervals`` when the counts match) and
     ``neighbors`` (:func:`factor_neighbors` by cosine).
     """
     factor = _as_int(factor, "factor")
@@ -591,11 +597,12 @@ def factor_page(
                   FROM factor_labels WHERE factor = $f),
                (SELECT map(list(layer), list(importance))
                   FROM factor_importance WHERE factor = $f),
-               (SELECT value FROM summary_meta WHERE key = 'top_k' AND dictionary_id = $d)
+               (SELECT value FROM summary_meta WHERE key = 'top_k' AND dictionary_id = $d),
+               (SELECT value FROM summary_meta WHERE key = 'intervals' AND dictionary_id = $d)
         """,
         {"d": dictionary_id, "f": factor},
     )[0]
-    n_factors, n_quality, peak, level, label, found, materialised = head
+    n_factors, n_quality, peak, level, label, found, materialised, stored = head
     if not 0 <= factor < int(n_factors):
         raise InputError(
             f"factor {factor} does not exist: this dictionary has factors 0..{int(n_factors) - 1}"
@@ -630,9 +637,17 @@ def factor_page(
     materialised = int(json.loads(materialised)) if materialised is not None else 0
     page["top"] = _top_contexts(con, factor, layer, int(top_k), 0, materialised)
     page["histogram"] = _histogram(con, factor, layer, int(bins))
-    page["intervals"] = _interval_samples(
-        con, factor, layer, int(n_intervals), int(per_interval), 0
-    )
+    if stored is not None and json.loads(stored) == [int(n_intervals), int(per_interval)]:
+        page["intervals"] = _frame(
+            con,
+            "SELECT * EXCLUDE (dictionary_id) FROM factor_intervals "
+            "WHERE factor = $factor AND layer = $layer ORDER BY interval DESC, rank",
+            {"factor": factor, "layer": layer},
+        ).select([*_CONTEXT_COLUMNS, "interval"])
+    else:  # other interval counts than the refresh drew: drawn now, by the same rule
+        page["intervals"] = _interval_samples(
+            con, factor, layer, int(n_intervals), int(per_interval), INTERVAL_SEED
+        )
     page["neighbors"] = _neighbors(con, factor, int(n_neighbors))
     return page
 

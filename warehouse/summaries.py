@@ -67,6 +67,9 @@ CONTEXT_WORDS = 10
 
 HISTOGRAM_BINS_PER_OCTAVE = 4
 
+INTERVAL_SEED = 0
+"""The seed of the stored interval samples (summary_intervals); the factor page's."""
+
 
 def summary_tables() -> tuple[str, ...]:
     """Every table a refresh rewrites: each summary file's table, then ``summary_meta``."""
@@ -82,9 +85,18 @@ class SummarySettings:
     level_bounds: tuple[float, float] = (1 / 3, 2 / 3)
     word_top: int = 32
     neighbors_n: int = 20
+    n_intervals: int = 5
+    per_interval: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "importance_k", "word_top", "neighbors_n"):
+        for name in (
+            "top_k",
+            "importance_k",
+            "word_top",
+            "neighbors_n",
+            "n_intervals",
+            "per_interval",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -99,6 +111,7 @@ class SummarySettings:
             "top_k": self.top_k,
             "importance_k": self.importance_k,
             "level_bounds": [float(b) for b in self.level_bounds],
+            "intervals": [self.n_intervals, self.per_interval],
         }
 
 
@@ -158,6 +171,9 @@ def merge_partials(
         "importance_k": settings.importance_k,
         "word_top": settings.word_top,
         "neighbors_n": settings.neighbors_n,
+        "n_intervals": settings.n_intervals,
+        "per_interval": settings.per_interval,
+        "seed": INTERVAL_SEED,
         "per_octave": HISTOGRAM_BINS_PER_OCTAVE,
         "context": CONTEXT_WORDS,
         "b1": b1,
