@@ -33,6 +33,7 @@ NAV_LINKS = (
     ("Factors", "/factor"),
     ("Analyze", "/analyze"),
     ("Search", "/search"),
+    ("Senses", "/senses"),
     ("SQL", "/sql"),
     ("Run", "/run"),
 )

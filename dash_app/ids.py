@@ -75,3 +75,11 @@ SQL_RESULT = "sql-result"  # dcc.Store: last successful query text
 RUN_SUMMARY = "run-summary"
 RUN_QUALITY = "run-quality"
 RUN_LEVELS = "run-levels"
+
+# Senses (pages/senses.py)
+SENSES_LEMMA = "senses-lemma"  # dbc.Select of the probed words
+SENSES_NAV = "senses-nav"  # dcc.Location inside the page
+SENSES_CURVE = "senses-curve"  # graph: separation per layer, averaged over words
+SENSES_LEMMA_CURVE = "senses-lemma-curve"  # graph: separation per layer, one word
+SENSES_GROUPS = "senses-groups"  # the occurrences grouped by sense
+SENSES_MESSAGE = "senses-message"  # "not probed yet"

@@ -20,9 +20,7 @@ from factorscope.ingest.model import LoadedModel
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
-from factorscope.stages.encode import load_run_model
-from factorscope.stages.learn import load_learner
-from factorscope.warehouse import store
+from factorscope.stages.live import RunCoder
 from factorscope.warehouse.queries import WarehouseReader
 
 MAX_TEXT_CHARS = 2000
@@ -44,18 +42,13 @@ class LiveAnalyzer:
         # Through the app's shared reader: one connection configuration per file and
         # process, whichever page opened the file first.
         with WarehouseReader(db_path).connect() as con:
-            run = store.require_run(con)
-            # the dictionary whose codes the app shows, not a newer one still unencoded
-            encoded = store.latest_dictionary_id(con, status=("encoded",))
-            record = store.load_dictionary(con, encoded)
-        loaded = load_run_model(run)
-        encoder = SparseEncoder(load_learner(record), n_jobs=1)
+            coder = RunCoder.from_connection(con)
         return cls(
-            loaded=loaded,
-            encoder=encoder,
-            dictionary_id=record.dictionary_id,
-            max_length=int(run["config"]["max_length"]),
-            keep_special=bool(run["config"]["keep_special"]),
+            loaded=coder.loaded,
+            encoder=coder.encoder,
+            dictionary_id=coder.dictionary_id,
+            max_length=coder.max_length,
+            keep_special=coder.keep_special,
         )
 
     @property

@@ -73,6 +73,10 @@ def tiny_run_args(sentence_corpus: Path, tiny_model_dir: Path) -> list[str]:
         (["ingest", "--device", "tpu"], ["--device", "cpu, cuda, cuda:N or mps"]),
         (["ingest", "--dedupe=yes"], ["--dedupe"]),
         (["encode", "--backend", "numpy"], ["--backend", "spams"]),
+        (["probe", "--min-senses", "1"], ["--min-senses", "from 2 to"]),
+        (["probe", "--max-lemmas", "0"], ["--max-lemmas", "'all'"]),
+        (["probe", "--min-examples", "9", "--max-examples", "5"], ["--max-examples", "at least"]),
+        (["probe"], ["no database", "factorscope pipeline"]),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, words):

@@ -20,6 +20,7 @@ from rich.markup import escape
 from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_ingest,
     commands_pipeline,
+    commands_probe,
     commands_report,
     commands_status,
     commands_warehouse,

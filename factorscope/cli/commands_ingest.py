@@ -101,6 +101,22 @@ def ingest(
             "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
         ),
     ] = CorpusConfig.dedupe,
+    metadata: Annotated[
+        str,
+        typer.Option(
+            "--metadata-fields",
+            help="JSONL fields or CSV/Parquet columns kept with each sentence as its metadata "
+            "(comma-separated, e.g. word,sense; `probe` reads them).",
+        ),
+    ] = "",
+    label_field: Annotated[
+        str | None,
+        typer.Option(
+            "--label-field",
+            help="A field or column holding each sentence's sense label (kept as metadata; "
+            "probe it with `factorscope probe --sense NAME`).",
+        ),
+    ] = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     shard: Annotated[
@@ -132,6 +148,7 @@ def ingest(
             max_sentences=max_sentences,  # type: ignore[arg-type]  (the callback parsed it)
             seed=seed,
             dedupe=dedupe,
+            metadata_fields=metadata_field_list(metadata, label_field),
         ),
         model=model,
         max_length=max_length,
@@ -147,3 +164,11 @@ def ingest(
     check_same_run(db, config, overwrite=overwrite)
     summary = run_ingest(db, config, shard=spec)
     typer.echo(summary.line())
+
+
+def metadata_field_list(metadata_fields: str, label_field: str | None) -> tuple[str, ...]:
+    """``--metadata-fields a,b`` and ``--label-field c`` as one list of fields, in order."""
+    names = [f.strip() for f in metadata_fields.split(",") if f.strip()]
+    if label_field is not None and label_field.strip():
+        names.append(label_field.strip())
+    return tuple(dict.fromkeys(names))

@@ -7,6 +7,7 @@ and what comes back is turned into plain Python values (:class:`ReportData`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -17,7 +18,7 @@ from factorscope.report.model import (
     ExampleData,
     ReportData,
 )
-from factorscope.warehouse import queries
+from factorscope.warehouse import queries, senses
 from factorscope.warehouse.queries import LEVELS, WarehouseReader
 
 
@@ -48,6 +49,7 @@ def gather(
             spread_last = _spread(con, last_layer)
             top_factors = {f for pair in tops.values() for f in (*pair[0], *pair[1])} - {None}
             labels = queries.factor_labels(con, sorted(top_factors))
+            sense_probe = _senses(con)
     finally:
         reader.close()
     return ReportData(
@@ -63,7 +65,17 @@ def gather(
         spread_first=spread_first,
         spread_last=spread_last,
         labels=labels,
+        senses=sense_probe,
     )
+
+
+def _senses(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The sense probe of the active dictionary, or None when it has not been probed."""
+    info = senses.probe_info(con)
+    if info is None:
+        return None
+    summary = senses.probe_summary(con, int(info["dictionary_id"]))
+    return {"info": info, "summary": summary.to_dicts()}
 
 
 def _examples(
