@@ -411,10 +411,16 @@ def _baseline(page: Page) -> list[str]:
 
 def _regenerate(page: Page) -> list[str]:
     words = page.words
+    probe = []
+    if page.data.senses:
+        source = page.data.senses["info"].get("source", "run")
+        corpus = "" if source == "run" else f" --corpus {source}"
+        probe = [f"factorscope probe --db {page.db_path}{corpus}"]
     return [
         "## Regenerate",
         "",
         "```",
+        *probe,
         f"factorscope report --db {page.db_path} --out {page.out} --seed {page.seed}"
         + "".join(f" --word {w}" for w in words if tuple(words) != DEFAULT_WORDS),
         "```",

@@ -502,7 +502,7 @@ def _encode(
             coded = coder.encoder.transform(flat, layers=layers).toarray()
             codes[batch] = coded.reshape(n_layers, len(batch), m).transpose(1, 0, 2)
             bar.update(
-                task, advance=len(batch), rate=batch[-1] / max(time.perf_counter() - t0, 1e-9)
+                task, advance=len(batch), rate=(batch[-1] + 1) / max(time.perf_counter() - t0, 1e-9)
             )
     assert states is not None
     return states, codes
