@@ -305,3 +305,31 @@ def test_codes_match_the_stored_codes_for_run_sentences(tmp_path, tiny_model_dir
         factor, alpha = expected[(r["layer"], r["sentence_idx"])]
         assert r["factor"] == factor
         assert math.isclose(r["alpha"], alpha, rel_tol=1e-3, abs_tol=1e-4)
+
+
+def test_caps_on_examples_and_words():
+    from factorscope.stages.probe import _capped
+
+    def occ(word, sense, i):
+        return Occurrence(word, sense, f"{word} {sense} {i}")
+
+    groups = {
+        "big": {
+            "a": [occ("big", "a", i) for i in range(9)],
+            "b": [occ("big", "b", i) for i in range(5)],
+        },
+        "mid": {
+            "a": [occ("mid", "a", i) for i in range(6)],
+            "b": [occ("mid", "b", i) for i in range(5)],
+        },
+        "low": {
+            "a": [occ("low", "a", i) for i in range(5)],
+            "b": [occ("low", "b", i) for i in range(5)],
+        },
+    }
+    capped = _capped(groups, ProbeSettings(max_examples=6, max_lemmas=2))
+    assert list(capped) == ["big", "mid"]  # the two with the most occurrences, by name
+    kept = capped["big"]["a"]
+    assert len(kept) == 6 and kept == sorted(kept, key=lambda o: int(o.text.split()[-1]))
+    assert capped == _capped(groups, ProbeSettings(max_examples=6, max_lemmas=2))  # seeded
+    assert len(_capped(groups, ProbeSettings(max_examples=None))["big"]["a"]) == 9

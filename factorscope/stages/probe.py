@@ -7,15 +7,16 @@ or from a labelled corpus given with ``--corpus`` (the built-in ``wordnet``, or 
 JSONL/CSV/Parquet file with ``--metadata-fields``).
 
 **Occurrences.** A sentence's metadata names the probed word (field ``key``, default
-``word``: the word as the sentence writes it, falling back to ``lemma``) and its sense
-(field ``sense``, default ``lexname``: WordNet's lexicographer file, a coarse sense
-such as ``verb.motion`` or ``adj.all``; ``synset`` gives WordNet's fine senses). The
-token read is the **first word piece of the first word of the sentence that equals
-the probed word** (case-insensitive); an occurrence whose word the tokenizer does not
-yield as a whole word (e.g. ``didn't``) is skipped and counted. A word is probed when
-at least ``min_senses`` of its senses have at least ``min_examples`` occurrences each;
-its other senses are left out, and a sense keeps at most ``max_examples`` occurrences
-(a seeded sample, in corpus order).
+``word``: the word as the sentence writes it, falling back to ``lemma``; ``--key lemma``
+groups "left", "leaves" and "leaving" under ``leave``) and its sense (field ``sense``,
+default ``lexname``: WordNet's lexicographer file, a coarse sense such as
+``verb.motion`` or ``adj.all``; ``synset`` gives WordNet's fine senses). The token read
+is the **first word piece of the first word of the sentence that equals the written
+word** (metadata ``word``, else the key; case-insensitive); an occurrence whose word the
+tokenizer does not yield as a whole word (e.g. ``didn't``) is skipped and counted. A
+word is probed when at least ``min_senses`` of its senses have at least ``min_examples``
+occurrences each; its other senses are left out, and a sense keeps at most
+``max_examples`` occurrences (a seeded sample, in corpus order).
 
 **Scores**, per word and layer (pure functions below, tested against hand-computed cases):
 
@@ -44,7 +45,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +105,15 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class Occurrence:
-    """One labelled sentence of a probed word, and where the word is in it."""
+    """One labelled sentence of a probed word, and where the word is in it.
+
+    ``lemma`` is what occurrences are grouped by (the ``key`` field); ``word`` is the form
+    looked for in the sentence (metadata ``word`` when there is one, else ``lemma``)."""
 
     lemma: str
     sense: str
     text: str
+    word: str = ""
     sentence_idx: int | None = None
     synset: str | None = None
     gloss: str | None = None
@@ -232,15 +237,17 @@ def labelled_occurrences(
     for idx, text, meta in items:
         if not isinstance(meta, dict):
             continue
-        word = _text(meta.get(settings.key)) or _text(meta.get("lemma"))
+        key = _text(meta.get(settings.key)) or _text(meta.get("lemma"))
         sense = _text(meta.get(settings.sense))
-        if word is None or sense is None:
+        if key is None or sense is None:
             continue
+        written = _text(meta.get("word")) or key
         out.append(
             Occurrence(
-                lemma=word.lower(),
+                lemma=key.lower(),
                 sense=sense,
                 text=text,
+                word=written.lower(),
                 sentence_idx=idx,
                 synset=_text(meta.get("synset")),
                 gloss=_text(meta.get("gloss")),
@@ -288,25 +295,15 @@ def _capped(
 
 
 def locate(occ: Occurrence, ts: TokenizedSentence) -> Occurrence | None:
-    """``occ`` with its target: the first piece of the first word equal to the lemma."""
+    """``occ`` with its target: the first piece of the first word equal to its word."""
+    word = occ.word or occ.lemma
     kept = ts.positions
     for row, p in enumerate(kept.tolist()):
         if ts.word_index[p] < 0:
             continue
         start, end = int(ts.word_start[p]), int(ts.word_end[p])
-        if occ.text[start:end].lower() == occ.lemma:
-            return Occurrence(
-                occ.lemma,
-                occ.sense,
-                occ.text,
-                occ.sentence_idx,
-                occ.synset,
-                occ.gloss,
-                start,
-                end,
-                p,
-                row,
-            )
+        if occ.text[start:end].lower() == word:
+            return replace(occ, word_start=start, word_end=end, position=p, row=row)
     return None
 
 
