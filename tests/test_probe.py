@@ -333,3 +333,32 @@ def test_caps_on_examples_and_words():
     assert len(kept) == 6 and kept == sorted(kept, key=lambda o: int(o.text.split()[-1]))
     assert capped == _capped(groups, ProbeSettings(max_examples=6, max_lemmas=2))  # seeded
     assert len(_capped(groups, ProbeSettings(max_examples=None))["big"]["a"]) == 9
+
+
+def test_probe_reads_any_labelled_corpus_file(tmp_path, tiny_pipeline_db, capsys):
+    """`--corpus FILE --metadata-fields w --label-field s --key w`: a CSV probed as wordnet is."""
+    import polars as pl
+
+    rows = [{"text": f"She turned left at corner {i}.", "w": "left", "s": "dir"} for i in range(5)]
+    rows += [{"text": f"He left the house at {i}.", "w": "left", "s": "go"} for i in range(5)]
+    rows += [{"text": f"The bank {i} is open.", "w": "bank", "s": "money"} for i in range(5)]
+    corpus = tmp_path / "labelled.csv"
+    pl.DataFrame(rows).write_csv(corpus)
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    argv = ["probe", "--db", str(db), "--corpus", str(corpus), "--metadata-fields", "w"]
+    assert main([*argv, "--label-field", "s", "--key", "w"]) == 0
+    assert "probe: 1 word, 10 occurrences" in capsys.readouterr().out
+    con = connect(db, read_only=True)
+    try:
+        info = senses.probe_info(con)
+        assert info["source"] == str(corpus) and info["settings"]["sense"] == "s"
+        occ = senses.lemma_occurrences(con, info["dictionary_id"], "left")
+        assert (
+            sorted(set(occ["sense"])) == ["dir", "go"]
+            and occ["sentence_idx"].null_count() == occ.height
+        )
+    finally:
+        con.close()
+    # a sense field the corpus does not have: one clear error
+    assert main([*argv, "--sense", "nope", "--key", "w"]) == 2
+    assert "no word in" in capsys.readouterr().err

@@ -147,7 +147,8 @@ class ProbeSummary:
                 "nothing to do (--force probes again)"
             )
         text = (
-            f"probe: {self.n_lemmas:,} words, {self.n_occurrences:,} occurrences from "
+            f"probe: {self.n_lemmas:,} word{'' if self.n_lemmas == 1 else 's'}, "
+            f"{self.n_occurrences:,} occurrences from "
             f"{self.source} (dictionary {self.dictionary_id}); best layer {self.best_layer}: "
             f"1-NN sense accuracy {self.best_codes:.3f} on codes, {self.best_states:.3f} on "
             f"states, chance {self.chance:.3f}; {self.seconds:.1f} s -> {self.db_path}"
