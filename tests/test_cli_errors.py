@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from factorscope.cli import main
-from tests.conftest import TINY_FACTORS, copy_db
+from tests.conftest import TINY_FACTORS, copy_db, tiny_run_args
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -35,24 +35,6 @@ def assert_one_line_error(code: int, err: str, *words: str) -> None:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tiny_run_args(sentence_corpus: Path, tiny_model_dir: Path) -> list[str]:
-    """The ingest flags the ``tiny_pipeline_db`` fixture was built with."""
-    return [
-        "--corpus",
-        str(sentence_corpus),
-        "--split",
-        "lines",
-        "--max-sentences",
-        "all",
-        "--model",
-        str(tiny_model_dir),
-        "--chunk-size",
-        "4",
-        "--sample-size",
-        "all",
-    ]
 
 
 @pytest.mark.parametrize(

@@ -12,17 +12,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+from tests.conftest import TINY_FACTORS, tiny_run_args
+
+from .live import CHROMIUM, CLI, chromium_browser, console_page, start_serve, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
-CLI = Path(sys.executable).with_name("factorscope")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 20_000
 
@@ -44,21 +44,8 @@ def databases(tmp_path_factory, tiny_model_dir, sentence_corpus) -> tuple[Path, 
     root = tmp_path_factory.mktemp("senses")
     db = root / "run.duckdb"
     base = ["--db", str(db)]
-    _cli(
-        "ingest",
-        *base,
-        "--corpus",
-        str(sentence_corpus),
-        "--split",
-        "lines",
-        "--max-sentences",
-        "all",
-        "--model",
-        str(tiny_model_dir),
-        "--sample-size",
-        "all",
-    )
-    _cli("learn", *base, "-m", "48", "--lambda", "0.05", "--seed", "0")
+    _cli("ingest", *base, *tiny_run_args(sentence_corpus, tiny_model_dir))
+    _cli("learn", *base, "-m", str(TINY_FACTORS), "--lambda", "0.05", "--seed", "0")
     _cli("encode", *base)
     unprobed = root / "unprobed.duckdb"
     shutil.copyfile(db, unprobed)
@@ -71,18 +58,8 @@ def serve(tmp_path: Path) -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def start(db: Path) -> str:
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [str(CLI), "serve", "--db", str(db), "--port", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
-            )
+        proc, base = start_serve(db, tmp_path / f"serve-{len(procs)}.log")
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(proc, base, log)
         return base
 
     yield start
@@ -97,14 +74,8 @@ def browser() -> Iterator:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.console_errors = []
-    pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda exc: pg.console_errors.append(str(exc)))
-    yield pg
-    context.close()
+    with console_page(browser, height=1000, timeout_ms=TIMEOUT_MS) as pg:
+        yield pg
 
 
 def _shot(pg, name: str) -> None:
