@@ -8,9 +8,13 @@ import typer
 
 from factorscope.cli.app import (
     DEFAULT_DB,
+    CorpusFormatOption,
     CorpusOption,
     DbOption,
     DeviceOption,
+    FieldOption,
+    LabelFieldOption,
+    MetadataFieldsOption,
     ModelOption,
     SeedOption,
     ThreadsOption,
@@ -18,11 +22,11 @@ from factorscope.cli.app import (
     app,
     choice,
     limited,
+    metadata_field_list,
 )
-from factorscope.ingest.corpus import CORPUS_FORMATS, SPLIT_MODES, SPLITTERS, CorpusConfig
+from factorscope.ingest.corpus import SPLIT_MODES, SPLITTERS, CorpusConfig
 from factorscope.stages.ingest import IngestConfig
 
-CorpusFormatChoice = choice(CORPUS_FORMATS)
 SplitChoice = choice(SPLIT_MODES)
 SplitterChoice = choice(SPLITTERS)
 
@@ -40,13 +44,8 @@ def ingest(
     db: DbOption = DEFAULT_DB,
     corpus: CorpusOption = CorpusConfig.source,
     model: ModelOption = None,
-    format: Annotated[
-        CorpusFormatChoice,
-        typer.Option("--format", help="Corpus file format (auto: by the file's suffix)."),
-    ] = CorpusConfig.format,
-    field: Annotated[
-        str, typer.Option("--field", help="JSONL field or CSV/Parquet column holding the text.")
-    ] = CorpusConfig.field,
+    format: CorpusFormatOption = CorpusConfig.format,
+    field: FieldOption = CorpusConfig.field,
     split: Annotated[
         SplitChoice,
         typer.Option(
@@ -101,22 +100,8 @@ def ingest(
             "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
         ),
     ] = CorpusConfig.dedupe,
-    metadata: Annotated[
-        str,
-        typer.Option(
-            "--metadata-fields",
-            help="JSONL fields or CSV/Parquet columns kept with each sentence as its metadata "
-            "(comma-separated, e.g. word,sense; `probe` reads them).",
-        ),
-    ] = "",
-    label_field: Annotated[
-        str | None,
-        typer.Option(
-            "--label-field",
-            help="A field or column holding each sentence's sense label (kept as metadata; "
-            "probe it with `factorscope probe --sense NAME`).",
-        ),
-    ] = None,
+    metadata: MetadataFieldsOption = "",
+    label_field: LabelFieldOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     shard: Annotated[
@@ -164,11 +149,3 @@ def ingest(
     check_same_run(db, config, overwrite=overwrite)
     summary = run_ingest(db, config, shard=spec)
     typer.echo(summary.line())
-
-
-def metadata_field_list(metadata_fields: str, label_field: str | None) -> tuple[str, ...]:
-    """``--metadata-fields a,b`` and ``--label-field c`` as one list of fields, in order."""
-    names = [f.strip() for f in metadata_fields.split(",") if f.strip()]
-    if label_field is not None and label_field.strip():
-        names.append(label_field.strip())
-    return tuple(dict.fromkeys(names))

@@ -8,20 +8,21 @@ import typer
 
 from factorscope.cli.app import (
     DEFAULT_DB,
+    CorpusFormatOption,
     DbOption,
     DeviceOption,
+    FieldOption,
+    LabelFieldOption,
+    MetadataFieldsOption,
     SeedOption,
     ThreadsOption,
     all_or,
     app,
-    choice,
     limited,
+    metadata_field_list,
 )
-from factorscope.cli.commands_ingest import metadata_field_list
-from factorscope.ingest.corpus import CORPUS_FORMATS, CorpusConfig
+from factorscope.ingest.corpus import CorpusConfig
 from factorscope.stages.probe import ProbeSettings
-
-CorpusFormatChoice = choice(CORPUS_FORMATS)
 
 
 @app.command()
@@ -35,28 +36,10 @@ def probe(
             "with --metadata-fields (default: the run's own labelled sentences).",
         ),
     ] = None,
-    format: Annotated[
-        CorpusFormatChoice,
-        typer.Option("--format", help="Corpus file format (auto: by the file's suffix)."),
-    ] = CorpusConfig.format,
-    field: Annotated[
-        str, typer.Option("--field", help="JSONL field or CSV/Parquet column holding the text.")
-    ] = CorpusConfig.field,
-    metadata: Annotated[
-        str,
-        typer.Option(
-            "--metadata-fields",
-            help="Fields or columns of --corpus holding each sentence's word and sense "
-            "(comma-separated, e.g. word,sense).",
-        ),
-    ] = "",
-    label_field: Annotated[
-        str | None,
-        typer.Option(
-            "--label-field",
-            help="The field or column of --corpus holding the sense label (sets --sense too).",
-        ),
-    ] = None,
+    format: CorpusFormatOption = CorpusConfig.format,
+    field: FieldOption = CorpusConfig.field,
+    metadata: MetadataFieldsOption = "",
+    label_field: LabelFieldOption = None,
     key: Annotated[
         str,
         typer.Option("--key", help="Metadata field naming the probed word (falls back to lemma)."),
