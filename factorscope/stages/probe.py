@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from factorscope.errors import InputError
@@ -381,9 +382,9 @@ def run_probe(
     con = connect(db_path, read_only=True)
     try:
         coder = RunCoder.from_connection(con, device=device, threads=threads, require_encoded=True)
-        n_layers = int(store.require_run(con)["n_layers"])
     finally:
         con.close()
+    n_layers = coder.loaded.n_layers
 
     # Find each candidate's token, then qualify again without the unlocatable ones.
     flat = [o for by_sense in candidates.values() for occ in by_sense.values() for o in occ]
@@ -424,8 +425,21 @@ def run_probe(
             n_skipped=n_skipped,
             seconds=seconds,
         )
+    means = (
+        pl.DataFrame(scores)
+        .group_by("representation", "layer")
+        .agg(pl.col("accuracy").mean(), pl.col("chance").mean())
+    )
     return _summary(
-        db_path, coder.dictionary_id, source, groups, order, scores, n_skipped, seconds, missing
+        db_path,
+        coder.dictionary_id,
+        source,
+        means,
+        n_lemmas=len(groups),
+        n_occurrences=len(order),
+        n_skipped=n_skipped,
+        seconds=seconds,
+        missing=missing,
     )
 
 
@@ -439,31 +453,15 @@ def _same_probe(db_path: Path, settings: ProbeSettings, source: str) -> ProbeSum
         frame = senses.probe_summary(con, int(info["dictionary_id"]))
     finally:
         con.close()
-    scores = {
-        "layer": frame["layer"].to_list(),
-        "representation": frame["representation"].to_list(),
-        "accuracy": frame["accuracy"].to_list(),
-        "chance": frame["chance"].to_list(),
-    }
-    n_occ = frame["n_occurrences"][0] if frame.height else 0
-    summary = _summary(
+    return _summary(
         db_path,
         int(info["dictionary_id"]),
         source,
-        {},
-        [],
-        scores,
-        int(info["n_skipped"]),
-        0.0,
-        (),
-    )
-    return ProbeSummary(
-        **{
-            **summary.__dict__,
-            "n_lemmas": int(info["n_lemmas"]),
-            "n_occurrences": int(n_occ),
-            "already_done": True,
-        }
+        frame,
+        n_lemmas=int(info["n_lemmas"]),
+        n_occurrences=int(frame["n_occurrences"][0]) if frame.height else 0,
+        n_skipped=int(info["n_skipped"]),
+        already_done=True,
     )
 
 
@@ -561,37 +559,36 @@ def _summary(
     db_path: Path,
     dictionary_id: int,
     source: str,
-    groups: dict,
-    order: list[Occurrence],
-    scores: dict[str, list],
+    means: pl.DataFrame,
+    *,
+    n_lemmas: int,
+    n_occurrences: int,
     n_skipped: int,
-    seconds: float,
-    missing: tuple[str, ...],
+    seconds: float = 0.0,
+    missing: tuple[str, ...] = (),
+    already_done: bool = False,
 ) -> ProbeSummary:
-    layers = sorted(set(scores["layer"]))
-
-    def mean(representation: str, layer: int, column: str = "accuracy") -> float:
-        values = [
-            v
-            for r, lay, v in zip(
-                scores["representation"], scores["layer"], scores[column], strict=True
-            )
-            if r == representation and lay == layer
-        ]
-        return float(np.mean(values))
-
-    best = max(layers, key=lambda layer: (mean("codes", layer), -layer))
+    """The summary line's numbers from the per-(representation, layer) means over words
+    (columns representation, layer, accuracy, chance: as ``sense_probe_summary``)."""
+    codes = means.filter(pl.col("representation") == "codes").sort(
+        ["accuracy", "layer"], descending=[True, False]
+    )
+    best = codes.row(0, named=True)
+    states = means.filter(
+        (pl.col("representation") == "states") & (pl.col("layer") == best["layer"])
+    )
     return ProbeSummary(
         db_path,
         dictionary_id,
         source,
-        len(groups),
-        len(order),
+        n_lemmas,
+        n_occurrences,
         n_skipped,
-        best,
-        mean("codes", best),
-        mean("states", best),
-        mean("codes", best, "chance"),
+        int(best["layer"]),
+        float(best["accuracy"]),
+        float(states["accuracy"][0]),
+        float(best["chance"]),
         seconds,
         missing,
+        already_done,
     )
