@@ -1,5 +1,5 @@
 # Routine tasks. Every target calls the `factorscope` CLI inside .venv.
-#   make demo   install, ingest the default corpus, learn, encode, serve
+#   make demo   install, ingest the default corpus, learn, encode, probe senses, serve
 #   make test   install what the tests need (pip + Debian packages), run them
 
 PYTHON ?= python3
@@ -10,13 +10,13 @@ CONFIG ?= configs/default.toml
 HOST   ?= 127.0.0.1
 PORT   ?= 8050
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES_DEMO := fortunes
-APT_PACKAGES_TEST := fortunes chromium chromium-driver
+APT_PACKAGES_DEMO := fortunes wordnet-base
+APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver
 
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-test ingest learn encode pipeline serve demo report test test-fast lint lint-imports format bench status clean
+.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report test test-fast lint lint-imports format bench status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.installed
-	@if [ ! -d /usr/share/games/fortunes ] && command -v apt-get >/dev/null; then \
+	@if { [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/wordnet/data.noun ]; } && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES_DEMO); \
 	fi
 
 setup-test: setup
-	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/games/fortunes ]; } && command -v apt-get >/dev/null; then \
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/wordnet/data.noun ]; } && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES_TEST); \
 	fi
 
@@ -49,6 +49,9 @@ learn: setup
 encode: setup
 	$(BIN)/factorscope encode --db $(DB)
 
+probe: setup
+	$(BIN)/factorscope probe --db $(DB) --corpus wordnet
+
 serve: setup
 	$(BIN)/factorscope serve --db $(DB) --host $(HOST) --port $(PORT)
 
@@ -57,6 +60,7 @@ status: setup
 
 demo: setup
 	$(BIN)/factorscope pipeline --db $(DB) --config $(CONFIG)
+	$(BIN)/factorscope probe --db $(DB) --corpus wordnet
 	@echo "database: $(abspath $(DB))"
 	@echo "open http://$(HOST):$(PORT)/"
 	$(BIN)/factorscope serve --db $(DB) --host $(HOST) --port $(PORT)

@@ -34,6 +34,7 @@ NAV_LINKS = (
     ("Analyze", "/analyze"),
     ("Search", "/search"),
     ("Compare", "/compare"),
+    ("Senses", "/senses"),
     ("SQL", "/sql"),
     ("Run", "/run"),
 )

@@ -314,3 +314,86 @@ def lime_legend() -> html.Div:
         ],
         className="small mb-2",
     )
+
+
+_SEPARATION_SERIES = (
+    ("codes", "codes (sparse factors)", "#1f77b4", "31, 119, 180"),
+    ("states", "hidden states (ceiling)", "#ff7f0e", "255, 127, 14"),
+)
+
+
+def separation_figure(frame: pl.DataFrame, *, title: str, bands: bool = True) -> dict[str, Any]:
+    """Sense accuracy per layer: codes vs hidden states vs chance, with 95% CI bands.
+
+    ``frame`` has ``layer``, ``representation``, ``accuracy`` and ``chance`` (and, for
+    bands, ``accuracy_lo``/``accuracy_hi``/``chance_lo``/``chance_hi``: the
+    ``sense_probe_summary`` view)."""
+    data: list[dict[str, Any]] = []
+    bands = bands and "accuracy_lo" in frame.columns
+
+    def band(xs: list, lo: list, hi: list, rgb: str, name: str) -> dict[str, Any]:
+        return {
+            "type": "scatter",
+            "mode": "lines",
+            "x": xs + xs[::-1],
+            "y": hi + lo[::-1],
+            "fill": "toself",
+            "fillcolor": f"rgba({rgb}, 0.15)",
+            "line": {"width": 0},
+            "hoverinfo": "skip",
+            "showlegend": False,
+            "name": name,
+        }
+
+    for representation, name, color, rgb in _SEPARATION_SERIES:
+        part = frame.filter(pl.col("representation") == representation).sort("layer")
+        if part.height == 0:
+            continue
+        xs = part["layer"].to_list()
+        if bands:
+            data.append(
+                band(xs, part["accuracy_lo"].to_list(), part["accuracy_hi"].to_list(), rgb, name)
+            )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": xs,
+                "y": part["accuracy"].to_list(),
+                "name": name,
+                "line": {"color": color},
+            }
+        )
+    part = frame.filter(pl.col("representation") == "codes").sort("layer")
+    if part.height:
+        xs = part["layer"].to_list()
+        if bands:
+            data.append(
+                band(
+                    xs,
+                    part["chance_lo"].to_list(),
+                    part["chance_hi"].to_list(),
+                    "127, 127, 127",
+                    "chance",
+                )
+            )
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": xs,
+                "y": part["chance"].to_list(),
+                "name": "chance (random neighbour)",
+                "line": {"color": "#7f7f7f", "dash": "dash"},
+            }
+        )
+    return {
+        "data": data,
+        "layout": _layout(
+            title,
+            height=300,
+            xaxis={"title": {"text": "layer"}, "dtick": 1},
+            yaxis={"title": {"text": "1-NN sense accuracy"}, "range": [0, 1.02]},
+            legend={"orientation": "h", "y": -0.25},
+        ),
+    }

@@ -90,3 +90,11 @@ COMPARE_FACTOR = "compare-factor"
 COMPARE_GO = "compare-go"
 COMPARE_FEEDBACK = "compare-feedback"
 COMPARE_SIDE = "compare-side"
+
+# Senses (pages/senses.py)
+SENSES_LEMMA = "senses-lemma"  # dbc.Select of the probed words
+SENSES_NAV = "senses-nav"  # dcc.Location inside the page
+SENSES_CURVE = "senses-curve"  # graph: separation per layer, averaged over words
+SENSES_LEMMA_CURVE = "senses-lemma-curve"  # graph: separation per layer, one word
+SENSES_GROUPS = "senses-groups"  # the occurrences grouped by sense
+SENSES_MESSAGE = "senses-message"  # "not probed yet"

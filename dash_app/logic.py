@@ -704,3 +704,86 @@ def compare_factor(db_path: str | Path, a: int, b: int, factor_raw: Any) -> dict
         "a": _side(db_path, a, factor, encoded),
         "b": _side(db_path, b, int(partner), encoded),
     }
+
+
+# --------------------------------------------------------------------------- senses page
+
+PROBE_HINT = "run `factorscope probe --corpus wordnet`"
+"""What the Senses page and the report tell a user whose run has not been probed."""
+
+
+@dataclass(frozen=True, eq=False)
+class SensesView:
+    """What the Senses page shows: the probe averaged over words, and one word's figure."""
+
+    info: dict[str, Any]
+    summary: pl.DataFrame
+    lemmas: list[str]
+    lemma: str | None
+    scores: pl.DataFrame
+    occurrences: pl.DataFrame
+    layers: list[int]
+
+
+def senses_view(db_path: str | Path, lemma: Any = None) -> SensesView | None:
+    """The probe of the active dictionary (None when it has not been probed).
+
+    ``lemma`` picks the word of the figure (default: ``left`` when probed, else the
+    first); a word that was not probed is an :class:`InputError` naming some that were.
+    """
+    from factorscope.warehouse import senses
+
+    with WarehouseReader(db_path).connect() as con:
+        info = senses.probe_info(con)
+        if info is None:
+            return None
+        dictionary_id = int(info["dictionary_id"])
+        summary = senses.probe_summary(con, dictionary_id)
+        lemmas = senses.probe_lemmas(con, dictionary_id)["lemma"].to_list()
+        chosen = _pick_lemma(lemma, lemmas)
+        scores = senses.probe_scores(con, dictionary_id, chosen) if chosen else pl.DataFrame()
+        occurrences = (
+            senses.lemma_occurrences(con, dictionary_id, chosen) if chosen else pl.DataFrame()
+        )
+    layers = sorted(set(summary["layer"].to_list())) if summary.height else []
+    return SensesView(info, summary, lemmas, chosen, scores, occurrences, layers)
+
+
+def _pick_lemma(lemma: Any, lemmas: list[str]) -> str | None:
+    if lemma is None or (isinstance(lemma, str) and not lemma.strip()):
+        if "left" in lemmas:
+            return "left"
+        return lemmas[0] if lemmas else None
+    text = str(lemma).strip().lower()
+    if text not in lemmas:
+        some = ", ".join(lemmas[:8]) + (", …" if len(lemmas) > 8 else "")
+        raise InputError(f"{_short(text)!r} was not probed; probed words: {some}.")
+    return text
+
+
+def sense_groups(occurrences: pl.DataFrame) -> list[dict[str, Any]]:
+    """The occurrences of one word grouped by sense, each with its top factor per layer.
+
+    ``[{"sense", "glosses": [...], "rows": [{"text", "start", "end", "synset", "gloss",
+    "tops": [(layer, factor | None, alpha | None), ...]}]}]`` in occurrence order.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    for r in occurrences.iter_rows(named=True):
+        occ = rows.get(r["occurrence"])
+        if occ is None:
+            occ = {
+                "text": r["text"],
+                "start": r["word_start"],
+                "end": r["word_end"],
+                "synset": r["synset"],
+                "gloss": r["gloss"],
+                "tops": [],
+            }
+            rows[r["occurrence"]] = occ
+            group = groups.setdefault(r["sense"], {"sense": r["sense"], "glosses": [], "rows": []})
+            group["rows"].append(occ)
+            if r["gloss"] and r["gloss"] not in group["glosses"]:
+                group["glosses"].append(r["gloss"])
+        occ["tops"].append((r["layer"], r["factor"], r["alpha"]))
+    return list(groups.values())

@@ -20,9 +20,7 @@ from factorscope.ingest.model import LoadedModel
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
-from factorscope.stages.encode import load_run_model
-from factorscope.stages.learn import load_learner
-from factorscope.warehouse import queries, store
+from factorscope.stages.live import RunCoder
 from factorscope.warehouse.queries import WarehouseReader
 
 MAX_TEXT_CHARS = 2000
@@ -46,20 +44,13 @@ class LiveAnalyzer:
         # Through the app's shared reader: one connection configuration per file and
         # process, whichever page opened the file first.
         with WarehouseReader(db_path).connect() as con:
-            run = store.require_run(con)
-            # the dictionary asked for, else the one the app shows by default (the last
-            # encoded one), not a newer one still unencoded
-            if dictionary_id is None:
-                dictionary_id = queries.active_dictionary_id(con)
-            record = store.load_dictionary(con, dictionary_id)
-        loaded = load_run_model(run)
-        encoder = SparseEncoder(load_learner(record), n_jobs=1)
+            coder = RunCoder.from_connection(con, dictionary_id=dictionary_id)
         return cls(
-            loaded=loaded,
-            encoder=encoder,
-            dictionary_id=record.dictionary_id,
-            max_length=int(run["config"]["max_length"]),
-            keep_special=bool(run["config"]["keep_special"]),
+            loaded=coder.loaded,
+            encoder=coder.encoder,
+            dictionary_id=coder.dictionary_id,
+            max_length=coder.max_length,
+            keep_special=coder.keep_special,
         )
 
     @property

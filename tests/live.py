@@ -8,8 +8,10 @@ until a started server answers.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -75,3 +77,45 @@ def chromium_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+CLI = Path(sys.executable).with_name("factorscope")
+"""The `factorscope` entry point of the interpreter running the tests."""
+
+
+def start_serve(db: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """Start ``factorscope serve --db DB`` on a free loopback port, its output in ``log``;
+    (process, base URL) once it answers. The caller stops it (:func:`stop`)."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(CLI), "serve", "--db", str(db), "--port", str(port), *flags],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(proc, base, log)
+    except AssertionError:
+        stop([proc])
+        raise
+    return proc, base
+
+
+@contextlib.contextmanager
+def console_page(browser: Any, *, width: int = 1280, height: int = 900, timeout_ms: int = 20_000):
+    """A fresh page whose console errors and page errors collect in ``page.console_errors``."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.console_errors = []
+    page.on(
+        "console",
+        lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None,
+    )
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()

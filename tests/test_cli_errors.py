@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from factorscope.cli import main
-from tests.conftest import TINY_FACTORS, copy_db
+from tests.conftest import TINY_FACTORS, copy_db, tiny_run_args
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -37,24 +37,6 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tiny_run_args(sentence_corpus: Path, tiny_model_dir: Path) -> list[str]:
-    """The ingest flags the ``tiny_pipeline_db`` fixture was built with."""
-    return [
-        "--corpus",
-        str(sentence_corpus),
-        "--split",
-        "lines",
-        "--max-sentences",
-        "all",
-        "--model",
-        str(tiny_model_dir),
-        "--chunk-size",
-        "4",
-        "--sample-size",
-        "all",
-    ]
-
-
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
@@ -73,6 +55,10 @@ def tiny_run_args(sentence_corpus: Path, tiny_model_dir: Path) -> list[str]:
         (["ingest", "--device", "tpu"], ["--device", "cpu, cuda, cuda:N or mps"]),
         (["ingest", "--dedupe=yes"], ["--dedupe"]),
         (["encode", "--backend", "numpy"], ["--backend", "spams"]),
+        (["probe", "--min-senses", "1"], ["--min-senses", "from 2 to"]),
+        (["probe", "--max-lemmas", "0"], ["--max-lemmas", "'all'"]),
+        (["probe", "--min-examples", "9", "--max-examples", "5"], ["--max-examples", "at least"]),
+        (["probe"], ["no database", "factorscope pipeline"]),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, words):

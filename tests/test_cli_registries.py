@@ -30,6 +30,7 @@ from factorscope.stages.encode import EncodeConfig
 from factorscope.stages.engines import ENGINES, ShardFolderRequest
 from factorscope.stages.ingest import IngestConfig
 from factorscope.stages.learn import LearnConfig
+from factorscope.stages.probe import ProbeSettings
 from factorscope.warehouse.export import FORMATS
 
 GROUP = get_command(app)
@@ -51,6 +52,7 @@ CONFIGS = {
     "learn": ((LearnConfig, {}),),
     "encode": ((EncodeConfig, {"dictionary": "dictionary_id"}), (ShardFolderRequest, {})),
     "serve": ((AppConfig, {"lime_samples": "lime_default_samples"}),),
+    "probe": ((ProbeSettings, {}),),
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+from .live import CHROMIUM, chromium_browser, console_page, free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -67,17 +67,8 @@ def browser() -> Iterator:
 @pytest.fixture
 def page(browser):
     """A fresh page that records console errors; the test must call ``check_console``."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    pg.console_errors = []
-    pg.on(
-        "console",
-        lambda msg: pg.console_errors.append(msg.text) if msg.type == "error" else None,
-    )
-    pg.on("pageerror", lambda exc: pg.console_errors.append(str(exc)))
-    yield pg
-    context.close()
+    with console_page(browser, timeout_ms=TIMEOUT_MS) as pg:
+        yield pg
 
 
 def check_console(pg) -> None:

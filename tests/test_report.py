@@ -230,3 +230,69 @@ def test_compute_on_plain_data():
     with pytest.raises(InputError, match="one string"):
         compute.clean_words("left")
     assert compute.clean_words([" Left", "left", "BANK"]) == ["left", "bank"]
+
+
+def test_sense_rows_and_reading():
+    from factorscope.report.compute import sense_reading, sense_rows
+
+    def row(layer, representation, accuracy, chance=0.4, off=None):
+        return {
+            "layer": layer,
+            "representation": representation,
+            "n_lemmas": 3,
+            "accuracy": accuracy,
+            "accuracy_lo": accuracy - 0.1,
+            "accuracy_hi": accuracy + 0.1,
+            "chance": chance,
+            "off_word_share": off,
+        }
+
+    summary = [
+        row(0, "codes", 0.45, off=0.1),
+        row(0, "states", 0.5),
+        row(1, "codes", 0.9, off=0.7),
+        row(1, "states", 0.95),
+    ]
+    rows = sense_rows(summary)
+    assert [r.layer for r in rows] == [0, 1]
+    assert rows[1].kept == pytest.approx(0.9 / 0.95)
+    text = sense_reading(rows)
+    assert "best at layer 1 (1-NN accuracy 0.90" in text and "at layer 0 they reach 0.45" in text
+    assert f"{0.45 / 0.5:.0%} of the hidden states'" in text
+    assert "70% of the occurrences" in text and "(at layer 0: 10%)" in text
+    assert sense_reading([]) == ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_report_carries_the_sense_probe_once_probed(tiny_pipeline_db, tmp_path):
+    from factorscope.cli import main
+
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    before = write_report(db, tmp_path / "before")
+    assert before.senses is None and before.polysemy
+    text = (tmp_path / "before" / "README.md").read_text()
+    assert "factorscope probe --corpus wordnet" in text and "### Baseline" in text
+
+    if not Path("/usr/share/wordnet/data.verb").is_file():  # pragma: no cover
+        pytest.skip("wordnet-base is not installed")
+    assert main(["probe", "--db", str(db), "--corpus", "wordnet", "--lemmas", "left,play"]) == 0
+    out = tmp_path / "after"
+    summary = write_report(db, out)
+    text = _check_figures(out, summary)
+    assert summary.senses is not None and summary.senses[0].n_lemmas == 2
+    assert (out / "figures" / "senses.png") in summary.figures
+    # the probe's table replaces the four-word table and its baseline
+    assert "`factorscope probe` measures this on 2 words from wordnet" in text
+    assert "### Baseline" not in text and "distinct top factors" not in text
+    view = dict(
+        ((layer, rep), acc)
+        for layer, rep, acc in _sql(
+            db, "SELECT layer, representation, accuracy FROM sense_probe_summary"
+        )
+    )
+    for r in summary.senses:
+        assert r.codes == pytest.approx(view[(r.layer, "codes")])
+        assert r.states == pytest.approx(view[(r.layer, "states")])
+        assert f"| {r.layer} | {r.codes:.3f} (" in text
+    assert "sense probe of 2 words" in summary.line()

@@ -7,10 +7,8 @@ cache tests call :mod:`factorscope.dash_app.logic` directly.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +20,7 @@ from factorscope.dash_app import logic
 from factorscope.warehouse.queries import WarehouseReader
 from factorscope.warehouse.synthetic import build_synthetic_db
 
-from .live import CHROMIUM, chromium_browser, free_port, wait_until_serving
-
-CLI = Path(sys.executable).with_name("factorscope")
+from .live import CHROMIUM, chromium_browser, start_serve
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +35,9 @@ def serve(tmp_path: Path) -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def start(db: Path, *flags: str) -> tuple[subprocess.Popen, str, Path]:
-        port = free_port()
-        log = tmp_path / f"serve-{port}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [str(CLI), "serve", "--db", str(db), "--port", str(port), *flags],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
-            )
+        log = tmp_path / f"serve-{len(procs)}.log"
+        proc, base = start_serve(db, log, *flags)
         procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(proc, base, log)
         return proc, base, log
 
     yield start

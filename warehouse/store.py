@@ -52,9 +52,13 @@ SENTENCES_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("text", pa.string()),
         ("n_tokens", pa.int32()),
+        ("metadata", pa.string()),  # a JSON object as text, or null
     ]
 )
 """Arrow layout of a chunk of ``sentences`` rows (as written by ingest and synthetic data)."""
+
+SENTENCE_COLUMNS = "sentence_idx, sentence_id, source, text, n_tokens, metadata"
+"""The columns of ``sentences``, for the statements that copy its rows."""
 
 TOKENS_SCHEMA = pa.schema(
     [
@@ -75,7 +79,16 @@ TOKENS_SCHEMA = pa.schema(
 
 
 def sentences_table(columns: dict[str, list]) -> pa.Table:
-    """Column lists named as ``SENTENCES_SCHEMA`` as an Arrow table of that schema."""
+    """Column lists named as ``SENTENCES_SCHEMA`` as an Arrow table of that schema.
+
+    ``metadata`` may be left out (no sentence has any) or hold dicts (stored as JSON).
+    """
+    columns = dict(columns)
+    n = len(columns["sentence_idx"])
+    metadata = columns.get("metadata") or [None] * n
+    columns["metadata"] = [
+        m if m is None or isinstance(m, str) else json.dumps(m, sort_keys=True) for m in metadata
+    ]
     return pa.Table.from_pydict(columns, schema=SENTENCES_SCHEMA)
 
 
@@ -244,8 +257,7 @@ def write_ingest_chunk(
         con.register("chunk_states", states)
         try:
             con.execute(
-                "INSERT INTO sentences BY NAME "
-                "SELECT sentence_idx, sentence_id, source, text, n_tokens FROM chunk_sentences"
+                f"INSERT INTO sentences BY NAME SELECT {SENTENCE_COLUMNS} FROM chunk_sentences"
             )
             con.execute("INSERT INTO tokens BY NAME SELECT * FROM chunk_tokens")
             con.execute(

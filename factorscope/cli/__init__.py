@@ -21,6 +21,7 @@ from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_compare,
     commands_ingest,
     commands_pipeline,
+    commands_probe,
     commands_report,
     commands_status,
     commands_warehouse,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from factorscope.ingest.corpus import BUILTIN_CORPORA
+from factorscope.ingest.corpus import BUILTIN_CORPORA, CORPUS_FORMATS
 from factorscope.limits import option_check
 
 app = typer.Typer(
@@ -88,3 +88,34 @@ ThreadsOption = Annotated[
     int | None, limited("threads", "--threads", help="torch CPU threads (default: torch's own).")
 ]
 SeedOption = Annotated[int, limited("seed", "--seed", help="Random seed.")]
+CorpusFormatOption = Annotated[
+    choice(CORPUS_FORMATS),
+    typer.Option("--format", help="Corpus file format (auto: by the file's suffix)."),
+]
+FieldOption = Annotated[
+    str, typer.Option("--field", help="JSONL field or CSV/Parquet column holding the text.")
+]
+MetadataFieldsOption = Annotated[
+    str,
+    typer.Option(
+        "--metadata-fields",
+        help="JSONL fields or CSV/Parquet columns kept with each sentence as its metadata "
+        "(comma-separated, e.g. word,sense; `probe` reads them).",
+    ),
+]
+LabelFieldOption = Annotated[
+    str | None,
+    typer.Option(
+        "--label-field",
+        help="The field or column holding each sentence's sense label, kept as metadata "
+        "(the sense `probe` reads: `--sense NAME`).",
+    ),
+]
+
+
+def metadata_field_list(metadata_fields: str, label_field: str | None) -> tuple[str, ...]:
+    """``--metadata-fields a,b`` and ``--label-field c`` as one list of fields, in order."""
+    names = [f.strip() for f in metadata_fields.split(",") if f.strip()]
+    if label_field is not None and label_field.strip():
+        names.append(label_field.strip())
+    return tuple(dict.fromkeys(names))

@@ -8,9 +8,13 @@ import typer
 
 from factorscope.cli.app import (
     DEFAULT_DB,
+    CorpusFormatOption,
     CorpusOption,
     DbOption,
     DeviceOption,
+    FieldOption,
+    LabelFieldOption,
+    MetadataFieldsOption,
     ModelOption,
     SeedOption,
     ThreadsOption,
@@ -18,11 +22,11 @@ from factorscope.cli.app import (
     app,
     choice,
     limited,
+    metadata_field_list,
 )
-from factorscope.ingest.corpus import CORPUS_FORMATS, SPLIT_MODES, SPLITTERS, CorpusConfig
+from factorscope.ingest.corpus import SPLIT_MODES, SPLITTERS, CorpusConfig
 from factorscope.stages.ingest import IngestConfig
 
-CorpusFormatChoice = choice(CORPUS_FORMATS)
 SplitChoice = choice(SPLIT_MODES)
 SplitterChoice = choice(SPLITTERS)
 
@@ -40,13 +44,8 @@ def ingest(
     db: DbOption = DEFAULT_DB,
     corpus: CorpusOption = CorpusConfig.source,
     model: ModelOption = None,
-    format: Annotated[
-        CorpusFormatChoice,
-        typer.Option("--format", help="Corpus file format (auto: by the file's suffix)."),
-    ] = CorpusConfig.format,
-    field: Annotated[
-        str, typer.Option("--field", help="JSONL field or CSV/Parquet column holding the text.")
-    ] = CorpusConfig.field,
+    format: CorpusFormatOption = CorpusConfig.format,
+    field: FieldOption = CorpusConfig.field,
     split: Annotated[
         SplitChoice,
         typer.Option(
@@ -101,6 +100,8 @@ def ingest(
             "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
         ),
     ] = CorpusConfig.dedupe,
+    metadata: MetadataFieldsOption = "",
+    label_field: LabelFieldOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     shard: Annotated[
@@ -132,6 +133,7 @@ def ingest(
             max_sentences=max_sentences,  # type: ignore[arg-type]  (the callback parsed it)
             seed=seed,
             dedupe=dedupe,
+            metadata_fields=metadata_field_list(metadata, label_field),
         ),
         model=model,
         max_length=max_length,

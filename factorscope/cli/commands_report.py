@@ -26,13 +26,15 @@ def report(
         list[str] | None,
         typer.Option(
             "--word",
-            help="A word for the polysemy check (repeat; default: left, right, bank, play).",
+            help="A word for the polysemy check of a run that has not been probed "
+            "(repeat; default: left, right, bank, play).",
         ),
     ] = None,
     seed: SeedOption = 0,
 ) -> None:
     """Write a reproduction report of the database: counts, timings, quality, levels,
-    example factors and the polysemy check."""
+    example factors and the polysemy check (the sense probe's measurement once
+    `factorscope probe` has run)."""
     from factorscope.cli.checks import check_output_folder, upgrade_old_database
     from factorscope.report import DEFAULT_WORDS, write_report
 

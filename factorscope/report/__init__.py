@@ -141,4 +141,5 @@ def _summarise(data: ReportData, figures: Figures, *, readme: Path) -> ReportSum
         polysemy=polysemy,
         skipped_words=skipped,
         baseline=compute.baseline(data.spread_first, data.spread_last),
+        senses=compute.sense_rows(data.senses["summary"]) if data.senses else None,
     )

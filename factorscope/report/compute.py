@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from factorscope.errors import InputError
-from factorscope.report.model import BASELINE_MIN_OCCURRENCES, PolysemyRow
+from factorscope.report.model import BASELINE_MIN_OCCURRENCES, PolysemyRow, SenseRow
 
 
 def clean_words(words: tuple[str, ...] | list[str]) -> list[str]:
@@ -162,3 +162,66 @@ def interpretation(
     if few:
         verdict += f" Fewer than 10 occurrences of {', '.join(few)}: read those rows with care."
     return verdict
+
+
+def sense_rows(summary: list[dict[str, Any]]) -> list[SenseRow]:
+    """One :class:`SenseRow` per layer from the rows of ``sense_probe_summary``."""
+    by = {(int(r["layer"]), r["representation"]): r for r in summary}
+    rows = []
+    for layer in sorted({layer for layer, _ in by}):
+        codes, states = by.get((layer, "codes")), by.get((layer, "states"))
+        if codes is None or states is None:
+            continue
+        rows.append(
+            SenseRow(
+                layer=layer,
+                n_lemmas=int(codes["n_lemmas"]),
+                codes=float(codes["accuracy"]),
+                codes_lo=float(codes["accuracy_lo"]),
+                codes_hi=float(codes["accuracy_hi"]),
+                states=float(states["accuracy"]),
+                states_lo=float(states["accuracy_lo"]),
+                states_hi=float(states["accuracy_hi"]),
+                chance=float(codes["chance"]),
+                off_word_share=(
+                    None if codes["off_word_share"] is None else float(codes["off_word_share"])
+                ),
+            )
+        )
+    return rows
+
+
+def sense_reading(rows: list[SenseRow]) -> str:
+    """One paragraph that reads the sense probe: the best layer, layer 0, the ceiling."""
+    if not rows:
+        return ""
+    best = max(rows, key=lambda r: (r.codes, -r.layer))
+    first = rows[0]
+    kept = [r.kept for r in rows if r.kept is not None]
+    worst_kept = min(kept) if kept else None
+    text = (
+        f"Over {best.n_lemmas:,} words, the codes separate senses best at layer {best.layer} "
+        f"(1-NN accuracy {best.codes:.2f}, 95% CI {best.codes_lo:.2f}–{best.codes_hi:.2f}; "
+        f"chance {best.chance:.2f})"
+        + (
+            f"; at layer {first.layer} they reach {first.codes:.2f}. "
+            if best.layer != first.layer
+            else ", the first layer: the later layers add no separation. "
+        )
+    )
+    if worst_kept is not None:
+        text += (
+            f"The codes keep at least {worst_kept:.0%} of the hidden states' accuracy at every "
+            "layer (codes / states). "
+        )
+    if best.off_word_share is not None:
+        text += (
+            f"At layer {best.layer}, {best.off_word_share:.0%} of the occurrences have a top "
+            f"factor other than the word's layer-{first.layer} factor"
+            + (
+                f" (at layer {first.layer}: {first.off_word_share:.0%})."
+                if first.off_word_share is not None and best.layer != first.layer
+                else "."
+            )
+        )
+    return text.strip()

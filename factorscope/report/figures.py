@@ -18,11 +18,17 @@ class Figures:
     levels: Path
     quality: Path | None
     examples: dict[tuple[str, int], Path] = field(default_factory=dict)
+    senses: Path | None = None
 
     @property
     def all(self) -> list[Path]:
         """Every PNG, in the order the report shows them."""
-        return [self.levels, *([self.quality] if self.quality else []), *self.examples.values()]
+        return [
+            self.levels,
+            *([self.quality] if self.quality else []),
+            *self.examples.values(),
+            *([self.senses] if self.senses else []),
+        ]
 
 
 def draw_figures(figures_dir: Path, data: ReportData) -> Figures:
@@ -45,7 +51,43 @@ def draw_figures(figures_dir: Path, data: ReportData) -> Figures:
             png = figures_dir / f"is_{level}_factor_{ex.factor}.png"
             plot_importance(png, ex.factor, level, ex.curve_layers, ex.curve_importance)
             figures.examples[(level, ex.factor)] = png
+    if data.senses and data.senses["summary"]:
+        figures.senses = figures_dir / "senses.png"
+        plot_senses(figures.senses, data.senses["summary"])
     return figures
+
+
+def plot_senses(path: Path, summary: list[dict]) -> None:
+    """Sense accuracy per layer: codes vs hidden states vs chance, with 95% CI bands."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 2.9))
+    series = (("codes", "codes", "#4c78a8"), ("states", "hidden states", "#f58518"))
+    for representation, name, color in series:
+        rows = sorted(
+            (r for r in summary if r["representation"] == representation),
+            key=lambda r: r["layer"],
+        )
+        layers = [r["layer"] for r in rows]
+        ax.plot(layers, [r["accuracy"] for r in rows], marker="o", color=color, label=name)
+        ax.fill_between(
+            layers,
+            [r["accuracy_lo"] for r in rows],
+            [r["accuracy_hi"] for r in rows],
+            alpha=0.15,
+            color=color,
+        )
+        if representation == "codes":
+            ax.plot(layers, [r["chance"] for r in rows], ls="--", color="#888888", label="chance")
+            ax.set_xticks(layers)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("1-NN sense accuracy")
+    ax.set_title("Sense separation per layer (mean over words, 95% CI)", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
 
 
 def _pyplot():

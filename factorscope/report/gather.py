@@ -7,6 +7,7 @@ and what comes back is turned into plain Python values (:class:`ReportData`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from factorscope.report.compute import pick_examples
 from factorscope.report.model import (
@@ -15,7 +16,7 @@ from factorscope.report.model import (
     ExampleData,
     ReportData,
 )
-from factorscope.warehouse import queries
+from factorscope.warehouse import queries, senses
 from factorscope.warehouse.connection import Connection
 from factorscope.warehouse.queries import LEVELS, WarehouseReader
 
@@ -47,6 +48,7 @@ def gather(
             spread_last = _spread(con, last_layer)
             top_factors = {f for pair in tops.values() for f in (*pair[0], *pair[1])} - {None}
             labels = queries.factor_labels(con, sorted(top_factors))
+            sense_probe = _senses(con)
     finally:
         reader.close()
     return ReportData(
@@ -62,7 +64,17 @@ def gather(
         spread_first=spread_first,
         spread_last=spread_last,
         labels=labels,
+        senses=sense_probe,
     )
+
+
+def _senses(con: Connection) -> dict[str, Any] | None:
+    """The sense probe of the active dictionary, or None when it has not been probed."""
+    info = senses.probe_info(con)
+    if info is None:
+        return None
+    summary = senses.probe_summary(con, int(info["dictionary_id"]))
+    return {"info": info, "summary": summary.to_dicts()}
 
 
 def _examples(con: Connection, examples_per_level: int, seed: int) -> dict[str, list[ExampleData]]:

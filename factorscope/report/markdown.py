@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factorscope.report.compute import interpretation
+from factorscope.report.compute import interpretation, sense_reading
 from factorscope.report.figures import Figures
 from factorscope.report.model import (
     BASELINE_MIN_OCCURRENCES,
@@ -84,8 +84,7 @@ def render_markdown(page: Page) -> str:
             *_quality(page),
             *_levels(page),
             *_examples(page),
-            *_polysemy(page),
-            *_baseline(page),
+            *(_senses(page) if page.summary.senses else [*_polysemy(page), *_baseline(page)]),
             *_regenerate(page),
         ]
     )
@@ -260,6 +259,55 @@ def _example(page: Page, ex: ExampleFactor, info: ExampleData) -> list[str]:
     return md
 
 
+def _senses(page: Page) -> list[str]:
+    """The sense probe's measurement (replaces the four-word table when the run is probed)."""
+    rows = page.summary.senses or []
+    info = page.data.senses["info"] if page.data.senses else {}
+    settings = info.get("settings", {})
+    md = [
+        "## Polysemy: do later layers separate a word's senses?",
+        "",
+        'The reference found a factor for "left" whose layer-0 contexts are almost all the '
+        "word left, while later layers separate its senses. `factorscope probe` measures "
+        f"this on {rows[0].n_lemmas:,} words from {md_escape(str(info.get('source', '?')))} "
+        f"with at least {settings.get('min_senses', 2)} senses (metadata field "
+        f"`{md_escape(str(settings.get('sense', '?')))}`) of at least "
+        f"{settings.get('min_examples', '?')} example sentences each: at the first word piece "
+        "of the word, each occurrence takes the sense of its most cosine-similar other "
+        "occurrence (leave-one-out 1-nearest-neighbour accuracy), on the sparse codes and "
+        "on the raw hidden states (the ceiling). Chance is the accuracy of a neighbour drawn "
+        "at random. Off word factor = share of occurrences whose top factor is not the "
+        f"word's layer-{rows[0].layer} factor (its most common top factor there). Means "
+        "over words with 95% confidence intervals (normal approximation over words).",
+        "",
+    ]
+    if page.figures.senses is not None:
+        md += [f"![sense separation per layer]({page.rel(page.figures.senses)})", ""]
+    md += table(
+        ["layer", "codes", "hidden states", "chance", "codes / states", "off word factor"],
+        [
+            [
+                r.layer,
+                f"{r.codes:.3f} ({r.codes_lo:.3f}–{r.codes_hi:.3f})",
+                f"{r.states:.3f} ({r.states_lo:.3f}–{r.states_hi:.3f})",
+                f"{r.chance:.3f}",
+                "n/a" if r.kept is None else f"{r.kept:.0%}",
+                "n/a" if r.off_word_share is None else f"{r.off_word_share:.0%}",
+            ]
+            for r in rows
+        ],
+    )
+    md += [
+        "",
+        sense_reading(rows),
+        "",
+        "Per word, and each occurrence's top factor per layer: the app's Senses page "
+        "(`/senses?lemma=left`), or the tables `sense_probe` and `sense_occurrences`.",
+        "",
+    ]
+    return md
+
+
 def _polysemy(page: Page) -> list[str]:
     first, last = page.data.first_layer, page.data.last_layer
     rows, skipped = page.summary.polysemy, page.summary.skipped_words
@@ -276,6 +324,12 @@ def _polysemy(page: Page) -> list[str]:
     if rows:
         md += _polysemy_table(page)
         md += ["", interpretation(rows, first, last, page.summary.baseline), ""]
+        md += [
+            "These are a few hand-picked words; `factorscope probe --corpus wordnet` measures "
+            "sense separation over every WordNet word with enough examples, and this section "
+            "then reports that measurement.",
+            "",
+        ]
     else:
         md += ["None of the words occurs in this corpus.", ""]
     if skipped:
@@ -357,10 +411,16 @@ def _baseline(page: Page) -> list[str]:
 
 def _regenerate(page: Page) -> list[str]:
     words = page.words
+    probe = []
+    if page.data.senses:
+        source = page.data.senses["info"].get("source", "run")
+        corpus = "" if source == "run" else f" --corpus {source}"
+        probe = [f"factorscope probe --db {page.db_path}{corpus}"]
     return [
         "## Regenerate",
         "",
         "```",
+        *probe,
         f"factorscope report --db {page.db_path} --out {page.out} --seed {page.seed}"
         + "".join(f" --word {w}" for w in words if tuple(words) != DEFAULT_WORDS),
         "```",

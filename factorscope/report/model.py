@@ -59,6 +59,9 @@ class ReportData:
     spread_first: list[dict[str, Any]]
     spread_last: list[dict[str, Any]]
     labels: dict[int, str] = field(default_factory=dict)
+    senses: dict[str, Any] | None = None
+    """The sense probe of the active dictionary (``factorscope probe``), None if unprobed:
+    ``info`` (source, settings, counts) and ``summary`` (rows of ``sense_probe_summary``)."""
 
 
 # ----------------------------------------------------------------------------- computed
@@ -96,6 +99,27 @@ class PolysemyRow:
 
 
 @dataclass(frozen=True)
+class SenseRow:
+    """The sense probe at one layer, averaged over the probed words (95% CI: lo, hi)."""
+
+    layer: int
+    n_lemmas: int
+    codes: float
+    codes_lo: float
+    codes_hi: float
+    states: float
+    states_lo: float
+    states_hi: float
+    chance: float
+    off_word_share: float | None
+
+    @property
+    def kept(self) -> float | None:
+        """Codes' accuracy as a share of the states' (None when the states are at 0)."""
+        return self.codes / self.states if self.states > 0 else None
+
+
+@dataclass(frozen=True)
 class ExampleFactor:
     """One example factor of a level, with what the report shows about it."""
 
@@ -129,11 +153,18 @@ class ReportSummary:
     polysemy: list[PolysemyRow]
     skipped_words: list[str]
     baseline: dict[str, Any] | None = None
+    senses: list[SenseRow] | None = None
+    """The sense probe per layer (None: the run has not been probed)."""
     seconds: float = 0.0
 
     def line(self) -> str:
+        polysemy = (
+            f"sense probe of {self.senses[0].n_lemmas:,} words"
+            if self.senses
+            else f"{len(self.polysemy)} polysemy words"
+        )
         return (
             f"report: {self.readme} ({len(self.figures)} figures, "
             f"{self.n_factors_active:,}/{self.n_factors:,} factors active, "
-            f"{len(self.polysemy)} polysemy words) in {self.seconds:.1f} s"
+            f"{polysemy}) in {self.seconds:.1f} s"
         )

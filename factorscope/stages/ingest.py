@@ -156,6 +156,7 @@ def _chunk_tables(
         rows["source"].append(sentence.source)
         rows["text"].append(sentence.text)
         rows["n_tokens"].append(len(positions))
+        rows["metadata"].append(sentence.metadata)
         for p in positions.tolist():
             tok["token_id"].append(token_id(idx, p))
             tok["sentence_idx"].append(idx)

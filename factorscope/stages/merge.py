@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
-from factorscope.warehouse import store, summaries
+from factorscope.warehouse import senses, store, summaries
 from factorscope.warehouse.parquet import ShardLayout, write_roots_sidecar
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 from factorscope.warehouse.shards import build_merged_warehouse
@@ -122,6 +122,8 @@ def run_merge(
             top_k=top_k,
             importance_k=int(job["importance_k"]),
         )
+        # The shards' sentence metadata (build_merged_warehouse copies the other columns).
+        senses.fill_sentence_metadata(con, roots)
         crashpoint("merge.built")
         # Before the file is published, so no reader sees attached codes it may not read.
         write_roots_sidecar(db_path, roots if attach else None)
