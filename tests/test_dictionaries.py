@@ -148,7 +148,7 @@ CREATE TABLE auto_labels (factor INTEGER PRIMARY KEY, label VARCHAR NOT NULL);
 
 _COPIED = {
     "runs": "*",
-    "sentences": "*",
+    "sentences": "* EXCLUDE (metadata)",
     "tokens": "*",
     "hidden_states": "*",
     "ingest_chunks": "*",
