@@ -126,6 +126,8 @@ def perturb(
     return "".join(parts), found
 
 
+# Over 80 lines: most of it is the numpydoc docstring; the steps are _target_words, _alphas and
+# _local_fit.
 def explain(
     analyzer: AlphaModel,
     text: str,
@@ -193,19 +195,58 @@ def explain(
     FactorscopeError
         α that is not a finite number (a NaN or infinity is never turned into 0).
     """
-    from lime.lime_base import LimeBase
-    from scipy import sparse
-    from sklearn.metrics import pairwise_distances
     from sklearn.utils import check_random_state
 
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("LIME needs a non-empty sentence")
     if int(n_samples) < 10:
         raise InputError(f"n_samples must be at least 10 (got {n_samples})")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1 (got {batch_size})")
     word_index, piece = int(word_index), int(piece)
     layer, factor, n_samples = int(layer), int(factor), int(n_samples)
+    words = _target_words(analyzer, text, word_index, piece)
+
+    started = time.perf_counter()
+    n_words = len(words)
+    random_state = check_random_state(seed)
+    # LimeTextExplainer's sampling, draw for draw
+    sizes = random_state.randint(1, n_words + 1, n_samples - 1)
+    data = np.ones((n_samples, n_words))
+    for row, size in enumerate(sizes, start=1):
+        data[row, random_state.choice(range(n_words), size, replace=False)] = 0
+    samples = [perturb(text, words, row == 0, word_index, piece) for row in data]
+    labels = _alphas(analyzer, samples, layer, factor, batch_size=batch_size, progress=progress)
+    intercept, weights, score = _local_fit(data, labels, random_state)
+    spans = [
+        {
+            "word": text[w.start : w.end],
+            "start": w.start,
+            "end": w.end,
+            "weight": _number(weights.get(i, 0.0), f"the weight of word {i}"),
+            "target": i == word_index,
+        }
+        for i, w in enumerate(words)
+    ]
+    return {
+        "text": text,
+        "word_index": word_index,
+        "piece": piece,
+        "target_piece": words[word_index].pieces[piece],
+        "layer": layer,
+        "factor": factor,
+        "n_samples": n_samples,
+        "seed": seed,
+        "alpha": _number(labels[0], "α"),
+        "intercept": _number(intercept, "the intercept"),
+        "score": _number(score, "the local fit's R²"),
+        "words": spans,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _target_words(analyzer: AlphaModel, text: str, word_index: int, piece: int) -> list[Word]:
+    """The words the model reads of ``text``, once the target word and piece are among them."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("LIME needs a non-empty sentence")
     words = list(analyzer.words(text))
     if not 0 <= word_index < len(words):
         raise InputError(
@@ -218,19 +259,21 @@ def explain(
             f"piece {piece} of word {word_index} ({text[target_word.start : target_word.end]!r}) "
             f"is not read by the model: it has {len(target_word.pieces)} piece(s) there"
         )
+    return words
 
-    started = time.perf_counter()
-    n_words = len(words)
-    random_state = check_random_state(seed)
-    # LimeTextExplainer's sampling, draw for draw
-    sizes = random_state.randint(1, n_words + 1, n_samples - 1)
-    data = np.ones((n_samples, n_words))
-    for row, size in enumerate(sizes, start=1):
-        data[row, random_state.choice(range(n_words), size, replace=False)] = 0
-    samples = [perturb(text, words, row == 0, word_index, piece) for row in data]
 
-    labels = np.empty(n_samples, dtype=np.float64)
-    for start in range(0, n_samples, batch_size):
+def _alphas(
+    analyzer: AlphaModel,
+    samples: list[tuple[str, Target]],
+    layer: int,
+    factor: int,
+    *,
+    batch_size: int,
+    progress: ProgressFn | None,
+) -> np.ndarray:
+    """α of every perturbed sentence, in batches; a non-finite α stops with the sentence."""
+    labels = np.empty(len(samples), dtype=np.float64)
+    for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
         values = analyzer.alpha_for(
             [t for t, _ in batch], [target for _, target in batch], layer, factor
@@ -247,7 +290,17 @@ def explain(
             )
         labels[start : start + len(batch)] = values
         if progress is not None:
-            progress(start + len(batch), n_samples)
+            progress(start + len(batch), len(samples))
+    return labels
+
+
+def _local_fit(
+    data: np.ndarray, labels: np.ndarray, random_state: Any
+) -> tuple[float, dict[int, float], float]:
+    """LIME's weighted ridge fit of α on the kept-word indicators: intercept, weights, R²."""
+    from lime.lime_base import LimeBase
+    from scipy import sparse
+    from sklearn.metrics import pairwise_distances
 
     kept = sparse.csr_matrix(data)
     distances = pairwise_distances(kept, kept[0], metric="cosine").ravel() * 100
@@ -257,34 +310,9 @@ def explain(
 
     base = LimeBase(kernel, verbose=False, random_state=random_state)
     intercept, local_exp, score, _local_pred = base.explain_instance_with_data(
-        data, labels.reshape(-1, 1), distances, 0, n_words, feature_selection="none"
+        data, labels.reshape(-1, 1), distances, 0, data.shape[1], feature_selection="none"
     )
-    weights = dict(local_exp)
-    spans = [
-        {
-            "word": text[w.start : w.end],
-            "start": w.start,
-            "end": w.end,
-            "weight": _number(weights.get(i, 0.0), f"the weight of word {i}"),
-            "target": i == word_index,
-        }
-        for i, w in enumerate(words)
-    ]
-    return {
-        "text": text,
-        "word_index": word_index,
-        "piece": piece,
-        "target_piece": target_word.pieces[piece],
-        "layer": layer,
-        "factor": factor,
-        "n_samples": n_samples,
-        "seed": seed,
-        "alpha": _number(labels[0], "α"),
-        "intercept": _number(intercept, "the intercept"),
-        "score": _number(score, "the local fit's R²"),
-        "words": spans,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    return intercept, dict(local_exp), score
 
 
 def explain_cached(

@@ -161,6 +161,8 @@ def _rows_within(batch: pa.RecordBatch, budget: int) -> int:
     return low
 
 
+# Over 80 lines: the guards of the read-only console (parse, refuse, cap, time out) kept in one
+# place to audit.
 def run_safe_query(
     db_path: str | Path,
     sql: str,

@@ -184,6 +184,8 @@ def _register_partials(con: duckdb.DuckDBPyConnection, roots: list[Path]) -> lis
     return names
 
 
+# Over 80 lines: one transaction's ordered inserts from the shard folders; splitting it would
+# split the transaction's story.
 def build_merged_warehouse(
     con: duckdb.DuckDBPyConnection,
     roots: list[Path],

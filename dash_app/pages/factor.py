@@ -333,6 +333,7 @@ def _side_cards(view: logic.FactorView) -> html.Div:
     )
 
 
+# Over 80 lines: one declarative Dash layout (controls, progress, results); no logic to split out.
 def _lime_card(view: logic.FactorView) -> dbc.Card:
     cfg = config.get_config()
     job_id = None

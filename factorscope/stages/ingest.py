@@ -31,7 +31,7 @@ from factorscope.limits import token_id
 from factorscope.progress import progress_bar
 from factorscope.stages.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
-from factorscope.warehouse.connection import connect, schema_version
+from factorscope.warehouse.connection import Connection, connect, schema_version
 from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,75 @@ def run_ingest(
     """
     db_path = Path(db_path)
     check_db_path_writable(db_path)
+    finished = _finished_before(db_path, config, shard)
+    if finished is not None:
+        return finished
+
+    sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
+    loaded = load_model(config.model, device=config.device, threads=config.threads)
+    prepared = prepare_corpus(config, loaded, sentences)
+    plan = _plan(config, loaded, prepared, shard)
+    stored_config = config.to_dict()
+    if shard is not None:
+        stored_config["shard"] = shard.to_dict()
+
+    started = time.perf_counter()
+    done_now = 0
+    with staged_database(db_path) as con:
+        if store.get_run(con) is None:
+            store.create_run(
+                con,
+                model=loaded.name,
+                model_path=loaded.path,
+                revision=loaded.revision,
+                corpus=config.corpus.source,
+                config=stored_config,
+                config_hash=config.config_hash(),
+                n_layers=loaded.n_layers,
+                hidden_size=loaded.hidden_size,
+                n_sentences=int(plan.members.size),
+                n_tokens=plan.n_tokens,
+                n_chunks=len(plan.chunks),
+                sample_size=plan.expected_sample,
+                status="ingesting",
+                factorscope_version=__version__,
+            )
+        done = store.done_ingest_chunks(con)
+        todo = [c for c in range(len(plan.chunks)) if c not in done]
+        tokens_todo = sum(
+            len(prepared.tokenized[i].positions) for c in todo for i in plan.chunks[c]
+        )
+        with progress_bar("ingest", total=tokens_todo) as bar:
+            task = bar.task_ids[0]
+            processed = 0
+            for chunk in todo:
+                processed += _write_chunk(con, chunk, plan, prepared, loaded, config)
+                done_now += 1
+                crashpoint("ingest.chunk")
+                rate = processed / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, completed=processed, rate=rate)
+        seconds = time.perf_counter() - started
+        store.finish_run(con, seconds)
+        crashpoint("ingest.finished")
+    return IngestSummary(
+        db_path,
+        int(plan.members.size),
+        plan.n_tokens,
+        loaded.n_layers,
+        plan.expected_sample,
+        done_now,
+        seconds,
+        False,
+        shard,
+    )
+
+
+def _finished_before(
+    db_path: Path, config: IngestConfig, shard: ShardSpec | None
+) -> IngestSummary | None:
+    """The summary of a run already done here (published, or finished in a staging copy,
+    which is published now); None when there is work to do. Another run's file is an
+    error."""
     previous = existing_run(db_path)
     if previous is not None and previous["config_hash"] != config.config_hash():
         raise WarehouseError(
@@ -274,10 +343,24 @@ def run_ingest(
             store.settle_unfinished_encode(con)
         seconds = time.perf_counter() - started
         return _summary(db_path, previous, shard, from_staging=True, seconds=seconds)
+    return None
 
-    sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
-    loaded = load_model(config.model, device=config.device, threads=config.threads)
-    prepared = prepare_corpus(config, loaded, sentences)
+
+@dataclass(frozen=True)
+class _IngestPlan:
+    """Which sentences this run (or shard) stores, in which chunks, and the sample rule."""
+
+    members: np.ndarray  # corpus indices of the stored sentences
+    n_tokens: int
+    expected_sample: int
+    chunks: list[np.ndarray]
+    threshold: int  # the whole corpus's bottom-k sample threshold
+    layers: np.ndarray
+
+
+def _plan(
+    config: IngestConfig, loaded: LoadedModel, prepared: PreparedCorpus, shard: ShardSpec | None
+) -> _IngestPlan:
     # The sample's threshold always comes from every token of the whole corpus.
     all_token_ids = prepared.all_token_ids()
     threshold = sample_threshold(all_token_ids, loaded.n_layers, config.sample_size, config.seed)
@@ -303,82 +386,41 @@ def run_ingest(
     chunks = [
         members[lo : lo + config.chunk_size] for lo in range(0, members.size, config.chunk_size)
     ]
-    stored_config = config.to_dict()
-    if shard is not None:
-        stored_config["shard"] = shard.to_dict()
+    return _IngestPlan(members, n_tokens, int(expected_sample), chunks, threshold, layers)
 
-    started = time.perf_counter()
-    done_now = 0
-    with staged_database(db_path) as con:
-        if store.get_run(con) is None:
-            store.create_run(
-                con,
-                model=loaded.name,
-                model_path=loaded.path,
-                revision=loaded.revision,
-                corpus=config.corpus.source,
-                config=stored_config,
-                config_hash=config.config_hash(),
-                n_layers=loaded.n_layers,
-                hidden_size=loaded.hidden_size,
-                n_sentences=int(members.size),
-                n_tokens=n_tokens,
-                n_chunks=len(chunks),
-                sample_size=int(expected_sample),
-                status="ingesting",
-                factorscope_version=__version__,
-            )
-        done = store.done_ingest_chunks(con)
-        todo = [c for c in range(len(chunks)) if c not in done]
-        tokens_todo = sum(len(prepared.tokenized[i].positions) for c in todo for i in chunks[c])
-        with progress_bar("ingest", total=tokens_todo) as bar:
-            task = bar.task_ids[0]
-            processed = 0
-            for chunk in todo:
-                t0 = time.perf_counter()
-                indices = chunks[chunk].tolist()
-                tokenized = [prepared.tokenized[i] for i in indices]
-                states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
-                sample_layers, sample_tokens, sample_vectors = [], [], []
-                for idx, ts, st in zip(indices, tokenized, states, strict=True):
-                    ids = _token_ids(idx, ts)
-                    mask = in_sample(ids[None, :], layers[:, None], config.seed, threshold)
-                    layer_idx, tok_idx = np.nonzero(mask)
-                    sample_layers.append(layer_idx)
-                    sample_tokens.append(ids[tok_idx])
-                    sample_vectors.append(st[layer_idx, tok_idx])
-                sentence_table, token_table = _chunk_tables(
-                    indices, [prepared.sentences[i] for i in indices], tokenized
-                )
-                store.write_ingest_chunk(
-                    con,
-                    chunk=chunk,
-                    sentences=sentence_table,
-                    tokens=token_table,
-                    sample_layers=np.concatenate(sample_layers),
-                    sample_token_ids=np.concatenate(sample_tokens),
-                    sample_vectors=np.concatenate(sample_vectors).reshape(-1, loaded.hidden_size),
-                    seconds=time.perf_counter() - t0,
-                )
-                done_now += 1
-                crashpoint("ingest.chunk")
-                processed += token_table.num_rows
-                bar.update(
-                    task,
-                    advance=token_table.num_rows,
-                    rate=processed / max(time.perf_counter() - started, 1e-9),
-                )
-        seconds = time.perf_counter() - started
-        store.finish_run(con, seconds)
-        crashpoint("ingest.finished")
-    return IngestSummary(
-        db_path,
-        int(members.size),
-        n_tokens,
-        loaded.n_layers,
-        int(expected_sample),
-        done_now,
-        seconds,
-        False,
-        shard,
+
+def _write_chunk(
+    con: Connection,
+    chunk: int,
+    plan: _IngestPlan,
+    prepared: PreparedCorpus,
+    loaded: LoadedModel,
+    config: IngestConfig,
+) -> int:
+    """Run the model over one chunk and commit its rows and sample; its token count."""
+    t0 = time.perf_counter()
+    indices = plan.chunks[chunk].tolist()
+    tokenized = [prepared.tokenized[i] for i in indices]
+    states = hidden_states(loaded, tokenized, batch_size=config.batch_size)
+    sample_layers, sample_tokens, sample_vectors = [], [], []
+    for idx, ts, st in zip(indices, tokenized, states, strict=True):
+        ids = _token_ids(idx, ts)
+        mask = in_sample(ids[None, :], plan.layers[:, None], config.seed, plan.threshold)
+        layer_idx, tok_idx = np.nonzero(mask)
+        sample_layers.append(layer_idx)
+        sample_tokens.append(ids[tok_idx])
+        sample_vectors.append(st[layer_idx, tok_idx])
+    sentence_table, token_table = _chunk_tables(
+        indices, [prepared.sentences[i] for i in indices], tokenized
     )
+    store.write_ingest_chunk(
+        con,
+        chunk=chunk,
+        sentences=sentence_table,
+        tokens=token_table,
+        sample_layers=np.concatenate(sample_layers),
+        sample_token_ids=np.concatenate(sample_tokens),
+        sample_vectors=np.concatenate(sample_vectors).reshape(-1, loaded.hidden_size),
+        seconds=time.perf_counter() - t0,
+    )
+    return int(token_table.num_rows)

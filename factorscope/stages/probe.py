@@ -351,6 +351,8 @@ def probe_corpus_config(
     )
 
 
+# Over 80 lines: the stage's sequence (read, code, score, write, publish) in order, each step a
+# call.
 def run_probe(
     db_path: str | Path,
     settings: ProbeSettings | None = None,
