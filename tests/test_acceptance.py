@@ -105,6 +105,9 @@ def demo_db(workdir: Path) -> Path:
     finally:
         con.close()
     assert lefts > 0, "the acceptance corpus must contain the word 'left'"
+    # The sense probe over WordNet's example sentences, as `make demo` runs it (a few words).
+    probe = ["probe", "--db", str(db), "--corpus", "wordnet", "--lemmas", "left,play,bank"]
+    _run(probe, workdir / "probe.log", 600)
     return db
 
 
@@ -163,7 +166,7 @@ class Walk:
         self.context.close()
 
 
-def _walk(walk: Walk) -> None:
+def _walk(walk: Walk, *, senses: bool = True) -> None:
     pg, base = walk.pg, walk.base
 
     # Home shows a factor.
@@ -267,6 +270,18 @@ def _walk(walk: Walk) -> None:
     assert pg.locator("#run-quality tbody tr").count() == 7
     walk.check("10-run")
 
+    if not senses:
+        return
+    # Word senses: the separation curve and the occurrences of "left" grouped by sense.
+    pg.locator("#nav-senses").click()
+    pg.wait_for_url(re.compile(r"/senses"))
+    pg.goto(walk.base + "/senses?lemma=left")
+    pg.locator("#senses-curve .main-svg").first.wait_for()
+    pg.locator("#senses-groups .fs-sense-group").first.wait_for()
+    assert pg.locator("#senses-groups .fs-sense-group").count() >= 2
+    assert "left" in [t.lower() for t in pg.locator("#senses-groups mark.fs-hit").all_inner_texts()]
+    walk.check("11-senses")
+
 
 @pytest.mark.timeout(1800)
 def test_a_user_walks_through_the_served_demo(demo_db: Path, serve, browser, workdir: Path):
@@ -296,11 +311,50 @@ def test_the_walk_holds_while_a_new_dictionary_is_encoded(
         base = serve(demo_db, "during-encode")
         walk = Walk(browser, base, "during-encode", workdir)
         try:
-            _walk(walk)
+            # Not the Senses page: once the encode publishes, its (unprobed) dictionary is
+            # the one the pages show, and the page then names the probe command instead.
+            _walk(walk, senses=False)
         finally:
             walk.close()
     finally:
         assert encode.wait(timeout=900) == 0, (workdir / "encode.log").read_text()
+
+
+@pytest.mark.timeout(1800)
+def test_a_user_compares_two_dictionaries(demo_db: Path, serve, browser, workdir: Path):
+    """Learn and encode another seed, `compare` it with the first, read it in the app."""
+    _run(["learn", "--db", str(demo_db), "-m", "64", "--seed", "2"], workdir / "learn2.log", 600)
+    con = connect(demo_db, read_only=True)
+    try:
+        (new,) = con.execute("SELECT max(dictionary_id) FROM dictionaries").fetchone()
+    finally:
+        con.close()
+    _run(["encode", "--db", str(demo_db), "--dictionary", str(new)], workdir / "enc2.log", 900)
+    _run(["compare", "1", str(new), "--db", str(demo_db)], workdir / "compare.log", 600)
+    base = serve(demo_db, "compare")
+    walk = Walk(browser, base, "compare", workdir)
+    pg = walk.pg
+    try:
+        pg.goto(base + "/", wait_until="networkidle")
+        pg.locator("#nav-compare").click()
+        pg.wait_for_url(re.compile(r"/compare"))
+        pg.locator("#compare-list").get_by_text(f"1 ↔ {new}").wait_for()
+        pg.goto(f"{base}/compare?a=1&b={new}")
+        pg.locator("#compare-stats").get_by_text("Mean matched cosine").wait_for()
+        pg.locator("#compare-hist .js-plotly-plot").wait_for()
+        walk.check("1-compare")
+        pg.locator("#compare-pairs").get_by_text("side by side").first.click()
+        pg.wait_for_url(re.compile(r".*/compare\?a=1&b=\d+&factor=\d+$"))
+        pg.locator("#compare-feedback").get_by_text("matched one-to-one").wait_for()
+        assert pg.locator("#compare-side .js-plotly-plot").count() == 2
+        walk.check("2-pair")
+        pg.locator(f"#compare-side a[href*='dictionary={new}']").first.click()
+        pg.wait_for_url(re.compile(rf".*/factor/\d+\?dictionary={new}$"))
+        pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
+        pg.locator("#factor-dictionary").get_by_text(f"dictionary {new}").wait_for()
+        walk.check("3-factor-of-the-other")
+    finally:
+        walk.close()
 
 
 def test_the_demo_database_opens_in_a_duckdb_1x_cli(demo_db: Path):
