@@ -23,7 +23,6 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from factorscope.errors import InputError
-from factorscope.ingest.sampling import sample_keys
 from factorscope.progress import stderr_console
 from factorscope.sparse import SparseEncoder
 from factorscope.sparse.compare import (
@@ -36,7 +35,7 @@ from factorscope.sparse.compare import (
     match_one_to_one,
     stability,
 )
-from factorscope.stages.learn import load_learner
+from factorscope.stages.learn import load_learner, read_sample
 from factorscope.warehouse import comparisons, store
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
@@ -126,16 +125,7 @@ def _load(
 
 def _sample(db_path: Path, config: CompareConfig) -> tuple[np.ndarray, np.ndarray]:
     """The stored hidden-state sample (all layers), cut to ``max_vectors`` by sampling key."""
-    con = connect(newest_copy(db_path), read_only=True)
-    try:
-        X, layers, token_ids = store.read_hidden_sample(con)
-    finally:
-        con.close()
-    if config.max_vectors is not None and config.max_vectors < X.shape[0]:
-        keys = sample_keys(token_ids, layers, config.seed)
-        keep = np.sort(np.argpartition(keys, config.max_vectors - 1)[: config.max_vectors])
-        X, layers = X[keep], layers[keep]
-    return X, layers
+    return read_sample(db_path, config.max_vectors, config.seed)
 
 
 def _codes(record: store.DictionaryRecord, X: np.ndarray, layers: np.ndarray) -> sp.csr_matrix:

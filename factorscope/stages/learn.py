@@ -137,6 +137,21 @@ def _matching(dictionaries: list[dict], source: str, wanted: dict) -> dict | Non
     return None
 
 
+def read_sample(db_path: Path, max_vectors: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stored hidden-state sample (every layer) and its layers, cut to ``max_vectors``
+    by the same bottom-k rule as the ingest sample, so that a subset spans every layer."""
+    con = connect(newest_copy(db_path), read_only=True)
+    try:
+        X, layers, token_ids = store.read_hidden_sample(con)
+    finally:
+        con.close()
+    if max_vectors is not None and max_vectors < X.shape[0]:
+        keys = sample_keys(token_ids, layers, seed)
+        keep = np.sort(np.argpartition(keys, max_vectors - 1)[:max_vectors])
+        X, layers = X[keep], layers[keep]
+    return X, layers
+
+
 def run_learn(
     db_path: str | Path, config: LearnConfig, *, from_npy: str | Path | None = None
 ) -> LearnSummary:
@@ -159,16 +174,7 @@ def run_learn(
         n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
         return LearnSummary(staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True)
 
-    con = connect(newest_copy(db_path), read_only=True)
-    try:
-        X, layers, token_ids = store.read_hidden_sample(con)
-    finally:
-        con.close()
-    if config.max_vectors is not None and config.max_vectors < X.shape[0]:
-        # the same bottom-k rule as the ingest sample, so a subset spans every layer
-        keys = sample_keys(token_ids, layers, config.seed)
-        keep = np.sort(np.argpartition(keys, config.max_vectors - 1)[: config.max_vectors])
-        X, layers = X[keep], layers[keep]
+    X, layers = read_sample(db_path, config.max_vectors, config.seed)
     n_vectors = X.shape[0]
     learner = DictionaryLearner(
         config.n_factors,
