@@ -261,6 +261,7 @@ def _pairs_card(pair: dict, a: int, b: int) -> dbc.Card:
             dbc.CardBody(
                 dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="mb-0"),
                 id=ids.COMPARE_PAIRS,
+                className="fs-scroll",
             ),
         ],
         className="fs-card h-100",
@@ -307,7 +308,10 @@ def _splits_card(pair: dict, summary: dict, a: int, b: int) -> dbc.Card:
         )
         body = dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, className="mb-0")
     return dbc.Card(
-        [dbc.CardHeader("Splits and merges"), dbc.CardBody(body, id=ids.COMPARE_SPLITS)],
+        [
+            dbc.CardHeader(f"Splits and merges ({splits.height:,})"),
+            dbc.CardBody(body, id=ids.COMPARE_SPLITS, className="fs-scroll"),
+        ],
         className="fs-card h-100",
     )
 
