@@ -7,6 +7,7 @@ through :func:`connect`, so a process opens a given file with one configuration.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -106,12 +107,29 @@ def _refill_summaries(con: duckdb.DuckDBPyConnection) -> None:
         summaries.refresh_summaries(con, dictionary_id=dictionary_id)
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    return con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = ? AND table_schema = current_schema() ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
+@functools.cache
+def _wanted_columns(
+    summaries: tuple[summary_files.SummaryFile, ...],
+) -> dict[str, list[tuple[str, str]]]:
+    """Each summary table's (column, type) list, as its file creates it."""
+    probe = duckdb.connect()
+    try:
+        for summary in summaries:
+            probe.execute(summary.table_sql)
+        return _columns(probe)
+    finally:
+        probe.close()
+
+
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+    """(column, type) of every table of this connection's schema, by table, in order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        found.setdefault(table, []).append((column, kind))
+    return found
 
 
 def create_summary_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -119,25 +137,25 @@ def create_summary_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
     Summary tables are derived data (the next refresh refills them), so a file that
     changes a table's columns replaces the old table instead of needing a migration.
-    Returns the tables recreated (not those created in a new file).
+    Returns the tables recreated (not those created in a new file). Every writer's
+    connection runs this, so it costs one catalog query when nothing changed.
     """
+    shipped = summary_files.summaries()
+    wanted = _wanted_columns(shipped)
+    have = _columns(con)
     recreated: list[str] = []
-    probe = duckdb.connect()
-    try:
-        for summary in summary_files.summaries():
-            probe.execute(summary.table_sql)
-            wanted = _columns(probe, summary.table)
-            have = _columns(con, summary.table)
-            try:
-                if have and have != wanted:
-                    # The name comes from a shipped summary file, never from a caller.
-                    con.execute(f"DROP TABLE {summary.table}")
-                    recreated.append(summary.table)
-                con.execute(summary.table_sql)
-            except duckdb.Error as e:
-                raise WarehouseError(f"summary table {summary.table} failed: {e}") from e
-    finally:
-        probe.close()
+    for summary in shipped:
+        found = have.get(summary.table)
+        if found == wanted[summary.table]:
+            continue
+        try:
+            if found:
+                # The name comes from a shipped summary file, never from a caller.
+                con.execute(f"DROP TABLE {summary.table}")
+                recreated.append(summary.table)
+            con.execute(summary.table_sql)
+        except duckdb.Error as e:
+            raise WarehouseError(f"summary table {summary.table} failed: {e}") from e
     return recreated
 
 
