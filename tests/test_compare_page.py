@@ -3,10 +3,7 @@ seeds in one command, encode both, compare; then `factorscope serve` and Chromiu
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,27 +75,13 @@ def test_the_side_by_side_view_reads_both_dictionaries(compared_cli_db):
 def test_the_compare_page_and_a_matched_pair_in_the_browser(compared_cli_db, tmp_path):
     from playwright.sync_api import expect
 
-    from tests.live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+    from tests.live import CHROMIUM, chromium_browser, console_page, start_serve, stop
 
     if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
         pytest.fail("no /usr/bin/chromium: run `make setup-test`", pytrace=False)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("factorscope")), "serve", "--db",
-             str(compared_cli_db), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(compared_cli_db, tmp_path / "serve.log")
     try:
-        wait_until_serving(proc, base, log)
-        with chromium_browser() as browser:
-            pg = browser.new_page()
-            pg.set_default_timeout(20_000)
-            errors: list[str] = []
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        with chromium_browser() as browser, console_page(browser) as pg:
             pg.goto(f"{base}/factor/0", wait_until="networkidle")
             pg.locator("#nav-compare").click()
             expect(pg).to_have_url(f"{base}/compare")
@@ -120,6 +103,6 @@ def test_the_compare_page_and_a_matched_pair_in_the_browser(compared_cli_db, tmp
             pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
             expect(pg.locator("#factor-dictionary")).to_contain_text("dictionary 2")
             assert pg.locator(".alert-danger").count() == 0
-            assert errors == [], errors
+            assert pg.console_errors == [], pg.console_errors
     finally:
         stop([proc])

@@ -292,34 +292,16 @@ def test_lime_and_analysis_use_the_dictionary_of_the_page(two_encoded):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_picker_switches_dictionary_and_the_url_carries_it(two_encoded, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
-    from tests.live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+    from tests.live import CHROMIUM, chromium_browser, console_page, start_serve, stop
 
     if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
         pytest.fail("no /usr/bin/chromium: run `make setup-test`", pytrace=False)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("factorscope")), "serve", "--db",
-             str(two_encoded), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(two_encoded, tmp_path / "serve.log")
     try:
-        wait_until_serving(proc, base, log)
-        with chromium_browser() as browser:
-            pg = browser.new_page()
-            pg.set_default_timeout(20_000)
-            errors: list[str] = []
-            pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        with chromium_browser() as browser, console_page(browser) as pg:
             pg.goto(f"{base}/factor/3?layer=1&dictionary=1", wait_until="networkidle")
             pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
             assert pg.locator("#factor-label-input").input_value() == "label of dictionary one"
@@ -348,6 +330,6 @@ def test_the_picker_switches_dictionary_and_the_url_carries_it(two_encoded, tmp_
             expect(pg.locator("#factor-label-input")).not_to_have_value("label of dictionary one")
             expect(pg.locator("#factor-dictionary")).to_contain_text("dictionary 2")
             assert pg.locator(".alert-danger").count() == 0
-            assert errors == [], errors
+            assert pg.console_errors == [], pg.console_errors
     finally:
         stop([proc])
