@@ -16,7 +16,7 @@ APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report test test-fast lint lint-imports format bench status clean
+.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report test test-fast lint lint-imports format bench bench-large status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,11 @@ format: setup
 
 bench: setup-test
 	$(BIN)/python bench/run_all.py --out bench/results
+
+# configs/large.toml end to end (about 1M word pieces; ~40 min on 2 cores), recorded in
+# bench/results/large.json and shown by the next `make bench` summary.
+bench-large: setup
+	$(BIN)/python bench/run_all.py --out bench/results --only large
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache test-artifacts

@@ -382,8 +382,21 @@ def _builtin_records(name: str) -> Iterator[tuple[str, str, dict | None]]:
         raise InputError(f"unknown built-in corpus {name!r} (choose from {BUILTIN_CORPORA})")
 
 
-def _is_builtin(config: CorpusConfig) -> bool:
-    return config.source in BUILTIN_CORPORA and not Path(config.source).exists()
+def builtin_parts(source: str) -> tuple[str, ...] | None:
+    """The built-in corpora named by ``source`` ("fortunes", or several joined by "+",
+    e.g. "fortunes+shakespeare+wordnet"); None when ``source`` is a path.
+
+    A joined name reads each built-in in turn, so a large run mixes their sentences
+    without a corpus file of its own.
+    """
+    if Path(source).exists():
+        return None
+    parts = tuple(part.strip() for part in source.split("+"))
+    if not all(part in BUILTIN_CORPORA for part in parts):
+        return None
+    if len(set(parts)) != len(parts):
+        raise InputError(f"corpus {source!r} names a built-in corpus twice")
+    return parts
 
 
 def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
@@ -394,13 +407,22 @@ def iter_records(config: CorpusConfig) -> Iterator[tuple[str, str]]:
 
 def iter_labelled_records(config: CorpusConfig) -> Iterator[tuple[str, str, dict | None]]:
     """(source, raw text record, metadata or None), before sentence splitting and filtering."""
-    if _is_builtin(config):
-        if config.metadata_fields and config.source != "wordnet":
+    for _part, source, text, metadata in _records_by_part(config):
+        yield source, text, metadata
+
+
+def _records_by_part(config: CorpusConfig) -> Iterator[tuple[str, str, str, dict | None]]:
+    """(built-in corpus or "", source, raw text record, metadata) of every record."""
+    parts = builtin_parts(config.source)
+    if parts is not None:
+        if config.metadata_fields and parts != ("wordnet",):
             raise InputError(
                 f"the built-in corpus {config.source!r} has no fields: "
                 "--metadata-fields is for JSONL, CSV and Parquet files"
             )
-        yield from _builtin_records(config.source)
+        for part in parts:
+            for source, text, metadata in _builtin_records(part):
+                yield part, source, text, metadata
         return
     root = Path(config.source).expanduser()
     if not root.exists():
@@ -416,7 +438,7 @@ def iter_labelled_records(config: CorpusConfig) -> Iterator[tuple[str, str, dict
             )
         label = str(path)
         for text, metadata in CORPUS_READERS[fmt](path, config):
-            yield label, text, metadata
+            yield "", label, text, metadata
 
 
 def _is_jsonl(config: CorpusConfig) -> bool:
@@ -435,9 +457,9 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
     seen: set[str] = set()
     kept: list[Sentence] = []
     n_records = 0
-    whole = config.split == "lines" or (_is_builtin(config) and config.source in _WHOLE_RECORDS)
-    for source, record, metadata in iter_labelled_records(config):
+    for part, source, record, metadata in _records_by_part(config):
         n_records += 1
+        whole = config.split == "lines" or part in _WHOLE_RECORDS
         pieces = [normalise_whitespace(record)] if whole else SPLITTERS[config.splitter](record)
         for text in pieces:
             n_words = len(text.split())

@@ -124,3 +124,22 @@ def test_config_round_trip() -> None:
     assert CorpusConfig.from_dict(config.to_dict()) == config
     with pytest.raises(InputError, match="max_words"):
         CorpusConfig(min_words=10, max_words=5)
+
+
+def test_builtin_corpora_joined_with_plus() -> None:
+    """The large config reads several built-ins as one corpus; wordnet keeps its senses."""
+    joined = read_corpus(CorpusConfig(source="shakespeare+wordnet", max_sentences=None))
+    alone = {
+        name: read_corpus(CorpusConfig(source=name, max_sentences=None))
+        for name in ("shakespeare", "wordnet")
+    }
+    assert len(joined) == sum(len(v) for v in alone.values())
+    assert [s.text for s in joined] == [s.text for v in alone.values() for s in v]
+    wordnet = [s for s in joined if s.metadata is not None]
+    assert len(wordnet) == len(alone["wordnet"])
+    for bad, message in (
+        ("fortunes+nope", "not found"),
+        ("wordnet+wordnet", "twice"),
+    ):
+        with pytest.raises(InputError, match=message):
+            read_corpus(CorpusConfig(source=bad))

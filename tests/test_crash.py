@@ -26,7 +26,7 @@ import pytest
 from factorscope.warehouse import queries as q
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.parquet import ShardLayout
-from factorscope.warehouse.publish import wal_path, wip_path
+from factorscope.warehouse.publish import codes_staging_path, wal_path, wip_path
 from factorscope.warehouse.summaries import summary_tables
 
 from .conftest import copy_db, write_random_corpus
@@ -272,9 +272,25 @@ def test_encode_killed_in_the_chunk_loop_resumes_to_the_same_codes_and_summaries
     wip = wip_path(db)
     assert scalar(wip, "SELECT count(*) FROM encode_chunks") == n < N_CHUNKS
     assert scalar(wip, "SELECT status FROM dictionaries") == "encoding"
+    staged = sorted(codes_staging_path(db).glob("dictionary=1/*.parquet"))
+    assert len(staged) == n  # one codes file per committed chunk, none ahead of its row
 
     assert "nothing to do" not in run_cli(encode_args(db))
     assert not wip.exists()
+    assert not codes_staging_path(db).exists()
+    assert_same_stage(reference["encoded"], db, (*INGEST_TABLES, *ENCODE_TABLES))
+
+
+def test_encode_redoes_a_committed_chunk_whose_staged_codes_are_gone(
+    tmp_path: Path, reference: dict
+) -> None:
+    db = copy_db(reference["learned"], tmp_path)
+    kill_at(encode_args(db), "encode.chunk:3")
+    staged = sorted(codes_staging_path(db).glob("dictionary=1/*.parquet"))
+    assert len(staged) == 3
+    staged[1].unlink()
+    run_cli(encode_args(db))
+    assert scalar(db, "SELECT count(*) FROM encode_chunks") == N_CHUNKS
     assert_same_stage(reference["encoded"], db, (*INGEST_TABLES, *ENCODE_TABLES))
 
 

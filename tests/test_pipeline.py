@@ -238,3 +238,34 @@ def test_app_analyzer_follows_the_published_dictionary(tiny_pipeline_db: Path, t
     rebuilt = cfg.analyzer()
     assert rebuilt is not analyzer and rebuilt.dictionary_id == first + 1
     assert rebuilt.n_factors == TINY_FACTORS // 2
+
+
+def test_encode_stages_codes_outside_the_file_and_leaves_no_free_blocks(
+    tiny_pipeline_db: Path,
+) -> None:
+    """Codes are loaded once, sorted, from the chunks' Parquet files (issue 15): the file
+    has no blocks freed by an unsorted copy, and the staging folder is gone."""
+    from factorscope.warehouse.publish import codes_staging_path
+    from factorscope.warehouse.status import storage
+
+    assert not codes_staging_path(tiny_pipeline_db).exists()
+    con = connect(tiny_pipeline_db, read_only=True)
+    try:
+        facts = storage(con, tiny_pipeline_db)
+        block_size, free_blocks = con.execute(
+            "SELECT block_size, free_blocks FROM pragma_database_size() "
+            "WHERE database_name = current_database()"
+        ).fetchall()[0]
+        unsorted = con.execute(
+            "SELECT count(*) FROM (SELECT layer, factor, alpha, lag(alpha) OVER w AS before, "
+            "lag(layer) OVER w AS l0, lag(factor) OVER w AS f0 FROM codes "
+            "WINDOW w AS (ORDER BY rowid)) "
+            "WHERE l0 IS NOT NULL AND ((layer, factor) < (l0, f0) "
+            "OR (layer = l0 AND factor = f0 AND alpha > before))"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    assert unsorted == 0  # stored in (layer, factor, alpha DESC) order
+    codes_bytes = facts["table_bytes"]["codes"]
+    assert codes_bytes > 0
+    assert free_blocks * block_size < codes_bytes / 2, (free_blocks, codes_bytes)

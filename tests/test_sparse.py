@@ -270,3 +270,16 @@ def test_from_array_layouts():
     dl = DictionaryLearner.from_array(phi, n_features=D_FEAT, lambda1=0.1)
     A = dl.transform(rng.standard_normal((5, D_FEAT)))
     assert A.shape == (5, 80) and A.data.min() >= 0
+
+
+@pytest.mark.timeout(60)
+def test_spams_workers_solve_blocks_side_by_side_to_the_same_codes(learner, data):
+    """n_jobs > 1 splits rows into blocks solved by parallel single-threaded SPAMS calls;
+    each row's codes do not depend on its block (tolerance: docs/CONTRACTS.md's RTOL)."""
+    X, layers = data
+    one = SparseEncoder(learner, n_jobs=1).transform(X, layers=layers)
+    two = SparseEncoder(learner, n_jobs=2, block_size=500).transform(X, layers=layers)
+    assert one.shape == two.shape and one.shape[0] == X.shape[0]
+    assert abs(one.nnz - two.nnz) <= 0.001 * one.nnz
+    diff = np.abs((one - two).toarray())
+    assert diff.max() <= 1e-4 * max(1.0, float(np.abs(one.data).max()))

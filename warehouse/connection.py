@@ -177,7 +177,16 @@ compatibility version opens in DuckDB 1.2.0 or newer (the CLI, DBeaver, R, older
 Python). The format is fixed when a file is created; staging copies inherit it.
 """
 
-WRITE_CONFIG: dict[str, Any] = {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+WRITER_MEMORY = os.environ.get("FACTORSCOPE_WRITER_MEMORY", "1536MB")
+"""DuckDB's memory limit in the stages' writers (DuckDB's default is 80% of RAM): sorts
+and summaries past it spill to DuckDB's temp folder, so a stage's peak memory stays flat
+in corpus size (issue 15: at most 3 GB for a million-token run, with the model loaded).
+``FACTORSCOPE_WRITER_MEMORY`` raises it on a bigger machine."""
+
+WRITE_CONFIG: dict[str, Any] = {
+    "storage_compatibility_version": STORAGE_COMPATIBILITY,
+    "memory_limit": WRITER_MEMORY,
+}
 """Configuration of every read-write connection (writers stage in ``<db>.wip``)."""
 
 READ_CONFIG: dict[str, Any] = {

@@ -57,6 +57,17 @@ def wip_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".wip")
 
 
+def codes_staging_path(path: str | Path) -> Path:
+    """Where encode stages its codes (one Parquet file per chunk) for the database at ``path``.
+
+    The codes go into the staging copy only once, sorted, when the encode finishes, so the
+    published file has no free blocks left by an unsorted copy. The folder belongs to the
+    staging copy: it goes when that copy is published or discarded.
+    """
+    wip = wip_path(path)
+    return wip.with_name(wip.name + ".codes")
+
+
 def wal_path(path: str | Path) -> Path:
     """DuckDB's write-ahead log of the database file at ``path``."""
     path = Path(path)
@@ -183,6 +194,7 @@ def _publish(
                 log.warning("set aside the write-ahead log %s of the replaced file", stale)
             crashpoint("publish.replace")
             os.replace(wip, path)
+        shutil.rmtree(codes_staging_path(path), ignore_errors=True)
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             con.close()
@@ -202,6 +214,7 @@ def discard_staging(path: str | Path) -> bool:
         if leftover.exists():
             leftover.unlink()
             found = True
+    shutil.rmtree(codes_staging_path(path), ignore_errors=True)
     return found
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from factorscope.errors import WarehouseError
 from factorscope.limits import MAX_POSITIONS, token_id
+from factorscope.warehouse.parquet import write_parquet
 
 STATS_COLUMNS = ("layer", "n_vectors", "sq_residual", "sq_norm", "sum_x", "sum_l0", "n_zero_codes")
 """Per-chunk, per-layer sums of ``encode_chunk_stats`` (from which layer_quality is derived)."""
@@ -575,6 +577,33 @@ def list_dictionaries(con: duckdb.DuckDBPyConnection) -> list[dict]:
     ]
 
 
+def staged_chunk_file(staging: Path, dictionary_id: int, chunk: int) -> Path:
+    """The Parquet file of one chunk's codes in an encode's staging folder."""
+    return staging / f"dictionary={dictionary_id}" / f"chunk={chunk}.parquet"
+
+
+def done_staged_chunks(
+    con: duckdb.DuckDBPyConnection, dictionary_id: int, staging: Path
+) -> set[int]:
+    """Chunks committed with their codes file present; the others are forgotten, to redo.
+
+    A chunk row without its file (the folder was removed, or an older version wrote the
+    chunk's codes into the table) is deleted with its sums and any codes in the table.
+    """
+    done = done_encode_chunks(con, dictionary_id)
+    lost = sorted(c for c in done if not staged_chunk_file(staging, dictionary_id, c).is_file())
+    if lost:
+        with transaction(con):
+            for table in ("encode_chunks", "encode_chunk_stats"):
+                # Table names from the fixed tuple above.
+                con.execute(
+                    f"DELETE FROM {table} WHERE dictionary_id = ? AND list_contains(?, chunk)",
+                    [dictionary_id, lost],
+                )
+            con.execute("DELETE FROM codes WHERE dictionary_id = ?", [dictionary_id])
+    return done - set(lost)
+
+
 def write_encode_chunk(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -583,17 +612,26 @@ def write_encode_chunk(
     codes: pa.Table,
     stats: pa.Table,
     seconds: float,
+    staging: Path | None = None,
 ) -> None:
-    """Store one chunk's non-zero codes (layer, factor, token_id, alpha) and its layer sums."""
+    """Store one chunk's non-zero codes (layer, factor, token_id, alpha) and its layer sums.
+
+    With ``staging`` the codes go to the chunk's Parquet file there (written first,
+    atomically), to be loaded sorted by :func:`finish_encoding`; the chunk counts as
+    done once its row is committed.
+    """
+    if staging is not None:
+        write_parquet(codes, staged_chunk_file(staging, dictionary_id, chunk))
     with transaction(con):
         con.register("chunk_codes", codes)
         con.register("chunk_stats", stats)
         try:
-            con.execute(
-                "INSERT INTO codes BY NAME "
-                "SELECT ? AS dictionary_id, layer, factor, token_id, alpha FROM chunk_codes",
-                [dictionary_id],
-            )
+            if staging is None:
+                con.execute(
+                    "INSERT INTO codes BY NAME "
+                    "SELECT ? AS dictionary_id, layer, factor, token_id, alpha FROM chunk_codes",
+                    [dictionary_id],
+                )
             con.execute(
                 "INSERT INTO encode_chunk_stats BY NAME "
                 "SELECT ? AS dictionary_id, ? AS chunk, * FROM chunk_stats",
@@ -610,21 +648,41 @@ def write_encode_chunk(
 
 
 def finish_encoding(
-    con: duckdb.DuckDBPyConnection, dictionary_id: int, *, sort_codes: bool = True
+    con: duckdb.DuckDBPyConnection,
+    dictionary_id: int,
+    *,
+    sort_codes: bool = True,
+    staging: Path | None = None,
 ) -> None:
     """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality.
 
-    Every dictionary's codes are rewritten sorted by (dictionary_id, layer, factor,
-    alpha DESC), so one dictionary's (factor, layer) is one zone-mapped run. The cost
-    grows with the codes of all encoded dictionaries (measured in bench/). The
-    dictionary's ``encoded_at`` makes it the active one (the default of the views).
-    ``sort_codes=False`` leaves ``codes`` as it is (a view over attached Parquet).
+    With ``staging`` (the chunks' Parquet files of :func:`write_encode_chunk`) this
+    dictionary's codes are appended to ``codes`` once, sorted by (layer, factor,
+    alpha DESC): one dictionary's (factor, layer) is one zone-mapped run, the other
+    dictionaries' codes are not touched, and no free blocks are left behind. Without
+    it, every dictionary's codes already in the table are rewritten sorted (the cost
+    grows with all encoded dictionaries). ``sort_codes=False`` leaves ``codes`` as it
+    is (a view over attached Parquet). The dictionary's ``encoded_at`` makes it the
+    active one (the default of the views).
     """
     meta = _one_dict(
         con, "SELECT n_factors, lambda1 FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
     )
     with transaction(con):
-        if sort_codes:
+        if staging is not None:
+            files = [
+                str(staged_chunk_file(staging, dictionary_id, chunk))
+                for chunk in sorted(done_encode_chunks(con, dictionary_id))
+            ]
+            # Codes already loaded by a run killed before its summaries are loaded again.
+            con.execute("DELETE FROM codes WHERE dictionary_id = ?", [dictionary_id])
+            if files:
+                con.execute(
+                    "INSERT INTO codes SELECT ? AS dictionary_id, layer, factor, token_id, alpha "
+                    "FROM read_parquet(?) ORDER BY layer, factor, alpha DESC",
+                    [dictionary_id, files],
+                )
+        elif sort_codes:
             con.execute(
                 "CREATE OR REPLACE TABLE codes_sorted ("
                 "dictionary_id INTEGER NOT NULL, layer SMALLINT NOT NULL, "

@@ -65,8 +65,8 @@ CorpusOption = Annotated[
     str,
     typer.Option(
         "--corpus",
-        help=f"A built-in corpus ({', '.join(BUILTIN_CORPORA)}) or a corpus file or folder "
-        "(see --format).",
+        help=f"A built-in corpus ({', '.join(BUILTIN_CORPORA)}; several joined by '+', "
+        "e.g. fortunes+shakespeare) or a corpus file or folder (see --format).",
     ),
 ]
 ModelOption = Annotated[

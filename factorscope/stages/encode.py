@@ -12,6 +12,7 @@ the summaries (if missing) and publishes (see docs/CONTRACTS.md, "Crash safety")
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,13 @@ from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import connect
-from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
+from factorscope.warehouse.publish import (
+    check_db_path_writable,
+    codes_staging_path,
+    newest_copy,
+    staged_database,
+    wip_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +141,16 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
     chunk_encoder = ChunkEncoder(encoder, loaded, run, batch_size=config.batch_size)
     chunk_size = int(run["config"]["chunk_size"])
     started = time.perf_counter()
+    staging = codes_staging_path(db_path)
+    if not wip_path(db_path).exists():
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed as it published
     with staged_database(db_path) as con:
         store.begin_encoding(con, record.dictionary_id)
-        sink = DuckDBSink(con, record.dictionary_id)
+        sink = DuckDBSink(con, record.dictionary_id, staging)
         chunks = range(int(run["n_chunks"]))
         totals = encode_chunks(
-            _StagedRun(con, chunk_size),
+            # Its own cursor: chunks are read on a helper thread while this one writes.
+            _StagedRun(con.cursor(), chunk_size),
             chunks,
             chunk_encoder,
             sink,
@@ -147,7 +158,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
             total_tokens=store.tokens_in_chunks(con, [c for c in chunks if not sink.is_done(c)]),
         )
         with stderr_console.status("sorting codes and building summaries"):
-            store.finish_encoding(con, record.dictionary_id)
+            store.finish_encoding(con, record.dictionary_id, staging=staging)
             crashpoint("encode.finished")
             _refresh_summaries(con, record.dictionary_id)
         quality = store.layer_quality_rows(con, record.dictionary_id)

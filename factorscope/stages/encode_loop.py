@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -73,22 +74,31 @@ def load_run_model(run: dict, config: EncodeConfig | None = None) -> LoadedModel
 def layer_stats(
     encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray, codes
 ) -> dict[str, list]:
-    """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding)."""
-    Xp = encoder.preprocess(X, layers=layers).astype(np.float64)
+    """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding).
+
+    Row norms are taken in float32 (relative error ~1e-7 per row) and summed in float64;
+    the work runs beside the solver, so it is kept to one pass over the chunk.
+    """
+    Xp = encoder.preprocess(X, layers=layers)
     residual = Xp - encoder.reconstruct(codes)
     sq_res = np.einsum("ij,ij->i", residual, residual)
     sq_norm = np.einsum("ij,ij->i", Xp, Xp)
     l0 = np.diff(codes.indptr)
     out: dict[str, list] = {k: [] for k in store.STATS_COLUMNS}
-    for layer in np.unique(layers):
-        rows = layers == layer
-        out["layer"].append(int(layer))
-        out["n_vectors"].append(int(rows.sum()))
-        out["sq_residual"].append(float(sq_res[rows].sum()))
-        out["sq_norm"].append(float(sq_norm[rows].sum()))
-        out["sum_x"].append(Xp[rows].sum(axis=0).tolist())
-        out["sum_l0"].append(int(l0[rows].sum()))
-        out["n_zero_codes"].append(int((l0[rows] == 0).sum()))
+    order = np.argsort(layers, kind="stable")  # rows come grouped by layer: a no-op copy
+    bounds = np.flatnonzero(np.diff(layers[order])) + 1
+    for rows in np.split(order, bounds):
+        if rows.size == 0:
+            continue
+        contiguous = rows[-1] - rows[0] + 1 == rows.size
+        pick = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+        out["layer"].append(int(layers[rows[0]]))
+        out["n_vectors"].append(int(rows.size))
+        out["sq_residual"].append(float(sq_res[pick].sum(dtype=np.float64)))
+        out["sq_norm"].append(float(sq_norm[pick].sum(dtype=np.float64)))
+        out["sum_x"].append(Xp[pick].sum(axis=0, dtype=np.float64).tolist())
+        out["sum_l0"].append(int(l0[pick].sum()))
+        out["n_zero_codes"].append(int((l0[pick] == 0).sum()))
     return out
 
 
@@ -114,17 +124,26 @@ class EncodedBatch:
     n_vectors: int
 
 
-def encode_sentences(
+@dataclass(frozen=True)
+class ChunkVectors:
+    """One chunk's hidden states ready to code: rows ordered (layer, token)."""
+
+    X: np.ndarray  # (n_layers * n_tokens, d) float32
+    layers: np.ndarray  # layer of each row
+    token_ids: np.ndarray  # token id of each row
+    n_tokens: int
+
+
+def forward_vectors(
     loaded: LoadedModel,
-    encoder: SparseEncoder,
     rows: list[tuple[int, str]],
     *,
     max_length: int,
     keep_special: bool,
     batch_size: int = 32,
     stored_ids: np.ndarray | None = None,
-) -> EncodedBatch:
-    """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector.
+) -> ChunkVectors:
+    """Run the model over ``rows`` ((sentence_idx, text) pairs): every token, every layer.
 
     ``stored_ids``, when given, are the sorted token ids stored at ingest; a tokenizer
     that no longer gives them raises :class:`TokenMismatchError`.
@@ -155,7 +174,29 @@ def encode_sentences(
     n_tok = X.shape[0]
     X = np.ascontiguousarray(X.transpose(1, 0, 2).reshape(n_layers * n_tok, -1))
     layers = np.repeat(np.arange(n_layers), n_tok)
-    return encode_vectors(encoder, X, layers, np.tile(token_ids, n_layers), n_tokens=n_tok)
+    return ChunkVectors(X, layers, np.tile(token_ids, n_layers), n_tok)
+
+
+def encode_sentences(
+    loaded: LoadedModel,
+    encoder: SparseEncoder,
+    rows: list[tuple[int, str]],
+    *,
+    max_length: int,
+    keep_special: bool,
+    batch_size: int = 32,
+    stored_ids: np.ndarray | None = None,
+) -> EncodedBatch:
+    """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector."""
+    v = forward_vectors(
+        loaded,
+        rows,
+        max_length=max_length,
+        keep_special=keep_special,
+        batch_size=batch_size,
+        stored_ids=stored_ids,
+    )
+    return encode_vectors(encoder, v.X, v.layers, v.token_ids, n_tokens=v.n_tokens)
 
 
 def encode_vectors(
@@ -167,13 +208,24 @@ def encode_vectors(
     n_tokens: int,
 ) -> EncodedBatch:
     """Code hidden states (one row per token x layer) and sum the per-layer quality stats."""
-    codes = encoder.transform(X, layers=layers)
-    stats = layer_stats(encoder, X, layers, codes)
+    return coded_batch(
+        encoder, ChunkVectors(X, layers, token_ids, n_tokens), solve(encoder, X, layers)
+    )
+
+
+def solve(encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray):
+    """The sparse codes of one chunk's vectors (csr, one row per vector)."""
+    return encoder.transform(X, layers=layers)
+
+
+def coded_batch(encoder: SparseEncoder, vectors: ChunkVectors, codes) -> EncodedBatch:
+    """A chunk's non-zero codes as a table, with its per-layer quality sums."""
+    stats = layer_stats(encoder, vectors.X, vectors.layers, codes)
     return EncodedBatch(
-        codes=_codes_table(codes, layers, token_ids),
+        codes=_codes_table(codes, vectors.layers, vectors.token_ids),
         stats=store.stats_table(stats),
-        n_tokens=n_tokens,
-        n_vectors=X.shape[0],
+        n_tokens=vectors.n_tokens,
+        n_vectors=vectors.X.shape[0],
     )
 
 
@@ -195,7 +247,12 @@ class ChunkSource(Protocol):
 
 @dataclass(frozen=True)
 class ChunkEncoder:
-    """Codes one chunk: the forward pass (or, with ``loaded`` None, the stored states)."""
+    """Codes one chunk: the forward pass (or, with ``loaded`` None, the stored states).
+
+    The three steps are separate so that :func:`encode_chunks` can overlap them across
+    chunks: :meth:`vectors` (read or run the model), :meth:`solve` (the lasso), and
+    :meth:`batch` (quality sums and the codes table, done beside the writes).
+    """
 
     encoder: SparseEncoder
     loaded: LoadedModel | None
@@ -203,6 +260,10 @@ class ChunkEncoder:
     batch_size: int = 32
 
     def __call__(self, source: ChunkSource, chunk: int) -> EncodedBatch:
+        vectors = self.vectors(source, chunk)
+        return self.batch(vectors, self.solve(vectors))
+
+    def vectors(self, source: ChunkSource, chunk: int) -> ChunkVectors:
         stored_ids = source.stored_ids(chunk)
         if self.loaded is None:
             X, layers, token_ids = source.states(chunk)
@@ -212,12 +273,11 @@ class ChunkEncoder:
                     f"{source.where(chunk)}: the stored hidden states are incomplete; "
                     "run `factorscope ingest` again"
                 )
-            return encode_vectors(self.encoder, X, layers, token_ids, n_tokens=n_tokens)
+            return ChunkVectors(X, layers, token_ids, n_tokens)
         ingest_config = self.run["config"]
         try:
-            return encode_sentences(
+            return forward_vectors(
                 self.loaded,
-                self.encoder,
                 source.sentences(chunk),
                 max_length=int(ingest_config["max_length"]),
                 keep_special=bool(ingest_config["keep_special"]),
@@ -226,6 +286,12 @@ class ChunkEncoder:
             )
         except TokenMismatchError as e:
             raise WarehouseError(f"{source.where(chunk)}: {e}") from e
+
+    def solve(self, vectors: ChunkVectors):
+        return solve(self.encoder, vectors.X, vectors.layers)
+
+    def batch(self, vectors: ChunkVectors, codes) -> EncodedBatch:
+        return coded_batch(self.encoder, vectors, codes)
 
 
 class ChunkSink(Protocol):
@@ -256,37 +322,75 @@ def encode_chunks(
     label: str,
     total_tokens: int,
 ) -> LoopTotals:
-    """Encode every chunk the sink does not hold yet, committing each before the next."""
+    """Encode every chunk the sink does not hold yet, committing each in chunk order.
+
+    Three chunks are in flight at once: while this thread solves chunk ``i``, a helper
+    thread runs the model over chunk ``i + 1`` and another sums and writes chunk
+    ``i - 1`` (the solver, torch and DuckDB release the GIL). Memory stays bounded by
+    three chunks; a chunk is committed only after the one before it, so a killed run
+    still resumes at the first missing chunk. Any step's error stops the loop and is
+    raised here.
+    """
     todo = [c for c in chunks if not sink.is_done(c)]
     n_layers = int(encode.run["n_layers"])
     started = time.perf_counter()
-    n_vectors = n_codes = 0
+    totals = {"n_vectors": 0, "n_codes": 0, "last": started}
     with progress_bar(label, total=total_tokens) as bar:
         task = bar.task_ids[0]
-        for chunk in todo:
-            t0 = time.perf_counter()
-            batch = encode(source, chunk)
-            sink.write(chunk, batch, time.perf_counter() - t0)
-            n_vectors += batch.n_vectors
-            n_codes += batch.codes.num_rows
+
+        def write(chunk: int, vectors: ChunkVectors, codes) -> None:
+            batch = encode.batch(vectors, codes)
+            # The chunk's share of the wall clock (chunks overlap), so that the chunks'
+            # seconds add up to the stage's time.
+            now = time.perf_counter()
+            sink.write(chunk, batch, now - totals["last"])
+            totals["last"] = now
+            totals["n_vectors"] += batch.n_vectors
+            totals["n_codes"] += batch.codes.num_rows
             crashpoint(sink.crash_point)
-            bar.update(
-                task,
-                advance=batch.n_tokens,
-                rate=n_vectors / n_layers / max(time.perf_counter() - started, 1e-9),
-            )
-    return LoopTotals(n_vectors, n_codes, time.perf_counter() - started)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=batch.n_tokens, rate=totals["n_vectors"] / n_layers / elapsed)
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix=label) as pool:
+            try:
+                _overlapped(pool, todo, source, encode, write)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return LoopTotals(totals["n_vectors"], totals["n_codes"], time.perf_counter() - started)
+
+
+def _overlapped(pool: ThreadPoolExecutor, todo: list[int], source, encode, write) -> None:
+    """Run ``encode.vectors`` one chunk ahead and ``write`` one chunk behind the solver."""
+    if not todo:
+        return
+    ahead: Future = pool.submit(encode.vectors, source, todo[0])
+    behind: Future | None = None
+    for i, chunk in enumerate(todo):
+        vectors = ahead.result()
+        if i + 1 < len(todo):
+            ahead = pool.submit(encode.vectors, source, todo[i + 1])
+        codes = encode.solve(vectors)
+        if behind is not None:
+            behind.result()
+        behind = pool.submit(write, chunk, vectors, codes)
+    if behind is not None:
+        behind.result()
 
 
 class DuckDBSink:
-    """Chunks into the run database (its staging copy): codes, layer sums, bookkeeping row."""
+    """Chunks into the run database's staging copy: each chunk's codes to a Parquet file
+    in ``staging`` (loaded sorted into the file at the end, see
+    :func:`~factorscope.warehouse.store.finish_encoding`), its layer sums and bookkeeping
+    row into the database."""
 
     crash_point = "encode.chunk"
 
-    def __init__(self, con, dictionary_id: int) -> None:
+    def __init__(self, con, dictionary_id: int, staging: Path) -> None:
         self.con = con
         self.dictionary_id = dictionary_id
-        self.done = store.done_encode_chunks(con, dictionary_id)
+        self.staging = staging
+        self.done = store.done_staged_chunks(con, dictionary_id, staging)
 
     def is_done(self, chunk: int) -> bool:
         return chunk in self.done
@@ -299,6 +403,7 @@ class DuckDBSink:
             codes=batch.codes,
             stats=batch.stats,
             seconds=seconds,
+            staging=self.staging,
         )
 
 
