@@ -76,27 +76,29 @@ def layer_stats(
 ) -> dict[str, list]:
     """Per-layer sums from which layer_quality is derived exactly (see store.finish_encoding).
 
-    Row norms are taken in float32 (relative error ~1e-7 per row) and summed in float64;
-    the work runs beside the solver, so it is kept to one pass over the chunk.
+    Row norms are taken in float32 (relative error ~1e-7 per row) and summed in float64.
+    The work runs beside the solver, one layer's rows at a time: small temporaries
+    that the allocator reuses instead of mapping fresh pages for every chunk.
     """
-    Xp = encoder.preprocess(X, layers=layers)
-    residual = Xp - encoder.reconstruct(codes)
-    sq_res = np.einsum("ij,ij->i", residual, residual)
-    sq_norm = np.einsum("ij,ij->i", Xp, Xp)
-    l0 = np.diff(codes.indptr)
     out: dict[str, list] = {k: [] for k in store.STATS_COLUMNS}
-    order = np.argsort(layers, kind="stable")  # rows come grouped by layer: a no-op copy
+    order = np.argsort(layers, kind="stable")  # rows come grouped by layer: no reordering
     bounds = np.flatnonzero(np.diff(layers[order])) + 1
+    l0 = np.diff(codes.indptr)
     for rows in np.split(order, bounds):
         if rows.size == 0:
             continue
         contiguous = rows[-1] - rows[0] + 1 == rows.size
         pick = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
-        out["layer"].append(int(layers[rows[0]]))
+        layer = int(layers[rows[0]])
+        Xp = encoder.preprocess(X[pick], layers=layer)
+        residual = Xp - encoder.reconstruct(codes[pick])
+        out["layer"].append(layer)
         out["n_vectors"].append(int(rows.size))
-        out["sq_residual"].append(float(sq_res[pick].sum(dtype=np.float64)))
-        out["sq_norm"].append(float(sq_norm[pick].sum(dtype=np.float64)))
-        out["sum_x"].append(Xp[pick].sum(axis=0, dtype=np.float64).tolist())
+        out["sq_residual"].append(
+            float(np.einsum("ij,ij->i", residual, residual).sum(dtype=np.float64))
+        )
+        out["sq_norm"].append(float(np.einsum("ij,ij->i", Xp, Xp).sum(dtype=np.float64)))
+        out["sum_x"].append(Xp.sum(axis=0, dtype=np.float64).tolist())
         out["sum_l0"].append(int(l0[pick].sum()))
         out["n_zero_codes"].append(int((l0[pick] == 0).sum()))
     return out
