@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import re
+import sys
 import threading
 from importlib import resources
 from pathlib import Path
@@ -289,11 +290,21 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             drop_if_stale(path)
             con = _open_read_only(path)
         else:
-            con = duckdb.connect(str(path), config=dict(WRITE_CONFIG))
+            con = writer_session(duckdb.connect(str(path), config=dict(WRITE_CONFIG)))
     except duckdb.Error as e:
         raise WarehouseError(f"cannot open database {path}: {first_line(e)}") from e
     if not read_only:
         migrate(con)
+    return con
+
+
+def writer_session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Session settings of a writer connection or cursor (DuckDB keeps them per session).
+
+    DuckDB's own bar for long statements (the sort of a large encode's codes) helps in a
+    terminal and floods a log file with a line per percent: shown on a terminal only.
+    """
+    con.execute(f"SET enable_progress_bar = {'true' if sys.stderr.isatty() else 'false'}")
     return con
 
 

@@ -59,6 +59,7 @@ from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.limits import TOP_K
 from factorscope.warehouse import store, summary_files
+from factorscope.warehouse.connection import writer_session
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def refresh_summaries(
     settings = SummarySettings(top_k, importance_k, tuple(level_bounds), word_top, neighbors_n)
     started = time.perf_counter()
     # A cursor of its own: the caller's connection may hold an unfinished result.
-    con = con.cursor()
+    con = writer_session(con.cursor())
     try:
         run = store.get_run(con)
         n_layers = (
