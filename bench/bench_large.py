@@ -14,6 +14,7 @@ the highest sample between the lines that end the stages. Then, on the finished 
   by default) on the run's stored hidden-state sample, preprocessed with the run's
   dictionary; the target is the encode loop at >= 0.8x of it;
 - the file: size, free share, bytes per code row and per token (``factorscope status``);
+- peak RSS per stage (``peak_rss_mb`` in MiB; ``peak_rss_gb`` in GiB);
 - the summary refresh time (``summary_meta``);
 - query latency on the real data: top-200 contexts and the IS curve of random
   (factor, layer) pairs through the warehouse's query functions, p50 and p95.
