@@ -179,47 +179,6 @@ def forward_vectors(
     return ChunkVectors(X, layers, np.tile(token_ids, n_layers), n_tok)
 
 
-def encode_sentences(
-    loaded: LoadedModel,
-    encoder: SparseEncoder,
-    rows: list[tuple[int, str]],
-    *,
-    max_length: int,
-    keep_special: bool,
-    batch_size: int = 32,
-    stored_ids: np.ndarray | None = None,
-) -> EncodedBatch:
-    """Run the model over ``rows`` ((sentence_idx, text) pairs) and code every vector."""
-    v = forward_vectors(
-        loaded,
-        rows,
-        max_length=max_length,
-        keep_special=keep_special,
-        batch_size=batch_size,
-        stored_ids=stored_ids,
-    )
-    return encode_vectors(encoder, v.X, v.layers, v.token_ids, n_tokens=v.n_tokens)
-
-
-def encode_vectors(
-    encoder: SparseEncoder,
-    X: np.ndarray,
-    layers: np.ndarray,
-    token_ids: np.ndarray,
-    *,
-    n_tokens: int,
-) -> EncodedBatch:
-    """Code hidden states (one row per token x layer) and sum the per-layer quality stats."""
-    return coded_batch(
-        encoder, ChunkVectors(X, layers, token_ids, n_tokens), solve(encoder, X, layers)
-    )
-
-
-def solve(encoder: SparseEncoder, X: np.ndarray, layers: np.ndarray):
-    """The sparse codes of one chunk's vectors (csr, one row per vector)."""
-    return encoder.transform(X, layers=layers)
-
-
 def coded_batch(encoder: SparseEncoder, vectors: ChunkVectors, codes) -> EncodedBatch:
     """A chunk's non-zero codes as a table, with its per-layer quality sums."""
     stats = layer_stats(encoder, vectors.X, vectors.layers, codes)
@@ -290,7 +249,7 @@ class ChunkEncoder:
             raise WarehouseError(f"{source.where(chunk)}: {e}") from e
 
     def solve(self, vectors: ChunkVectors):
-        return solve(self.encoder, vectors.X, vectors.layers)
+        return self.encoder.transform(vectors.X, layers=vectors.layers)
 
     def batch(self, vectors: ChunkVectors, codes) -> EncodedBatch:
         return coded_batch(self.encoder, vectors, codes)
