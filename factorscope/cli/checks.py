@@ -47,15 +47,16 @@ def settings_differences(stored: dict, wanted: dict) -> list[str]:
 def check_same_run(db: Path, config: Any, *, overwrite: bool) -> None:
     """Refuse (naming the settings that differ) to resume a run with other settings.
 
-    With ``overwrite`` a database holding any run is removed (with its staging copy),
-    so the ingest starts over.
+    With ``overwrite`` nothing is checked or touched here: the ingest stage builds the
+    new run in the staging copy and replaces the old file only when it publishes
+    (:func:`factorscope.stages.ingest.run_ingest`), after the corpus and the model
+    have been read, so a mistake or a kill leaves the old database as it was.
     """
     from factorscope.stages.ingest import existing_run
 
-    previous = existing_run(db)
-    if previous is not None and overwrite:
-        remove_database(db)
+    if overwrite:
         return
+    previous = existing_run(db)
     if previous is None or previous["config_hash"] == config.config_hash():
         return
     differences = settings_differences(previous.get("config") or {}, config.to_dict())
@@ -64,16 +65,6 @@ def check_same_run(db: Path, config: Any, *, overwrite: bool) -> None:
         f"{db} already holds a run with other settings ({what}): give the stored settings "
         f"to resume it, add --overwrite to replace it, or use another --db"
     )
-
-
-def remove_database(db: Path) -> None:
-    """Delete the database, its WAL and any staging copy (``--overwrite``)."""
-    from factorscope.warehouse.publish import discard_staging
-
-    discard_staging(db)
-    for path in (db, db.with_name(db.name + ".wal")):
-        if path.exists():
-            path.unlink()
 
 
 def upgrade_old_database(db: Path) -> None:

@@ -34,7 +34,8 @@ OverwriteOption = Annotated[
     bool,
     typer.Option(
         "--overwrite",
-        help="Delete the run already in --db (and any unfinished work) and start over.",
+        help="Replace the run in --db (and any unfinished work) by a new one; the old file "
+        "is kept until the new run is published.",
     ),
 ]
 
@@ -149,5 +150,5 @@ def ingest(
     )
     spec = ShardSpec.parse(shard) if shard is not None else None
     check_same_run(db, config, overwrite=overwrite)
-    summary = run_ingest(db, config, shard=spec)
+    summary = run_ingest(db, config, shard=spec, overwrite=overwrite)
     typer.echo(summary.line())

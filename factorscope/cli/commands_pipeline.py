@@ -271,7 +271,7 @@ def pipeline(
             highlight=False,
             soft_wrap=True,
         )
-    typer.echo(run_ingest(db, settings.ingest).line())
+    typer.echo(run_ingest(db, settings.ingest, overwrite=overwrite).line())
     learned = run_learn(db, settings.learn)
     typer.echo(learned.line())
     # encode the dictionary this config learned, even if a newer one exists

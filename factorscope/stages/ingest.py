@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from factorscope import __version__
 from factorscope.crashpoints import crashpoint
-from factorscope.errors import InputError, WarehouseError
+from factorscope.errors import FactorscopeError, InputError, WarehouseError
 from factorscope.ingest.corpus import CorpusConfig, Sentence, read_corpus
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
@@ -32,7 +32,12 @@ from factorscope.progress import progress_bar
 from factorscope.stages.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store
 from factorscope.warehouse.connection import Connection, connect, schema_version
-from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
+from factorscope.warehouse.publish import (
+    check_db_path_writable,
+    newest_copy,
+    staged_database,
+    wip_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +239,11 @@ def _describe(shard: ShardSpec | None) -> str:
 
 
 def run_ingest(
-    db_path: str | Path, config: IngestConfig, *, shard: ShardSpec | None = None
+    db_path: str | Path,
+    config: IngestConfig,
+    *,
+    shard: ShardSpec | None = None,
+    overwrite: bool = False,
 ) -> IngestSummary:
     """Ingest (or resume ingesting) ``config``'s corpus into the database at ``db_path``.
 
@@ -248,12 +257,21 @@ def run_ingest(
     shard redoes exactly its missing chunks. The run row counts this shard's rows and
     records the shard in its config (outside ``config_hash``, which is the whole
     run's); ``factorscope merge-ingest`` joins the shards into the whole run.
+
+    ``overwrite`` (``--overwrite``) replaces whatever ``db_path`` holds, and only when
+    the new run publishes: the corpus is read and the model loaded first, the new run
+    is built in a fresh staging copy, and the old file keeps its name (and its codes,
+    dictionaries and labels, none of which are carried) until the finished run
+    replaces it. A killed overwrite leaves the old file as it was; the same command
+    (with or without ``--overwrite``) resumes the staged new run.
     """
     db_path = Path(db_path)
     check_db_path_writable(db_path)
-    finished = _finished_before(db_path, config, shard)
-    if finished is not None:
-        return finished
+    resume_overwrite = overwrite and _overwrite_in_progress(db_path, config, shard)
+    if not overwrite:
+        finished = _finished_before(db_path, config, shard)
+        if finished is not None:
+            return finished
 
     sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
     loaded = load_model(config.model, device=config.device, threads=config.threads)
@@ -265,7 +283,9 @@ def run_ingest(
 
     started = time.perf_counter()
     done_now = 0
-    with staged_database(db_path) as con:
+    fresh = overwrite and not resume_overwrite
+    carry_if = _carry_nothing if overwrite else store.same_run_as_published
+    with staged_database(db_path, fresh=fresh, carry_if=carry_if) as con:
         if store.get_run(con) is None:
             store.create_run(
                 con,
@@ -314,6 +334,30 @@ def run_ingest(
     )
 
 
+def _carry_nothing(_con: Connection) -> bool:
+    """An overwrite keeps none of the replaced file's labels or LIME results."""
+    return False
+
+
+def _overwrite_in_progress(db_path: Path, config: IngestConfig, shard: ShardSpec | None) -> bool:
+    """Whether the staging copy holds an unfinished ingest of this very run (an overwrite
+    killed mid-way), to resume rather than start over. Anything else there (another
+    run, a later stage's work on the old file, an unreadable file) is discarded."""
+    wip = wip_path(db_path)
+    if not wip.exists():
+        return False
+    try:
+        staged = _read_run(wip)
+    except FactorscopeError:
+        return False
+    return (
+        staged is not None
+        and staged["status"] == "ingesting"
+        and staged["config_hash"] == config.config_hash()
+        and run_shard(staged) == shard
+    )
+
+
 def _finished_before(
     db_path: Path, config: IngestConfig, shard: ShardSpec | None
 ) -> IngestSummary | None:
@@ -335,11 +379,16 @@ def _finished_before(
     # run (killed while publishing), which is published below, not skipped. A staging
     # copy next to a published finished run belongs to a later stage: left alone.
     published = published_run(db_path)
-    if published is not None and published["status"] == "ingested":
+    if (
+        published is not None
+        and published["status"] == "ingested"
+        and published["config_hash"] == config.config_hash()
+        and run_shard(published) == shard
+    ):
         return _summary(db_path, published, shard, already_complete=True)
     if previous is not None and previous["status"] == "ingested":
         started = time.perf_counter()
-        with staged_database(db_path) as con:
+        with staged_database(db_path, carry_if=store.same_run_as_published) as con:
             store.settle_unfinished_encode(con)
         seconds = time.perf_counter() - started
         return _summary(db_path, previous, shard, from_staging=True, seconds=seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +73,18 @@ class LearnSummary:
     reused: bool
     imported: bool = False
     from_staging: bool = False
+    also_published: tuple[int, ...] = ()
+    """Other dictionaries an interrupted learn had stored in the staging copy, which this
+    run's publish made public too (said, so that no dictionary appears unannounced)."""
 
     def line(self) -> str:
+        if not self.also_published:
+            return self._line()
+        others = ", ".join(str(d) for d in self.also_published)
+        noun = "dictionary" if len(self.also_published) == 1 else "dictionaries"
+        return f"{self._line()}; also published {noun} {others}, fitted by an interrupted learn"
+
+    def _line(self) -> str:
         if self.from_staging:
             return (
                 f"learn: dictionary {self.dictionary_id}, fitted by an interrupted run, "
@@ -159,11 +169,13 @@ def run_learn(
     db_path = Path(db_path)
     check_db_path_writable(db_path)
     run, existing = _read_state(db_path)
+    public = _published_dictionaries(db_path)
     if from_npy is not None:
-        return _import_npy(db_path, Path(from_npy), run, existing, config)
+        summary = _import_npy(db_path, Path(from_npy), run, existing, config)
+        return _announce_staged(summary, public, existing)
     source = "trainDL"
     wanted = config.to_dict()
-    published = _matching(_published_dictionaries(db_path), source, wanted)
+    published = _matching(public, source, wanted)
     if published is not None:
         return LearnSummary(published["dictionary_id"], 0, 0, 0.0, True)
     staged = _matching(existing, source, wanted)
@@ -172,7 +184,8 @@ def run_learn(
         with staged_database(db_path) as con:
             store.settle_unfinished_encode(con)
         n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
-        return LearnSummary(staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True)
+        summary = LearnSummary(staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True)
+        return _announce_staged(summary, public, existing)
 
     X, layers = read_sample(db_path, config.max_vectors, config.seed)
     n_vectors = X.shape[0]
@@ -213,9 +226,19 @@ def run_learn(
             source=source,
         )
         crashpoint("learn.saved")
-    return LearnSummary(
+    summary = LearnSummary(
         dictionary_id, learner.components_.shape[0], n_vectors, learner.fit_seconds_, False
     )
+    return _announce_staged(summary, public, existing)
+
+
+def _announce_staged(summary: LearnSummary, public: list[dict], staged: list[dict]) -> LearnSummary:
+    """Name the staged dictionaries that this run published besides its own."""
+    if summary.reused:
+        return summary  # nothing was published
+    known = {d["dictionary_id"] for d in public} | {summary.dictionary_id}
+    others = tuple(sorted(d["dictionary_id"] for d in staged if d["dictionary_id"] not in known))
+    return replace(summary, also_published=others)
 
 
 NPY_MAGIC = b"\x93NUMPY"
