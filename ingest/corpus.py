@@ -76,6 +76,14 @@ class CorpusConfig:
     dedupe: bool = True
     splitter: str = "sentencex"
     metadata_fields: tuple[str, ...] = ()
+    resplit: bool = True
+    """Cut a segment over ``max_words`` again -- by the record's line breaks inside it,
+    then by the regex rule -- before anything of it is dropped. An unbalanced quote
+    (`` `show w' ``) keeps sentencex from splitting: a 272-line licence file, one
+    sentence a line, came out as one "sentence" of 2,854 words, which ``--max-words``
+    then dropped without a word. Runs made before this setting existed are
+    ``resplit=False`` (``--no-resplit`` reproduces them); docs/SEGMENTATION.md has the
+    counts."""
 
     def __post_init__(self) -> None:
         fields = self.metadata_fields
@@ -116,11 +124,15 @@ class CorpusConfig:
             del data["metadata_fields"]
         else:
             data["metadata_fields"] = list(data["metadata_fields"])
+        # Kept only when on: a run made before re-splitting (no key) is resplit=False
+        # and keeps its config hash.
+        if not data["resplit"]:
+            del data["resplit"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> CorpusConfig:
-        return cls(**data)
+        return cls(**{"resplit": False, **data})
 
 
 @dataclass(frozen=True)
@@ -448,29 +460,128 @@ def _is_jsonl(config: CorpusConfig) -> bool:
     )
 
 
+DROP_REASONS = ("too short", "too long", "duplicate", "no tokens", "not sampled")
+"""Why a sentence is not stored, in the order the ingest summary lists them: fewer than
+``--min-words``; more than ``--max-words`` (after re-splitting); a repeat (``--dedupe``);
+no token the model keeps (e.g. special tokens only); left out by the seeded
+``--max-sentences`` sample."""
+
+
+@dataclass
+class CorpusReport:
+    """What became of a corpus's text: every segment is stored or counted under a reason.
+
+    The ingest summary and ``factorscope status`` print it, so no text is dropped
+    silently (issue 22).
+    """
+
+    records: int = 0
+    segments: int = 0
+    resplit: int = 0
+    resplit_into: int = 0
+    kept: int = 0
+    kept_words: int = 0
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+
+    def drop(self, reason: str, words: int, sentences: int = 1) -> None:
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        counts = self.dropped.setdefault(reason, [0, 0])
+        counts[0] += sentences
+        counts[1] += words
+
+    def keep_less(self, sentences: int, words: int) -> None:
+        """Move stored sentences out of ``kept`` (they are counted under a reason)."""
+        self.kept -= sentences
+        self.kept_words -= words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        """``kept N of M segments (W words); dropped: reason n (w words), ...``."""
+        parts = [
+            f"{reason} {self.dropped[reason][0]:,} ({self.dropped[reason][1]:,} words)"
+            for reason in DROP_REASONS
+            if self.dropped.get(reason, [0])[0]
+        ]
+        resplit = (
+            f"; {self.resplit:,} over-long segments re-split into {self.resplit_into:,}"
+            if self.resplit
+            else ""
+        )
+        return (
+            f"kept {self.kept:,} of {self.segments:,} segments ({self.kept_words:,} words)"
+            f"{resplit}; not stored: {', '.join(parts) if parts else 'none'}"
+        )
+
+
+def _words_pattern(text: str) -> re.Pattern[str]:
+    return re.compile(r"\s+".join(re.escape(word) for word in text.split()))
+
+
+def _resplit(segment: str, record: str) -> list[str]:
+    """An over-long segment cut by the record's line breaks where they fall inside it,
+    then each part by the regex rule (normalised)."""
+    match = _words_pattern(segment).search(record)
+    raw = match.group(0) if match else segment
+    parts: list[str] = []
+    for line in raw.splitlines():
+        parts.extend(regex_split_sentences(line))
+    return parts
+
+
+def _segments(config: CorpusConfig, part: str, record: str, report: CorpusReport) -> list[str]:
+    """The record's segments, over-long ones cut again (``CorpusConfig.resplit``)."""
+    if config.split == "lines" or part in _WHOLE_RECORDS:
+        return [normalise_whitespace(record)]
+    out: list[str] = []
+    for segment in SPLITTERS[config.splitter](record):
+        if config.resplit and len(segment.split()) > config.max_words:
+            pieces = _resplit(segment, record)
+            if len(pieces) > 1:
+                report.resplit += 1
+                report.resplit_into += len(pieces)
+                out.extend(pieces)
+                continue
+        out.append(segment)
+    return out
+
+
 def read_corpus(config: CorpusConfig) -> list[Sentence]:
-    """The kept sentences, in corpus order, capped by seeded sampling.
+    """The kept sentences, in corpus order, capped by seeded sampling (see
+    :func:`read_corpus_with_report`)."""
+    return read_corpus_with_report(config)[0]
+
+
+def read_corpus_with_report(config: CorpusConfig) -> tuple[list[Sentence], CorpusReport]:
+    """The kept sentences, in corpus order, capped by seeded sampling, and the count of
+    every segment not kept, by reason.
 
     Raises InputError for a missing, empty, binary or non-UTF-8 input, a missing
     field or column, or when no sentence survives the filters.
     """
     seen: set[str] = set()
     kept: list[Sentence] = []
-    n_records = 0
+    report = CorpusReport()
     for part, source, record, metadata in _records_by_part(config):
-        n_records += 1
-        whole = config.split == "lines" or part in _WHOLE_RECORDS
-        pieces = [normalise_whitespace(record)] if whole else SPLITTERS[config.splitter](record)
-        for text in pieces:
+        report.records += 1
+        for text in _segments(config, part, record, report):
+            report.segments += 1
             n_words = len(text.split())
-            if n_words < config.min_words or n_words > config.max_words:
+            if n_words < config.min_words:
+                report.drop("too short", n_words)
+                continue
+            if n_words > config.max_words:
+                report.drop("too long", n_words)
                 continue
             if config.dedupe:
                 if text in seen:
+                    report.drop("duplicate", n_words)
                     continue
                 seen.add(text)
             kept.append(Sentence(text=text, source=source, metadata=metadata))
-    if n_records == 0:
+    if report.records == 0:
         raise InputError(
             f"corpus {config.source!r} is empty (no text records"
             + (f"; every {config.field!r} field is null" if _is_jsonl(config) else "")
@@ -484,5 +595,10 @@ def read_corpus(config: CorpusConfig) -> list[Sentence]:
     if config.max_sentences is not None and len(kept) > config.max_sentences:
         rng = np.random.default_rng(config.seed)
         chosen = np.sort(rng.choice(len(kept), size=config.max_sentences, replace=False))
+        chosen_set = set(chosen.tolist())
+        left_out = [s for i, s in enumerate(kept) if i not in chosen_set]
+        report.drop("not sampled", sum(len(s.text.split()) for s in left_out), len(left_out))
         kept = [kept[i] for i in chosen]
-    return kept
+    report.kept = len(kept)
+    report.kept_words = sum(len(s.text.split()) for s in kept)
+    return kept, report

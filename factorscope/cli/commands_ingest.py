@@ -103,6 +103,14 @@ def ingest(
             "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
         ),
     ] = CorpusConfig.dedupe,
+    resplit: Annotated[
+        bool,
+        typer.Option(
+            "--resplit/--no-resplit",
+            help="Cut a segment over --max-words again (line breaks, then the regex rule) "
+            "before dropping it (--no-resplit reproduces runs made before).",
+        ),
+    ] = CorpusConfig.resplit,
     metadata: MetadataFieldsOption = "",
     label_field: LabelFieldOption = None,
     device: DeviceOption = None,
@@ -136,6 +144,7 @@ def ingest(
             max_sentences=max_sentences,  # type: ignore[arg-type]  (the callback parsed it)
             seed=seed,
             dedupe=dedupe,
+            resplit=resplit,
             metadata_fields=metadata_field_list(metadata, label_field),
         ),
         model=model,

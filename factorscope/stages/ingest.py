@@ -23,7 +23,12 @@ import pyarrow as pa
 from factorscope import __version__
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import FactorscopeError, InputError, WarehouseError
-from factorscope.ingest.corpus import CorpusConfig, Sentence, read_corpus
+from factorscope.ingest.corpus import (
+    CorpusConfig,
+    CorpusReport,
+    Sentence,
+    read_corpus_with_report,
+)
 from factorscope.ingest.model import LoadedModel, load_model
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.ingest.sampling import in_sample, sample_threshold
@@ -104,8 +109,15 @@ class IngestSummary:
     already_complete: bool
     shard: ShardSpec | None = None
     from_staging: bool = False
+    corpus: CorpusReport | None = None
 
     def line(self) -> str:
+        """The summary, and on a second line what the corpus reader did not store."""
+        if self.corpus is None:
+            return self._line()
+        return f"{self._line()}\n  corpus: {self.corpus.line()}"
+
+    def _line(self) -> str:
         what = "ingest" if self.shard is None else f"ingest (shard {self.shard})"
         if self.from_staging:
             return (
@@ -185,6 +197,7 @@ class PreparedCorpus:
 
     sentences: list[Sentence]
     tokenized: list[TokenizedSentence]
+    without_tokens: list[Sentence] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
@@ -208,7 +221,16 @@ def prepare_corpus(
     pairs = [(s, t) for s, t in zip(sentences, tokenized, strict=True) if len(t.positions)]
     if not pairs:
         raise InputError("no sentence of the corpus produced any token to store")
-    return PreparedCorpus([p[0] for p in pairs], [p[1] for p in pairs])
+    empty = [s for s, t in zip(sentences, tokenized, strict=True) if not len(t.positions)]
+    return PreparedCorpus([p[0] for p in pairs], [p[1] for p in pairs], empty)
+
+
+def _count_tokenless(report: CorpusReport, prepared: PreparedCorpus) -> None:
+    """Sentences the model keeps no token of are not stored: counted under their reason."""
+    if prepared.without_tokens:
+        words = sum(len(s.text.split()) for s in prepared.without_tokens)
+        report.drop("no tokens", words, len(prepared.without_tokens))
+        report.keep_less(len(prepared.without_tokens), words)
 
 
 def _summary(
@@ -273,9 +295,11 @@ def run_ingest(
         if finished is not None:
             return finished
 
-    sentences = read_corpus(config.corpus)  # bad input fails here, before the model loads
+    # bad input fails here, before the model loads
+    sentences, report = read_corpus_with_report(config.corpus)
     loaded = load_model(config.model, device=config.device, threads=config.threads)
     prepared = prepare_corpus(config, loaded, sentences)
+    _count_tokenless(report, prepared)
     plan = _plan(config, loaded, prepared, shard)
     stored_config = config.to_dict()
     if shard is not None:
@@ -304,6 +328,7 @@ def run_ingest(
                 status="ingesting",
                 factorscope_version=__version__,
             )
+            store.write_corpus_report(con, report.to_dict())
         done = store.done_ingest_chunks(con)
         todo = [c for c in range(len(plan.chunks)) if c not in done]
         tokens_todo = sum(
@@ -331,6 +356,7 @@ def run_ingest(
         seconds,
         False,
         shard,
+        corpus=report,
     )
 
 
