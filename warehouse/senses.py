@@ -202,10 +202,10 @@ def probe_info(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
 
 
 def probe_summary(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> pl.DataFrame:
-    """The view ``sense_probe_summary`` of one dictionary, by representation and layer."""
+    """The view ``sense_probe_summary_all`` of one dictionary, by representation and layer."""
     return _frame(
         con,
-        "SELECT * EXCLUDE (dictionary_id) FROM sense_probe_summary "
+        "SELECT * EXCLUDE (dictionary_id) FROM sense_probe_summary_all "
         "WHERE dictionary_id = $d ORDER BY representation, layer",
         {"d": dictionary_id},
     )

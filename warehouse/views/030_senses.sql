@@ -5,8 +5,10 @@
 -- occurrences whose top factor is not the word's layer-0 factor, each with a 95%
 -- confidence interval by the normal approximation over words: mean +- 1.96 * sd / sqrt(n),
 -- sd the sample standard deviation over words (the interval is the mean itself for one word).
+-- `sense_probe_summary_all` holds every probed dictionary; `sense_probe_summary` the active
+-- one only (empty when the active dictionary has not been probed), like every public view.
 
-CREATE OR REPLACE VIEW sense_probe_summary AS
+CREATE OR REPLACE VIEW sense_probe_summary_all AS
 WITH s AS (
     SELECT dictionary_id,
            layer,
@@ -38,3 +40,7 @@ SELECT dictionary_id,
        CASE WHEN off_word_share IS NOT NULL THEN off_word_share - off_word_half END AS off_word_lo,
        CASE WHEN off_word_share IS NOT NULL THEN off_word_share + off_word_half END AS off_word_hi
 FROM s;
+
+CREATE OR REPLACE VIEW sense_probe_summary AS
+SELECT * FROM sense_probe_summary_all
+WHERE dictionary_id = (SELECT dictionary_id FROM active_dictionary);
