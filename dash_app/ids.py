@@ -52,6 +52,8 @@ ANALYZE_OUTPUT = "analyze-output"  # drawn by assets/analyze.js, never by Dash
 ANALYZE_DATA = "analyze-data"  # dcc.Store: the compact decomposition
 ANALYZE_MESSAGE = "analyze-message"  # errors and notes from the server
 ANALYZE_SUMMARY = "analyze-summary"  # written by the clientside renderer
+ANALYZE_DICTIONARY = "analyze-dictionary"  # dcc.Store: the dictionary of the page's URL
+ANALYZE_HEADER = "analyze-header"  # which dictionary the page decomposes with
 
 # Search (pages/search.py)
 SEARCH_WORD = "search-word"

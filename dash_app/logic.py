@@ -601,7 +601,32 @@ def analyze_text(analyzer: Any, db_path: str | Path, text: Any, *, top: int = 8)
         "labels": {str(f): label for f, label in sorted(labels.items())},
         "read_chars": max(ends) if ends else len(sentence),
         "n_chars": len(sentence),
+        "words": word_occurrences(rows),
+        "dictionary": shown_dictionary(db_path),
     }
+
+
+def word_occurrences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sentence's words for the Analyze page's word-across-layers view: each word
+    (lower case) with the token index of the first piece of each of its occurrences;
+    repeated words first (the paper's polysemy question: where do the two "bank"s of
+    one sentence part?), then the others, each in order of first appearance."""
+    found: dict[str, list[int]] = {}
+    for t, row in enumerate(rows):
+        word = row["word"].strip().lower()
+        if word and not row["cont"] and any(ch.isalnum() for ch in word):
+            found.setdefault(word, []).append(t)
+    words = [{"word": w, "tokens": ts} for w, ts in found.items()]
+    return [w for w in words if len(w["tokens"]) > 1] + [
+        w for w in words if len(w["tokens"]) == 1
+    ]
+
+
+def shown_dictionary(db_path: str | Path) -> int:
+    """The dictionary this request shows: the one chosen (``?dictionary=N``), else the
+    active one, as a number a page can print and put in its links."""
+    with _connect(db_path) as con:
+        return queries.active_dictionary_id(con)
 
 
 def factor_labels(db_path: str | Path, factors: set[int]) -> dict[int, str]:

@@ -7,6 +7,13 @@ did for the corpus; each factor links to its page at that layer.
 The server sends one compact object (``logic.analyze_text``) to a ``dcc.Store``;
 ``assets/analyze.js`` draws it as one plain table per layer, each in a ``<details>``,
 with one innerHTML write. (Thousands of Dash components took the browser minutes.)
+
+Above the layers, "word across layers" puts one word's top factors at every layer side
+by side, one column per occurrence (the paper's polysemy question: the two "left"s of
+the example share their layer-0 factor; where do they part?).
+
+``?dictionary=N`` (carried by every link of the app) decomposes with dictionary N; the
+page says which dictionary it shows, and its factor links carry it.
 """
 
 from __future__ import annotations
@@ -26,15 +33,31 @@ dash.register_page(__name__, path="/analyze", name="Analyze", title="factorscope
 EXAMPLE = "She left the room and turned left at the station."
 
 
-def layout(text: str | None = None, **_query: Any) -> html.Div:
+def layout(text: str | None = None, dictionary: str | None = None, **_query: Any) -> html.Div:
+    try:
+        with logic.dictionary_scope(dictionary):
+            chosen = logic.current_dictionary()
+            shown = logic.shown_dictionary(config.db_path())
+        header = html.Span(
+            f"Decomposed with dictionary {shown}"
+            + ("" if chosen is not None else " (the active one)"),
+            className="badge text-bg-light",
+        )
+    except FactorscopeError as e:
+        return html.Div([html.H3("Analyze a sentence"), ui.error_alert(str(e))])
     return html.Div(
         [
             html.H3("Analyze a sentence"),
             html.P(
-                "Every word at every layer as a sparse sum of dictionary factors "
-                "(α·f, largest first), one layer per section. Click a factor to open it.",
+                [
+                    "Every word at every layer as a sparse sum of dictionary factors "
+                    "(α·f, largest first), one layer per section, and one word's top "
+                    "factors across layers. Click a factor to open it. ",
+                    html.Span(header, id=ids.ANALYZE_HEADER),
+                ],
                 className="text-muted",
             ),
+            dcc.Store(id=ids.ANALYZE_DICTIONARY, data=shown),
             dbc.Textarea(
                 id=ids.ANALYZE_TEXT,
                 value=text or EXAMPLE,
@@ -94,22 +117,28 @@ def truncation_note(data: dict) -> Any:
     Input(ids.ANALYZE_RUN, "n_clicks"),
     State(ids.ANALYZE_TEXT, "value"),
     State(ids.ANALYZE_TOP, "value"),
+    State(ids.ANALYZE_DICTIONARY, "data"),
     prevent_initial_call=True,
 )
-def analyze(_clicks: Any, text: Any, top: Any) -> tuple[dict | None, Any]:
+def analyze(_clicks: Any, text: Any, top: Any, dictionary: Any = None) -> tuple[dict | None, Any]:
     """The compact decomposition for the store (drawn by assets/analyze.js), or a message."""
     cfg = config.get_config()
     try:
-        analyzer = cfg.analyzer()
-    except Exception as e:  # no model stored, model files gone, analyzer missing...
-        return None, ui.error_alert(f"Live analysis is not available for this database: {e}")
-    try:
-        n_top = logic.parse_n_samples(
-            top if top is not None else 5, low=1, high=32, name="Factors per word"
-        )
-        data = logic.analyze_text(analyzer, cfg.db_path, text, top=n_top)
+        with logic.dictionary_scope(dictionary):
+            return _analyze(cfg, text, top)
     except FactorscopeError as e:
         return None, ui.error_alert(str(e))
+
+
+def _analyze(cfg: config.AppConfig, text: Any, top: Any) -> tuple[dict | None, Any]:
+    try:
+        analyzer = cfg.analyzer(logic.current_dictionary())
+    except Exception as e:  # no model stored, model files gone, analyzer missing...
+        return None, ui.error_alert(f"Live analysis is not available for this database: {e}")
+    n_top = logic.parse_n_samples(
+        top if top is not None else 5, low=1, high=32, name="Factors per word"
+    )
+    data = logic.analyze_text(analyzer, cfg.db_path, text, top=n_top)
     return data, truncation_note(data)
 
 
