@@ -19,7 +19,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from factorscope.dash_app import config, ids
+from factorscope.dash_app import config, guard, ids, navigation
 from factorscope.errors import WarehouseError
 from factorscope.limits import SERVE_THREADS
 
@@ -29,36 +29,6 @@ _HERE = Path(__file__).resolve().parent
 PAGES_DIR = _HERE / "pages"
 ASSETS_DIR = _HERE / "assets"
 
-NAV_LINKS = (
-    ("Factors", "/factor"),
-    ("Analyze", "/analyze"),
-    ("Search", "/search"),
-    ("Compare", "/compare"),
-    ("Senses", "/senses"),
-    ("SQL", "/sql"),
-    ("Run", "/run"),
-)
-
-
-def navbar() -> dbc.Navbar:
-    links = [
-        dbc.NavItem(dbc.NavLink(name, href=href, active="partial", id=f"nav-{href.strip('/')}"))
-        for name, href in NAV_LINKS
-    ]
-    return dbc.Navbar(
-        dbc.Container(
-            [
-                dbc.NavbarBrand("factorscope", href="/", className="fw-semibold"),
-                dbc.Nav(links, navbar=True, className="me-auto"),
-            ],
-            fluid=True,
-        ),
-        id=ids.NAVBAR,
-        color="dark",
-        dark=True,
-        className="mb-3",
-    )
-
 
 def create_app(
     db_path: str | Path,
@@ -66,6 +36,7 @@ def create_app(
     analyzer_factory: config.AnalyzerFactory | None = None,
     lime_default_samples: int = config.AppConfig.lime_default_samples,
     lime_auto_contexts: int = config.AppConfig.lime_auto_contexts,
+    access: guard.Access | None = None,
 ) -> dash.Dash:
     """Build the app over the factorscope database at ``db_path``.
 
@@ -82,6 +53,10 @@ def create_app(
     lime_auto_contexts : int
         How many top contexts of a high-level factor get LIME maps as soon as its page
         opens (0: only on request).
+    access : guard.Access, optional
+        Which Host names (and token) every request must come with; default: the
+        loopback names, no token. Installed here, not by the server, so that whatever
+        serves ``app.server`` (waitress, the dev server, a test) is guarded.
     """
     path = Path(db_path)
     if not path.is_file():
@@ -105,14 +80,19 @@ def create_app(
         title="factorscope",
         update_title=None,
     )
-    app.layout = html.Div(
+    app.layout = _layout  # a function: the navbar's picker lists today's dictionaries
+    guard.protect(app.server, access or guard.Access())
+    return app
+
+
+def _layout() -> html.Div:
+    return html.Div(
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
-            navbar(),
+            navigation.navbar(),
             dbc.Container(dash.page_container, fluid="lg", className="pb-5"),
         ]
     )
-    return app
 
 
 DEFAULT_THREADS = SERVE_THREADS
@@ -134,6 +114,7 @@ def serve(
     analyzer_factory: config.AnalyzerFactory | None = None,
     lime_default_samples: int = config.AppConfig.lime_default_samples,
     lime_auto_contexts: int = config.AppConfig.lime_auto_contexts,
+    access: guard.Access | None = None,
 ) -> None:
     """Run the app until interrupted (Ctrl+C or SIGTERM): waitress, or Dash's dev server.
 
@@ -148,12 +129,17 @@ def serve(
     also runs wherever the package does, with no C extension or fork.
 
     ``debug=True`` runs Dash's development server instead, with its debug tools.
+    Under both, every request first passes :mod:`guard` with ``access`` (default:
+    what ``host`` admits without a token, which refuses a bind other than loopback).
     """
+    if access is None:
+        access = guard.Access.for_bind(host)
     app = create_app(
         db_path,
         analyzer_factory=analyzer_factory,
         lime_default_samples=lime_default_samples,
         lime_auto_contexts=lime_auto_contexts,
+        access=access,
     )
     if debug:
         log.info("factorscope app (development server) on http://%s:%d/", host, port)

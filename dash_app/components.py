@@ -10,8 +10,8 @@ import polars as pl
 from dash import dcc, html
 
 from factorscope.dash_app.logic import factor_href
+from factorscope.palette import LEVEL_COLORS, LEVEL_THEME, NO_LEVEL_COLOR
 
-LEVEL_COLORS = {"low": "info", "mid": "warning", "high": "danger"}
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -51,7 +51,12 @@ def error_alert(message: str, **kwargs: Any) -> dbc.Alert:
 def level_badge(level: str | None) -> dbc.Badge:
     if not level:
         return dbc.Badge("no level", color="secondary", className="ms-1")
-    return dbc.Badge(f"{level} level", color=LEVEL_COLORS.get(level, "secondary"), className="ms-1")
+    return dbc.Badge(f"{level} level", color=LEVEL_THEME.get(level, "secondary"), className="ms-1")
+
+
+def level_color(level: str | None) -> str:
+    """The hex colour of a level in plots (the report draws the same, factorscope.palette)."""
+    return LEVEL_COLORS.get(level or "", NO_LEVEL_COLOR)
 
 
 def highlighted_context(context: str, start: int | None, end: int | None) -> dict[str, Any]:
@@ -131,19 +136,36 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def importance_figure(frame: pl.DataFrame, *, factor: int, layer: int) -> dict[str, Any]:
+IS_HOVER = "layer %{x} · IS %{y:.3f}<extra></extra>"
+"""The IS curve's tooltip: "layer 3 · IS 0.123" (no trace name box)."""
+
+
+def importance_figure(
+    frame: pl.DataFrame,
+    *,
+    factor: int,
+    layer: int,
+    level: str | None = None,
+    clickable: bool = False,
+) -> dict[str, Any]:
+    """The IS curve, in the level's colour when given. ``clickable``: the page opens a
+    point's layer on a click (the factor page's clientside callback reads ``clickData``),
+    and the axis says so."""
     xs = frame["layer"].to_list() if frame.height else []
     ys = frame["importance"].to_list() if frame.height else []
-    data: list[dict[str, Any]] = [
-        {
-            "type": "scatter",
-            "x": xs,
-            "y": ys,
-            "mode": "lines+markers",
-            "name": "IS",
-            "line": {"width": 2},
-        }
-    ]
+    curve: dict[str, Any] = {
+        "type": "scatter",
+        "x": xs,
+        "y": ys,
+        "mode": "lines+markers",
+        "name": "IS",
+        "line": {"width": 2},
+        "marker": {"size": 9},
+        "hovertemplate": IS_HOVER,
+    }
+    if level:
+        curve["line"]["color"] = curve["marker"]["color"] = level_color(level)
+    data: list[dict[str, Any]] = [curve]
     if layer in xs:
         data.append(
             {
@@ -151,17 +173,28 @@ def importance_figure(frame: pl.DataFrame, *, factor: int, layer: int) -> dict[s
                 "x": [layer],
                 "y": [ys[xs.index(layer)]],
                 "mode": "markers",
-                "marker": {"size": 13, "symbol": "circle-open", "line": {"width": 2}},
+                "marker": {
+                    "size": 15,
+                    "symbol": "circle-open",
+                    "color": "#212529",
+                    "line": {"width": 2},
+                },
                 "name": "shown layer",
+                "hovertemplate": "layer %{x} · IS %{y:.3f} (shown)<extra></extra>",
             }
         )
     return {
         "data": data,
         "layout": _layout(
             f"Importance score of factor {factor}",
-            xaxis={"title": {"text": "layer"}, "dtick": 1},
+            xaxis={
+                "title": {"text": "layer (click a point to show it)" if clickable else "layer"},
+                "dtick": 1,
+            },
             yaxis={"title": {"text": "IS (mean of top α)"}, "rangemode": "tozero"},
             showlegend=False,
+            hovermode="closest",
+            **({"dragmode": False} if clickable else {}),
         ),
     }
 
@@ -219,18 +252,52 @@ def neighbors_table(frame: pl.DataFrame | None, *, layer: int) -> Any:
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, className="mb-0")
 
 
-def intervals_block(intervals: list[dict[str, Any]]) -> Any:
-    """Contexts sampled from α intervals, strongest interval first."""
+def interval_range(bound: dict[str, Any], n_intervals: int) -> str:
+    """An interval's own bounds as a range: ``[0.310, 0.620)``.
+
+    The refresh cuts (0, max α] into equal intervals, an α falling in the interval
+    whose lower bound it reaches (summary_sql/75_intervals.sql): interval 0 is
+    ``(0, b)``, the strongest ends at the maximum, included.
+    """
+    interval = int(bound["interval"])
+    low, high = float(bound["alpha_low"]), float(bound["alpha_high"])
+    opening = "(0, " if interval == 0 else f"[{low:.3f}, "
+    closing = "]" if interval == n_intervals - 1 else ")"
+    return f"{opening}{high:.3f}{closing}"
+
+
+def _interval_title(interval: int, bounds: dict[int, dict[str, Any]], shown: list[dict]) -> str:
+    bound = bounds.get(interval)
+    if bound is None:  # bounds not read (older callers): the samples' own range
+        low, high = shown[-1]["alpha"], shown[0]["alpha"]
+        return f"Interval {interval + 1} · sampled α {low:.3f} – {high:.3f}"
+    count = int(bound["count"])
+    sampled = f" · {len(shown)} shown" if len(shown) < count else ""
+    return (
+        f"Interval {interval + 1} · α in {interval_range(bound, len(bounds))} · "
+        f"{count:,} context{'s' if count != 1 else ''}{sampled}"
+    )
+
+
+def intervals_block(
+    intervals: list[dict[str, Any]], bounds: list[dict[str, Any]] | None = None
+) -> Any:
+    """Contexts sampled from α intervals, strongest interval first.
+
+    ``bounds`` (one ``{"interval", "alpha_low", "alpha_high", "count"}`` per interval,
+    :func:`factorscope.warehouse.queries.factor_page`'s ``interval_bounds``) titles
+    each interval with its own bounds and how many contexts fall in it.
+    """
     if not intervals:
         return html.P("No activations to sample from.", className="text-muted")
+    by_interval = {int(b["interval"]): b for b in bounds or []}
     groups: dict[int, list[dict]] = {}
     for row in intervals:
         groups.setdefault(int(row.get("interval") or 0), []).append(row)
     blocks = []
     for interval in sorted(groups, reverse=True):
         rows = sorted(groups[interval], key=lambda r: -r["alpha"])
-        low, high = rows[-1]["alpha"], rows[0]["alpha"]
-        title = f"Interval {interval + 1} · α {low:.3f} – {high:.3f}"
+        title = _interval_title(interval, by_interval, rows)
         items = [
             element(
                 "Li",
@@ -248,11 +315,20 @@ def intervals_block(intervals: list[dict[str, Any]]) -> Any:
         ]
         blocks.append(
             dbc.Col(
-                [html.H6(title, className="mt-2 mb-1"), html.Ul(items, className="ps-3")],
+                [
+                    html.H6(title, className="mt-2 mb-1", title=_INTERVAL_TIP),
+                    html.Ul(items, className="ps-3"),
+                ],
                 md=6,
             )
         )
     return dbc.Row(blocks)
+
+
+_INTERVAL_TIP = (
+    "(0, max α] at this layer cut into equal intervals; the count is every token whose α "
+    "falls in the interval, of which a few are drawn at random (seeded) and shown."
+)
 
 
 def frame_table(frame: pl.DataFrame, *, max_rows: int = 200) -> Any:
@@ -271,29 +347,66 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _lime_runs(words: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The words in runs of words that touch (no character of the sentence between them).
+
+    The tokenizer's words are finer than written words ("don't" is "don", "'", "t"):
+    each keeps its own weight and tint, and a run is drawn as the sentence writes it.
+    """
+    runs: list[list[dict[str, Any]]] = []
+    for w in words:
+        if runs and runs[-1][-1]["end"] == w["start"]:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    return runs
+
+
+def _lime_tint(weight: float, scale: float) -> str:
+    strength = min(1.0, abs(weight) / scale)
+    if weight > 0:
+        return f"rgba(220, 53, 69, {0.12 + 0.78 * strength:.2f})"
+    if weight < 0:
+        return f"rgba(25, 135, 84, {0.12 + 0.78 * strength:.2f})"
+    return "transparent"
+
+
 def lime_map(result: dict[str, Any]) -> html.Div:
-    """A sentence with each word tinted by its LIME weight: red raises α, green lowers it."""
+    """A sentence with each word tinted by its LIME weight: red raises α, green lowers it.
+
+    Every word is its span of the sentence (its character offsets) and what lies
+    between words is the sentence's own text, so the map reads as the sentence does;
+    words with nothing between them (the tokenizer's "don", "'", "t") form one run
+    with no padding inside it (``fs-lime-glued-*``), so "don't" is not drawn "don ' t".
+    """
     words = result.get("words", [])
     text = result.get("text", "")
     scale = max((abs(w["weight"]) for w in words), default=0.0) or 1.0
     parts: list[Any] = []
     cursor = 0
-    for w in words:
-        if w["start"] > cursor:
-            parts.append(text[cursor : w["start"]])
-        strength = min(1.0, abs(w["weight"]) / scale)
-        if w["weight"] > 0:
-            color = f"rgba(220, 53, 69, {0.12 + 0.78 * strength:.2f})"
-        elif w["weight"] < 0:
-            color = f"rgba(25, 135, 84, {0.12 + 0.78 * strength:.2f})"
-        else:
-            color = "transparent"
-        style = {"backgroundColor": color}
-        class_name = "fs-lime-word" + (" fs-lime-target" if w.get("target") else "")
-        parts.append(
-            html.Span(w["word"], style=style, className=class_name, title=f"{w['weight']:+.4f}")
-        )
-        cursor = w["end"]
+    for run in _lime_runs(words):
+        if run[0]["start"] > cursor:
+            parts.append(text[cursor : run[0]["start"]])
+        spans = []
+        for i, w in enumerate(run):
+            class_name = "fs-lime-word"
+            if i > 0:
+                class_name += " fs-lime-glued-left"
+            if i < len(run) - 1:
+                class_name += " fs-lime-glued-right"
+            if w.get("target"):
+                class_name += " fs-lime-target"
+            shown = text[w["start"] : w["end"]] or w["word"]
+            spans.append(
+                html.Span(
+                    shown,
+                    style={"backgroundColor": _lime_tint(w["weight"], scale)},
+                    className=class_name,
+                    title=f"{shown}: {w['weight']:+.4f}",
+                )
+            )
+        parts.append(html.Span(spans, className="fs-lime-run"))
+        cursor = run[-1]["end"]
     if cursor < len(text):
         parts.append(text[cursor:])
     caption = (

@@ -30,9 +30,12 @@ LEVEL_BADGE = "factor-level"
 LABEL_INPUT = "factor-label-input"
 LABEL_SAVE = "factor-label-save"
 LABEL_FEEDBACK = "factor-label-feedback"
+LABEL_AUTO = "factor-label-auto"  # the automatic label, shown beside the box, never in it
+LABEL_COUNT = "factor-label-count"  # "n / 200" under the box
 INTERVALS = "factor-intervals"
 NEIGHBORS = "factor-neighbors"
-DICTIONARY_SELECT = "factor-dictionary"  # the picker: encoded dictionaries only
+DICTIONARY_SELECT = "dictionary-select"  # the navbar's picker: encoded dictionaries only
+NAV_ACTIVE = "nav-active-dictionary"  # dcc.Store: the active dictionary at page load
 
 # LIME (on the factor explorer)
 LIME_SAMPLES = "lime-samples"
@@ -100,3 +103,8 @@ SENSES_CURVE = "senses-curve"  # graph: separation per layer, averaged over word
 SENSES_LEMMA_CURVE = "senses-lemma-curve"  # graph: separation per layer, one word
 SENSES_GROUPS = "senses-groups"  # the occurrences grouped by sense
 SENSES_MESSAGE = "senses-message"  # "not probed yet"
+SENSES_NOTE = "senses-note"  # "'zebra' was not probed" (the page shows another word)
+SENSES_DICTIONARY = "senses-dictionary"  # dcc.Store: the dictionary the page shows
+DICTIONARY_BADGE = "dictionary-badge"  # which dictionary a page shows (every page)
+RUN_CORPUS = "run-corpus"  # the corpus card: segments not stored, by reason
+SEARCH_DICTIONARY = "search-dictionary"  # dcc.Store: the dictionary chosen in the URL

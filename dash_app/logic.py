@@ -165,7 +165,10 @@ class FactorView:
     """Everything the factor page shows (shared between requests: never mutate it).
 
     ``top`` holds all of the top contexts (up to :data:`TOP_CONTEXTS`), so that paging
-    through them needs no query; ``contexts`` is its first page.
+    through them needs no query; ``contexts`` is its first page. ``label`` is the
+    user's label, else the automatic one; ``user_label`` and ``auto_label`` are each
+    (the page puts only the user's in the Label box). ``interval_bounds`` gives each
+    activation interval's own bounds and token count (the samples are ``intervals``).
     """
 
     factor: int
@@ -183,6 +186,9 @@ class FactorView:
     neighbors: pl.DataFrame | None = None
     top: pl.DataFrame | None = None
     dictionary_id: int | None = None
+    user_label: str | None = None
+    auto_label: str | None = None
+    interval_bounds: list[dict[str, Any]] = field(default_factory=list)
 
 
 PAGE_CACHE_ENTRIES = 256
@@ -347,6 +353,9 @@ def factor_view(
         neighbors=page["neighbors"],
         top=top,
         dictionary_id=page["dictionary_id"],
+        user_label=page["user_label"],
+        auto_label=page["auto_label"],
+        interval_bounds=list(page["interval_bounds"]),
     )
     cache.put(key, view)
     if layer is None:  # /factor/5 and /factor/5?layer=<its peak> are the same view
@@ -402,13 +411,22 @@ def pick_random(db_path: str | Path, level: str, *, seed: int | None = None) -> 
 
 
 def save_label(db_path: str | Path, factor: int, label: str | None) -> str:
-    """Store a factor's label (empty clears it); returns a confirmation to show."""
+    """Store a factor's label (empty clears it); returns a confirmation to show.
+
+    A label over :data:`MAX_LABEL_LENGTH` characters is refused whole (an
+    :class:`InputError` giving its length and the limit), never cut and saved.
+    """
     text = (label or "").strip()
     if len(text) > MAX_LABEL_LENGTH:
-        raise InputError(f"A label can be at most {MAX_LABEL_LENGTH} characters.")
+        raise InputError(label_too_long(len(text)))
     queries.set_label(db_path, int(factor), text, dictionary_id=_DICTIONARY.get())
     PAGE_CACHE.clear(db_path)  # the write changed the file's signature too; be explicit
     return f"Saved label of factor {int(factor)}." if text else f"Cleared label of {int(factor)}."
+
+
+def label_too_long(length: int) -> str:
+    """What the page says about a label of ``length`` characters over the limit."""
+    return f"label is too long ({length} > {MAX_LABEL_LENGTH} characters): shorten it"
 
 
 def lime_targets(db_path: str | Path, factor: int, layer: int, *, count: int) -> list[dict]:
@@ -491,6 +509,7 @@ def overview(db_path: str | Path) -> dict[str, Any]:
         info = dict(queries.run_overview(con))
         quality = queries.layer_quality(con)
         levels = queries.level_counts(con)
+        info["corpus"] = queries.corpus_report(con)
     info["quality"] = quality
     info["levels"] = _level_dict(levels)
     return info
@@ -617,9 +636,7 @@ def word_occurrences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if word and not row["cont"] and any(ch.isalnum() for ch in word):
             found.setdefault(word, []).append(t)
     words = [{"word": w, "tokens": ts} for w, ts in found.items()]
-    return [w for w in words if len(w["tokens"]) > 1] + [
-        w for w in words if len(w["tokens"]) == 1
-    ]
+    return [w for w in words if len(w["tokens"]) > 1] + [w for w in words if len(w["tokens"]) == 1]
 
 
 def shown_dictionary(db_path: str | Path) -> int:
@@ -758,7 +775,7 @@ def senses_view(db_path: str | Path, lemma: Any = None) -> SensesView | None:
     """
     from factorscope.warehouse import senses
 
-    with WarehouseReader(db_path).connect() as con:
+    with _connect(db_path) as con:
         info = senses.probe_info(con)
         if info is None:
             return None
@@ -772,6 +789,19 @@ def senses_view(db_path: str | Path, lemma: Any = None) -> SensesView | None:
         )
     layers = sorted(set(summary["layer"].to_list())) if summary.height else []
     return SensesView(info, summary, lemmas, chosen, scores, occurrences, layers)
+
+
+def probed_dictionaries(db_path: str | Path) -> list[int]:
+    """The dictionaries with a stored sense probe (the Senses page offers them)."""
+    from factorscope.warehouse import senses
+
+    with _connect(db_path) as con:
+        return senses.probed_dictionaries(con)
+
+
+def probe_command(dictionary_id: int) -> str:
+    """The command that probes one dictionary, as the Senses page offers it."""
+    return f"factorscope probe --corpus wordnet --dictionary {int(dictionary_id)}"
 
 
 def _pick_lemma(lemma: Any, lemmas: list[str]) -> str | None:

@@ -101,8 +101,21 @@ SQL_MAX_ROWS = 1000
 """Default cap on a console result's rows (`sql --max-rows`, the app's SQL page)."""
 SQL_MAX_MB = 16
 """Default cap on a console result's size in MB (`sql --max-mb`)."""
+SQL_MAX_MEMORY_MB = 1000
+"""Memory limit of one console query in MB (its worker process's ``RLIMIT_DATA``, plus
+the result cap); a query past it stops with one line. ``$FACTORSCOPE_SQL_MEMORY_MB``
+changes it (``LIMITS["sql_memory_mb"]``)."""
+SQL_MEMORY_ENV = "FACTORSCOPE_SQL_MEMORY_MB"
+SQL_CONSOLE_SLOTS = 2
+"""Console queries that run at once in one process (the app's server); another is
+refused at once. So the console adds at most ``SQL_CONSOLE_SLOTS`` times
+(``SQL_MAX_MEMORY_MB`` + the result cap) to the server's memory, and holds at most that
+many of its threads."""
 SERVE_THREADS = 8
 """Default worker threads of `serve`'s server: a few per core of a 2-core machine."""
+SERVE_TOKEN_MIN_CHARS = 16
+"""Shortest `serve --token` (or FACTORSCOPE_TOKEN) accepted: a token stands between the
+network and the data, so one a person could guess is refused."""
 
 _SEED = Limit("--seed", 0, 2**32 - 1)
 
@@ -139,6 +152,7 @@ LIMITS: dict[str, Limit] = {
     "max_rows": Limit("--max-rows", 1, 1_000_000),
     "max_mb": Limit("--max-mb", 1, 4096),
     "timeout": Limit("--timeout", 0.1, 3600, integer=False),
+    "sql_memory_mb": Limit(SQL_MEMORY_ENV, 256, 1_000_000),
     "examples_per_level": Limit("--examples-per-level", 0, 20),
 }
 

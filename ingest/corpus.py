@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -520,13 +521,37 @@ def _words_pattern(text: str) -> re.Pattern[str]:
     return re.compile(r"\s+".join(re.escape(word) for word in text.split()))
 
 
+LINE_BREAK_SHARE = 0.6
+"""An over-long segment is cut at its line breaks only when at least this share of them
+look like sentence or verse ends (after punctuation, or before a capital): a
+one-sentence-a-line file or a poem. Wrapped prose breaks lines mid-sentence, and
+cutting it there stored fragments ("will be up to."): on fortunes, 2,132 of the 3,194
+sentences that cutting at every line break added (bench/bench_segmentation.py)."""
+
+_LINE_END = re.compile(r"[.!?:;,\"')\]]\s*$")
+_LINE_START = re.compile(r"^\s*[\"'(\[]?[A-Z0-9]")
+
+
+def _lines_are_sentences(lines: list[str]) -> bool:
+    """Whether the line breaks between ``lines`` mostly end sentences or verse lines."""
+    breaks = list(itertools.pairwise(lines))
+    if not breaks:
+        return False
+    ends = sum(bool(_LINE_END.search(a) or _LINE_START.match(b)) for a, b in breaks)
+    return ends >= LINE_BREAK_SHARE * len(breaks)
+
+
 def _resplit(segment: str, record: str) -> list[str]:
-    """An over-long segment cut by the record's line breaks where they fall inside it,
-    then each part by the regex rule (normalised)."""
+    """An over-long segment cut by the record's line breaks where they fall inside it
+    (if they look like sentence ends, see LINE_BREAK_SHARE), then each part by the regex
+    rule (normalised)."""
     match = _words_pattern(segment).search(record)
     raw = match.group(0) if match else segment
+    lines = [line for line in raw.splitlines() if line.strip()]
+    if not _lines_are_sentences(lines):
+        return regex_split_sentences(raw)
     parts: list[str] = []
-    for line in raw.splitlines():
+    for line in lines:
         parts.extend(regex_split_sentences(line))
     return parts
 

@@ -351,10 +351,59 @@ def test_a_user_compares_two_dictionaries(demo_db: Path, serve, browser, workdir
         pg.locator(f"#compare-side a[href*='dictionary={new}']").first.click()
         pg.wait_for_url(re.compile(rf".*/factor/\d+\?dictionary={new}$"))
         pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
-        pg.locator("#factor-dictionary").get_by_text(f"dictionary {new}").wait_for()
+        pg.locator("#dictionary-select").get_by_text(f"dictionary {new}").wait_for()
         walk.check("3-factor-of-the-other")
+        _walk_with_dictionary_one(walk, new)
     finally:
         walk.close()
+
+
+def _walk_with_dictionary_one(walk: Walk, newest: int) -> None:
+    """Two dictionaries, one story (issue 22): dictionary 1 picked on a factor page (the
+    newest encode, ``newest``, is the active one) holds on Analyze, Search, Run and
+    Senses, and behind their links."""
+    pg = walk.pg
+    pg.locator("#dictionary-select").click()
+    pg.locator(".dash-dropdown-options [role=option]").filter(
+        has_text=re.compile(r"^dictionary 1 ")
+    ).first.click()
+    pg.wait_for_url(re.compile(r".*/factor/\d+\?dictionary=1$"))
+    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
+    walk.check("4-pick-dictionary-1")
+
+    pg.locator("#nav-analyze").click()
+    pg.wait_for_url(re.compile(r"/analyze\?dictionary=1$"))
+    pg.locator("#analyze-header").get_by_text("dictionary 1").wait_for()
+    pg.locator("#analyze-text").fill(SENTENCE)
+    pg.locator("#analyze-run").click()
+    pg.locator(".fs-word-view .fs-word-verdict").wait_for(timeout=120_000)
+    hrefs = pg.eval_on_selector_all("#analyze-output a.fs-f", "as => as.map(a => a.href)")
+    assert hrefs and all(h.endswith("&dictionary=1") for h in hrefs), hrefs[:3]
+    walk.check("5-analyze-dictionary-1")
+
+    pg.locator("#nav-search").click()
+    pg.wait_for_url(re.compile(r"/search\?dictionary=1$"))
+    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
+    pg.locator("#search-word").fill("left")
+    pg.locator("#search-word-go").click()
+    pg.locator("#search-word-output a").first.wait_for()
+    hrefs = pg.eval_on_selector_all("#search-word-output a", "as => as.map(a => a.href)")
+    assert all(h.endswith("dictionary=1") for h in hrefs), hrefs[:3]
+    walk.check("6-search-dictionary-1")
+
+    pg.locator("#nav-run").click()
+    pg.wait_for_url(re.compile(r"/run\?dictionary=1$"))
+    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
+    assert pg.locator("#run-quality tbody tr").count() == 7
+    walk.check("7-run-dictionary-1")
+
+    pg.locator("#nav-senses").click()
+    pg.wait_for_url(re.compile(r"/senses\?dictionary=1$"))
+    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
+    pg.locator("#senses-groups .fs-sense-group").first.wait_for()
+    hrefs = pg.eval_on_selector_all("#senses-groups a", "as => as.map(a => a.href)")
+    assert hrefs and all(h.endswith("dictionary=1") for h in hrefs), hrefs[:3]
+    walk.check("8-senses-dictionary-1")
 
 
 def test_the_demo_database_opens_in_a_duckdb_1x_cli(demo_db: Path):

@@ -31,7 +31,7 @@ from factorscope.stages.engines import ENGINES, ShardFolderRequest
 from factorscope.stages.ingest import IngestConfig
 from factorscope.stages.learn import LearnConfig
 from factorscope.stages.probe import ProbeSettings
-from factorscope.warehouse.export import FORMATS
+from factorscope.warehouse.export import FORMATS, VIEW_SETS
 
 GROUP = get_command(app)
 
@@ -44,6 +44,7 @@ CHOICES = {
     ("encode", "backend"): BACKENDS,
     ("encode", "engine"): ENGINES,
     ("export", "format"): FORMATS,
+    ("export", "views"): tuple(VIEW_SETS),
 }
 
 # command -> the dataclasses whose fields its options set (option name -> field name)

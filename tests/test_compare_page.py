@@ -101,7 +101,7 @@ def test_the_compare_page_and_a_matched_pair_in_the_browser(compared_cli_db, tmp
             side.locator("a[href*='dictionary=2']").first.click()
             expect(pg).to_have_url(re.compile(r".*/factor/\d+\?dictionary=2$"))
             pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
-            expect(pg.locator("#factor-dictionary")).to_contain_text("dictionary 2")
+            expect(pg.locator("#dictionary-select")).to_contain_text("dictionary 2")
             assert pg.locator(".alert-danger").count() == 0
             assert pg.console_errors == [], pg.console_errors
     finally:

@@ -185,6 +185,89 @@ def test_factor_explorer(start_server, page, syn_db):
     check_console(pg)
 
 
+def _auto_labelled_factor(db: Path) -> tuple[int, str, int]:
+    """(factor, automatic label, peak layer) of a factor without a user's label."""
+    from factorscope.dash_app import logic
+    from factorscope.warehouse.queries import WarehouseReader
+
+    try:
+        for factor in range(128):
+            view = logic.factor_view(db, factor)
+            if view.auto_label and view.user_label is None and view.peak_layer is not None:
+                return factor, view.auto_label, view.peak_layer
+    finally:
+        WarehouseReader(db).close()
+    raise AssertionError("no factor with only an automatic label")
+
+
+def shot_of(locator, name: str) -> None:
+    """A screenshot of one part of the page (what an issue's item is about)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    locator.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def _is_point(pg, layer: int) -> tuple[float, float]:
+    """Page coordinates of the IS curve's point at ``layer`` (the curve is trace 0)."""
+    point = pg.locator("#factor-is-graph .scatterlayer .trace").first.locator("path.point")
+    box = point.nth(layer).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_factor_page_labels_intervals_and_is_clicks(start_server, page, syn_db):
+    """Issue 22's factor page items: the automatic label beside an empty Label box, the
+    label limit, interval bounds, and the IS curve's hover and click."""
+    factor, auto, peak = _auto_labelled_factor(syn_db)
+    base = start_server(syn_db)
+    pg = page
+    pg.goto(f"{base}/factor/{factor}")
+    pg.get_by_role("heading", name=re.compile(f"Factor {factor}")).wait_for()
+
+    # The Label box holds only a user's label; the automatic one is beside it, marked.
+    box = pg.locator("#factor-label-input")
+    assert box.input_value() == ""
+    assert "up to 200 characters" in box.get_attribute("placeholder")
+    assert box.get_attribute("maxlength") is None
+    marked = pg.locator("#factor-label-auto")
+    assert marked.inner_text() == f"auto: {auto}"
+    assert "not reviewed" in marked.get_attribute("title")
+
+    # Interval headers give the interval's bounds and how many contexts fall in it.
+    headers = pg.locator("#factor-intervals h6").all_inner_texts()
+    assert headers and all(re.search(r"α in [\[(][\d.]+, [\d.]+[\])]", h) for h in headers)
+    assert all(re.search(r"[\d,]+ contexts?", h) for h in headers)
+    shot(pg, "issue22-factor-page")
+    shot_of(box.locator("xpath=ancestor::div[contains(@class, 'row')][1]"), "issue22-auto-label")
+    shot_of(pg.locator("#factor-intervals"), "issue22-interval-bounds")
+
+    # A label over the limit is refused (pasted whole, not cut by the browser).
+    box.fill("z" * 600)
+    assert pg.locator("#factor-label-count").inner_text() == "600 / 200"
+    pg.locator("#factor-label-save").click()
+    feedback = pg.locator("#factor-label-feedback")
+    feedback.get_by_text("label is too long (600 > 200 characters): shorten it").wait_for()
+    assert "text-danger" in feedback.get_attribute("class")
+    shot_of(
+        box.locator("xpath=ancestor::div[contains(@class, 'row')][1]"), "issue22-label-too-long"
+    )
+
+    # The IS curve: hovering a point names its layer and IS; clicking it shows that layer.
+    pg.locator("#factor-is-graph .scatterlayer .trace path.point").first.wait_for()
+    other = 0 if peak != 0 else 1
+    pg.mouse.move(*_is_point(pg, other))
+    hover = pg.locator("#factor-is-graph .hoverlayer .hovertext").first
+    hover.wait_for()
+    # the tooltip is SVG text (no innerText)
+    assert re.fullmatch(rf"layer {other} · IS \d+\.\d{{3}}", hover.text_content().strip())
+    shot_of(pg.locator("#factor-is-graph"), "issue22-is-hover")
+    pg.mouse.click(*_is_point(pg, other))
+    pg.wait_for_url(re.compile(rf"/factor/{factor}\?layer={other}$"))
+    pg.get_by_text(f"Top contexts at layer {other}").wait_for()
+    assert pg.locator("#factor-layer-select input:checked").get_attribute("value") == str(other)
+    assert pg.locator("#factor-label-input").input_value() == ""
+    shot(pg, "issue22-is-click-layer")
+    check_console(pg)
+
+
 def test_sql_console(start_server, page, syn_db):
     base = start_server(syn_db)
     pg = page
@@ -294,7 +377,7 @@ def test_analyze_long_text_escaped_and_linked(start_server, page, pipeline_db, t
 
     link = tables.nth(1).locator("a.fs-f").first
     href = link.get_attribute("href")
-    assert re.fullmatch(r"/factor/\d+\?layer=\d+", href)
+    assert re.fullmatch(r"/factor/\d+\?layer=\d+(&dictionary=\d+)?", href)
     link.click()
     pg.wait_for_url(re.compile(re.escape(href) + "$"))
     factor = href.split("/")[2].split("?")[0]
@@ -314,7 +397,7 @@ def test_analyze_and_lime(start_server, page, pipeline_db):
     assert re.search(r"\d+·", pg.locator("#analyze-output").inner_text())
     shot(pg, "analyze")
     link.click()
-    pg.wait_for_url(re.compile(r"/factor/\d+\?layer=\d+$"))
+    pg.wait_for_url(re.compile(r"/factor/\d+\?layer=\d+(&dictionary=\d+)?$"))
     pg.get_by_role("heading", name=re.compile(r"Factor \d+")).wait_for()
     pg.locator("#lime-samples").fill("40")
     pg.locator("#lime-count").fill("1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -216,10 +217,176 @@ def test_label_round_trip(syn_db):
     assert logic.factor_view(syn_db, 9).label == "the word left"
     hits = logic.search_labels(syn_db, "left")
     assert 9 in hits["factor"].to_list()
-    with pytest.raises(InputError, match="at most 200"):
+    with pytest.raises(InputError, match=re.escape("label is too long (201 > 200 characters)")):
         logic.save_label(syn_db, 9, "x" * 201)
     with pytest.raises(InputError, match="Type some text"):
         logic.search_labels(syn_db, "  ")
+
+
+def _walk(tree):
+    """Every node of a layout (component objects and their wire form alike), as a dict
+    of its props with ``type``."""
+    if hasattr(tree, "to_plotly_json") and not isinstance(tree, dict):
+        found = tree.to_plotly_json()
+        yield {**found["props"], "type": found["type"]}
+        yield from _walk(found["props"].get("children"))
+    elif isinstance(tree, dict) and "props" in tree and "type" in tree:
+        yield {**tree["props"], "type": tree["type"]}
+        yield from _walk(tree["props"].get("children"))
+    elif isinstance(tree, list | tuple):
+        for child in tree:
+            yield from _walk(child)
+
+
+def _shown(tree) -> str:
+    """The text a layout shows, its strings in order."""
+    if isinstance(tree, str):
+        return tree
+    if isinstance(tree, list | tuple):
+        return "".join(_shown(child) for child in tree)
+    if hasattr(tree, "to_plotly_json") and not isinstance(tree, dict):
+        return _shown(tree.to_plotly_json()["props"].get("children"))
+    if isinstance(tree, dict):
+        return _shown(tree.get("props", {}).get("children"))
+    return ""
+
+
+def _by_id(tree, component_id: str) -> dict:
+    (found,) = [node for node in _walk(tree) if node.get("id") == component_id]
+    return found
+
+
+def _factor_page(module_path: str = "/"):
+    import sys
+
+    (module,) = [p["module"] for p in dash.page_registry.values() if p["path"] == module_path]
+    return sys.modules[module]
+
+
+def _fresh_factor(db: Path, avoid: set[int]) -> int:
+    """A factor with an automatic label and no user label."""
+    with WarehouseReader(db).connect() as con:
+        for factor in range(N_FACTORS):
+            found = queries.factor_label(con, factor)
+            if factor not in avoid and found and found["source"] == "auto":
+                return factor
+    raise AssertionError("no factor with only an automatic label")
+
+
+def test_auto_label_is_beside_the_label_box_never_in_it(app, syn_db):
+    from factorscope.dash_app import ids
+
+    factor = _fresh_factor(syn_db, {9})
+    view = logic.factor_view(syn_db, factor)
+    assert view.user_label is None and view.auto_label
+    page = _factor_page().layout(factor=str(factor))
+    assert _by_id(page, ids.LABEL_INPUT)["value"] == ""
+    auto = _by_id(page, ids.LABEL_AUTO)
+    assert _shown(auto["children"]) == f"auto: {view.auto_label}"
+    assert "most frequent words" in auto["title"] and "not reviewed" in auto["title"]
+
+    # a user's label goes in the box; the automatic one stays beside it, marked as such
+    logic.save_label(syn_db, factor, "reviewed by a person")
+    page = _factor_page().layout(factor=str(factor))
+    assert _by_id(page, ids.LABEL_INPUT)["value"] == "reviewed by a person"
+    assert _shown(_by_id(page, ids.LABEL_AUTO)["children"]) == f"auto: {view.auto_label}"
+    logic.save_label(syn_db, factor, "")
+
+
+def test_a_too_long_label_is_refused_with_the_limit_never_saved(app, syn_db):
+    from factorscope.dash_app import ids
+
+    page_module = _factor_page()
+    factor = _fresh_factor(syn_db, {9})
+    box = _by_id(page_module.layout(factor=str(factor)), ids.LABEL_INPUT)
+    assert "maxLength" not in box  # the browser would cut a paste silently
+    assert "up to 200 characters" in box["placeholder"]
+    state = {"factor": factor, "layer": 0, "dictionary": None}
+    message, class_name = page_module.save_label(1, None, "y" * 600, state)
+    assert message == "label is too long (600 > 200 characters): shorten it"
+    assert "text-danger" in class_name
+    assert logic.factor_view(syn_db, factor).user_label is None
+    message, class_name = page_module.save_label(1, None, "y" * 200, state)
+    assert message == f"Saved label of factor {factor}." and "text-success" in class_name
+    assert logic.factor_view(syn_db, factor).user_label == "y" * 200
+    page_module.save_label(1, None, "", state)
+
+
+def test_interval_headers_give_the_interval_bounds_and_counts(syn_db):
+    factor, layer = _busy_factor(syn_db)
+    view = logic.factor_view(syn_db, factor, layer)
+    with WarehouseReader(syn_db).connect() as con:
+        ((n_codes, top),) = con.execute(
+            "SELECT count(*), max(alpha) FROM codes WHERE factor = ? AND layer = ? "
+            "AND dictionary_id = (SELECT dictionary_id FROM active_dictionary)",
+            [factor, layer],
+        ).fetchall()
+    bounds = view.interval_bounds
+    assert [b["interval"] for b in bounds] == list(range(len(bounds)))
+    assert sum(b["count"] for b in bounds) == n_codes
+    assert bounds[0]["alpha_low"] == 0.0
+    assert bounds[-1]["alpha_high"] == pytest.approx(top)
+    for low, high in itertools.pairwise(bounds):
+        assert low["alpha_high"] == high["alpha_low"]
+    for row in view.intervals:  # every sample lies in its interval's bounds
+        b = bounds[row["interval"]]
+        assert b["alpha_low"] - 1e-6 <= row["alpha"] <= b["alpha_high"] + 1e-6
+    text = _shown(ui.intervals_block(view.intervals, bounds))
+    strongest = bounds[-1]
+    header = f"α in [{strongest['alpha_low']:.3f}, {strongest['alpha_high']:.3f}]"
+    assert header in text
+    assert f"{strongest['count']:,} contexts" in text
+    weakest = next(b for b in bounds if any(r["interval"] == b["interval"] for r in view.intervals))
+    assert f"{weakest['alpha_high']:.3f})" in text
+
+
+IS_CLICK_CASES = [
+    # (clickData, state) -> href the page's Location gets (None: no navigation)
+    ({"points": [{"x": 3, "y": 0.2, "curveNumber": 0}]}, "/factor/7?layer=3"),
+    ({"points": [{"x": 1, "y": 0.2, "curveNumber": 1}]}, None),  # the layer shown
+    (None, None),
+    ({"points": []}, None),
+]
+
+
+def test_is_curve_hover_and_click_lead_to_the_layer(app, syn_db):
+    import shutil
+    import subprocess
+
+    from factorscope.dash_app import ids
+
+    figure = ui.importance_figure(
+        logic.factor_view(syn_db, 7, 1).importance, factor=7, layer=1, level="high", clickable=True
+    )
+    for trace in figure["data"]:
+        assert trace["hovertemplate"].startswith("layer %{x} · IS %{y:.3f}")
+    assert figure["data"][0]["line"]["color"] == ui.level_color("high")
+    assert "click a point" in figure["layout"]["xaxis"]["title"]["text"]
+
+    deps = app.server.test_client().get("/_dash-dependencies").get_json()
+    (click,) = [
+        d
+        for d in deps
+        if {"id": ids.IS_GRAPH, "property": "clickData"} in d["inputs"]
+        and d["output"].startswith(ids.FACTOR_NAV + ".href")
+    ]
+    assert click["clientside_function"] is not None  # navigates in the browser
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the browser test clicks the curve instead")
+    state = {"layer": 1, "hrefs": {str(x): f"/factor/7?layer={x}" for x in range(N_LAYERS)}}
+    script = (
+        "const no_update = {no_update: true};"
+        "globalThis.window = {dash_clientside: {no_update}};"
+        f"const f = {_factor_page().IS_CLICK_JS};"
+        f"const cases = {json.dumps([c for c, _ in IS_CLICK_CASES])};"
+        f"const state = {json.dumps(state)};"
+        "console.log(JSON.stringify(cases.map(c => {"
+        "const r = f(c, state); return r === no_update ? null : r; })));"
+    )
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [want for _, want in IS_CLICK_CASES]
 
 
 # --------------------------------------------------------------------------- other pages

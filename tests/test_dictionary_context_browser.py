@@ -99,3 +99,41 @@ def test_analyze_shows_the_chosen_dictionary_and_where_two_words_part(page, base
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "analyze-word-across-layers.png"), full_page=True)
     _no_alert(page)
+
+
+def test_the_chosen_dictionary_holds_on_every_page_and_link(page, base_url) -> None:
+    """Dictionary 2 is active; dictionary 1, picked in the navbar, holds everywhere."""
+    page.goto(f"{base_url}/factor/3")
+    page.locator("#dictionary-badge").get_by_text("dictionary 2").wait_for()
+    page.locator("#dictionary-select").click()
+    page.locator(".dash-dropdown-options [role=option]").filter(
+        has_text=re.compile(r"^dictionary 1 ")
+    ).first.click()
+    page.wait_for_url(re.compile(r".*/factor/\d+\?dictionary=1$"))
+    page.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
+    for nav, path in (("analyze", "/analyze"), ("search", "/search"), ("run", "/run")):
+        page.locator(f"#nav-{nav}").click()
+        page.wait_for_url(re.compile(rf"{path}\?dictionary=1$"))
+        badge = "#analyze-header" if nav == "analyze" else "#dictionary-badge"
+        page.locator(badge).get_by_text("dictionary 1").wait_for()
+        _no_alert(page)
+    # the Run page counts what the ingest did not store
+    page.locator("#run-corpus").get_by_text("segments after sentence splitting").wait_for()
+    # Senses: dictionary 1 is not probed: the page says so and gives the command
+    page.locator("#nav-senses").click()
+    page.wait_for_url(re.compile(r"/senses\?dictionary=1$"))
+    message = page.locator("#senses-message")
+    message.get_by_text("factorscope probe --corpus wordnet --dictionary 1").wait_for()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "senses-dictionary-not-probed.png"), full_page=True)
+    # picking dictionary 2 on a page other than a factor page keeps the page
+    page.locator("#nav-run").click()
+    page.wait_for_url(re.compile(r"/run\?dictionary=1$"))
+    page.locator("#dictionary-select").click()
+    page.locator(".dash-dropdown-options [role=option]").filter(
+        has_text=re.compile(r"^dictionary 2 ")
+    ).first.click()
+    page.wait_for_url(re.compile(r"/run\?dictionary=2$"))
+    page.locator("#dictionary-badge").get_by_text("dictionary 2").wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "run-dictionary-2.png"), full_page=True)
+    _no_alert(page)

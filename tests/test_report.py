@@ -41,7 +41,7 @@ def _check_figures(out: Path, summary) -> str:
     assert referenced, "the report shows no figure"
     for ref in referenced:
         width, height = _png_size(out / ref)
-        assert 100 <= width <= 1200 and 100 <= height <= 1200
+        assert 800 <= width <= 1400 and 300 <= height <= 1000, (ref, width, height)
     on_disk = {p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png")}
     assert on_disk == set(referenced) == {p.relative_to(out).as_posix() for p in summary.figures}
     return text
@@ -296,3 +296,35 @@ def test_report_carries_the_sense_probe_once_probed(tiny_pipeline_db, tmp_path):
         assert r.states == pytest.approx(view[(r.layer, "states")])
         assert f"| {r.layer} | {r.codes:.3f} (" in text
     assert "sense probe of 2 words" in summary.line()
+
+
+def _colours(png: Path) -> set[str]:
+    """The opaque colours of a PNG, as #rrggbb."""
+    import matplotlib.image
+
+    pixels = (matplotlib.image.imread(png)[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    return {"#{:02x}{:02x}{:02x}".format(*p) for p in {tuple(p) for p in pixels.tolist()}}
+
+
+def test_figures_are_readable_and_levels_wear_the_apps_colours(tmp_path):
+    from factorscope import palette
+    from factorscope.dash_app import components as ui
+    from factorscope.report import figures
+
+    css = (Path(ui.__file__).parent / "assets" / "bootstrap.min.css").read_text(encoding="utf-8")
+    for level in LEVELS:
+        theme = palette.LEVEL_THEME[level]
+        # the app's badge, the app's plots and the report draw one colour per level
+        assert ui.level_badge(level).color == theme
+        assert ui.level_color(level) == palette.LEVEL_COLORS[level]
+        assert f"--bs-{theme}:{palette.LEVEL_COLORS[level]}" in css  # the vendored Bootstrap's
+    assert figures.LEVEL_COLORS is palette.LEVEL_COLORS
+
+    levels = tmp_path / "levels.png"
+    figures.plot_levels(levels, {"low": 3, "mid": 5, "high": 2})
+    assert _png_size(levels)[0] >= 800
+    assert set(palette.LEVEL_COLORS.values()) <= _colours(levels)
+    curve = tmp_path / "curve.png"
+    figures.plot_importance(curve, 4, "high", [0, 1, 2, 3], [0.1, 0.2, 0.6, 0.3])
+    assert _png_size(curve)[0] >= 800
+    assert palette.LEVEL_COLORS["high"] in _colours(curve)

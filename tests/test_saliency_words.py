@@ -249,3 +249,45 @@ def test_lime_job_shows_the_error(tmp_path, tiny_pipeline_db, analyzer):
     state = lime_jobs.wait(job, timeout=60)
     assert state["finished"] and not state["results"]
     assert "not among the 4 words the model reads" in state["error"]
+
+
+CONTRACTION = "I don't know, do you?"
+
+
+def _plain(node) -> str:
+    """The text a rendered node shows."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list | tuple):
+        return "".join(_plain(child) for child in node)
+    return _plain(getattr(node, "children", None) or "")
+
+
+def test_lime_map_shows_words_as_the_sentence_writes_them(analyzer):
+    from factorscope.dash_app import components as ui
+
+    result = saliency.explain(analyzer, CONTRACTION, 1, 1, 0, n_samples=20)
+    words = [w["word"] for w in result["words"]]
+    # the tokenizer splits "don't" in three words, each one LIME weight ...
+    assert words == ["I", "don", "'", "t", "know", ",", "do", "you", "?"]
+    for w in result["words"]:
+        assert CONTRACTION[w["start"] : w["end"]] == w["word"]
+    sentence, _caption = ui.lime_map(result).children
+    # ... shown as the sentence writes them: "don't", not "don ' t"
+    assert _plain(sentence) == CONTRACTION
+    runs = [_plain(part) for part in sentence.children if not isinstance(part, str)]
+    gaps = [part for part in sentence.children if isinstance(part, str)]
+    assert runs == ["I", "don't", "know,", "do", "you?"]
+    assert gaps == [" "] * 4
+    for run in sentence.children:
+        if isinstance(run, str):
+            continue
+        assert "fs-lime-run" in run.className
+        pieces = run.children
+        assert all("fs-lime-word" in p.className for p in pieces)
+        # inner edges of a run have no padding (the CSS classes say so): no visual gap
+        if len(pieces) > 1:
+            assert "fs-lime-glued-right" in pieces[0].className
+            assert "fs-lime-glued-left" in pieces[-1].className
+    target = [p for run in sentence.children if not isinstance(run, str) for p in run.children]
+    assert [p.children for p in target if "fs-lime-target" in p.className] == ["don"]

@@ -122,10 +122,13 @@ def test_senses_page_shows_the_curve_and_the_sense_groups_of_left(databases, ser
     )
     assert page.locator(".alert-danger").count() == 0
 
-    # a word that was not probed is one clear alert naming the probed ones
+    # a word that was not probed: the page stays, with a note naming the probed words
     page.goto(base + "/senses?lemma=zebra")
-    alert = page.wait_for_selector(".alert-danger")
-    assert "'zebra' was not probed" in alert.inner_text() and "left" in alert.inner_text()
+    note = page.wait_for_selector("#senses-note")
+    assert "'zebra' was not probed" in note.inner_text() and "left" in note.inner_text()
+    page.wait_for_selector("#senses-groups .fs-sense-group")
+    assert page.locator(".alert-danger").count() == 0
+    _shot(page, "senses-unprobed-word")
     page.goto(base + "/senses?lemma=play")
     page.wait_for_selector("#senses-groups .fs-sense-group")
 

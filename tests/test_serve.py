@@ -6,9 +6,12 @@ cache tests call :mod:`factorscope.dash_app.logic` directly.
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import signal
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from factorscope.dash_app import logic
 from factorscope.warehouse.queries import WarehouseReader
 from factorscope.warehouse.synthetic import build_synthetic_db
 
-from .live import CHROMIUM, chromium_browser, start_serve
+from .live import CHROMIUM, CLI, chromium_browser, free_port, start_serve, stop
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,8 @@ def test_debug_runs_the_development_server(serve, syn_db):
     _, headers, _ = _get(base + "/_dash-layout")
     assert headers["Server"].startswith("Werkzeug"), headers
     assert "with the development server" in log.read_text()
+    status, _, body = _request(base, "/_dash-layout", host="evil.example")
+    assert status == 403 and b"evil.example" in body  # the dev server checks the Host too
     assert _stop(proc, signal.SIGTERM) == 0
 
 
@@ -134,6 +139,317 @@ def test_threads_out_of_range_is_one_line_exit_2(capsys, tmp_path, monkeypatch, 
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "--threads" in err and "Traceback" not in err
     assert "serving" not in out
+
+
+# --------------------------------------------------------------------------- serving safely
+
+TOKEN = "tok-0123456789abcdefXYZ"
+
+
+def _request(
+    base: str,
+    path: str,
+    *,
+    host: str | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One raw request to the server at ``base`` with a chosen ``Host`` header (urllib
+    would raise on a refusal; http.client hands back any status)."""
+    hostport = base.removeprefix("http://")
+    conn = http.client.HTTPConnection(hostport, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"Host": host or hostport, **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _callback_body(base: str, output_part: str, values: dict[str, object]) -> bytes:
+    """The POST body the browser sends for the callback whose output names ``output_part``,
+    with ``values`` (``"id.property"`` -> value) as its inputs and state."""
+    deps = json.loads(_get(base + "/_dash-dependencies")[2])
+    dep = next(d for d in deps if output_part in d["output"])
+    body = {
+        "output": dep["output"],
+        "outputs": [
+            {"id": spec.rsplit(".", 1)[0], "property": spec.rsplit(".", 1)[1]}
+            for spec in dep["output"].strip(".").split("...")
+        ],
+        "inputs": [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in dep["inputs"]],
+        "state": [
+            {**s, "value": values.get(f"{s['id']}.{s['property']}")} for s in dep.get("state", [])
+        ],
+        "changedPropIds": [next(iter(values))],
+    }
+    return json.dumps(body).encode()
+
+
+def _label_of(db: Path, factor: int) -> str | None:
+    from factorscope.warehouse import queries
+
+    try:
+        with WarehouseReader(db).connect() as con:
+            return (queries.factor_label(con, factor) or {}).get("label")
+    finally:
+        WarehouseReader(db).close()
+
+
+@pytest.fixture
+def serve_with_token(tmp_path: Path) -> Iterator:
+    """``start(db, *flags, env=None)`` runs ``factorscope serve`` that asks for a token;
+    (process, base URL, log path) once it answers a request carrying ``TOKEN``."""
+    procs: list[subprocess.Popen] = []
+
+    def start(
+        db: Path, *flags: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen, str, Path]:
+        log = tmp_path / f"serve-token-{len(procs)}.log"
+        port = free_port()
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [str(CLI), "serve", "--db", str(db), "--port", str(port), *flags],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            try:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                if _request(base, "/_dash-layout", headers=auth)[0] == 200:
+                    return proc, base, log
+            except OSError:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"the server did not answer:\n{log.read_text()}")
+
+    yield start
+    stop(procs)
+
+
+def test_the_host_header_is_parsed_strictly():
+    from factorscope.dash_app import guard
+
+    assert guard.host_name("127.0.0.1:8050") == "127.0.0.1"
+    assert guard.host_name("LocalHost") == "localhost"
+    assert guard.host_name("localhost.:8050") == "localhost"
+    assert guard.host_name("[::1]:8050") == "::1"
+    assert guard.host_name("[::1]") == "::1"
+    for bad in ("", "::1", "a:b:c", "[::1", "[::1]x", "host:port", "a b", "h/p", "[evil]"):
+        assert guard.host_name(bad) is None, bad
+
+
+def test_which_hosts_a_bind_admits():
+    from factorscope.dash_app import guard
+    from factorscope.errors import InputError
+
+    loopback = guard.Access.for_bind("127.0.0.1")
+    for host in ("127.0.0.1", "127.0.0.1:8050", "localhost", "localhost:8050", "[::1]:8050"):
+        assert loopback.admits_host(host), host
+    for host in ("evil.example", "evil.example:8050", "192.0.2.7", "127.0.0.1.evil.example"):
+        assert not loopback.admits_host(host), host
+    named = guard.Access.for_bind("127.0.0.1", allowed=("box.lan",))
+    assert named.admits_host("BOX.lan:8050") and not named.admits_host("evil.example")
+    specific = guard.Access.for_bind("192.0.2.7", token=TOKEN)
+    assert specific.admits_host("192.0.2.7:8050") and specific.admits_host("localhost")
+    assert not specific.admits_host("evil.example") and not specific.admits_host("192.0.2.8")
+    anywhere = guard.Access.for_bind("0.0.0.0", token=TOKEN)
+    # a browser sends an address as Host only when the user typed it: not a rebinding
+    assert anywhere.admits_host("192.0.2.8:8050") and anywhere.admits_host("[2001:db8::1]")
+    assert not anywhere.admits_host("evil.example")
+    with pytest.raises(InputError, match="--token"):
+        guard.Access.for_bind("0.0.0.0")
+    with pytest.raises(InputError, match="FACTORSCOPE_TOKEN"):
+        guard.Access.for_bind("192.0.2.7")
+    assert guard.allowed_hosts(["a.example,b.example", "C.example"]) == (
+        "a.example",
+        "b.example",
+        "c.example",
+    )
+    for bad in ("", "a,,b", "http://a.example", "a.example:8050", "a b", "a/b", "*", "-a"):
+        with pytest.raises(InputError, match="--allowed-host"):
+            guard.allowed_hosts([bad])
+
+
+def test_the_guard_refuses_before_the_app_runs():
+    from factorscope.dash_app import guard
+
+    calls: list[str] = []
+
+    def inner(environ, start_response):
+        calls.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ran"]
+
+    def call(app, **environ) -> tuple[str, dict[str, str], bytes]:
+        seen: dict = {}
+
+        def start_response(status, headers, exc_info=None):
+            seen["status"], seen["headers"] = status, dict(headers)
+
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", **environ}
+        body = b"".join(app(env, start_response))
+        return seen["status"], seen["headers"], body
+
+    open_app = guard.Guard(inner, guard.Access.for_bind("127.0.0.1"))
+    assert call(open_app, HTTP_HOST="localhost:8050")[2] == b"ran"
+    status, headers, body = call(open_app)  # no Host header at all
+    assert status.startswith("400") and headers["Content-Type"].startswith("text/plain"), status
+    status, _, body = call(open_app, HTTP_HOST="evil.example", PATH_INFO="/sql")
+    assert status.startswith("403") and b"evil.example" in body and b"--allowed-host" in body
+    assert calls == ["/"]
+    locked = guard.Guard(inner, guard.Access.for_bind("127.0.0.1", token=TOKEN))
+    status, headers, _ = call(locked, HTTP_HOST="localhost")
+    assert status.startswith("401") and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = call(locked, HTTP_HOST="localhost", HTTP_AUTHORIZATION="Bearer nope")
+    assert status.startswith("403")
+    status, _, _ = call(locked, HTTP_HOST="localhost", QUERY_STRING="token=%E2%82%AC")
+    assert status.startswith("403")
+    assert calls == ["/"]
+    status, _, body = call(
+        locked, HTTP_HOST="localhost", REQUEST_METHOD="POST", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"
+    )
+    assert status.startswith("200") and body == b"ran"
+
+
+@pytest.mark.timeout(60)  # a check that let the server start would block here
+@pytest.mark.parametrize(
+    ("argv", "env", "words"),
+    [
+        (["--host", "0.0.0.0"], {}, ["0.0.0.0", "--token", "FACTORSCOPE_TOKEN"]),
+        (["--token", ""], {}, ["--token", "empty"]),
+        (["--token", "short"], {}, ["--token", "16"]),
+        (["--token", "has space in it, long enough"], {}, ["--token"]),
+        ([], {"FACTORSCOPE_TOKEN": ""}, ["FACTORSCOPE_TOKEN", "empty"]),
+        (["--allowed-host", "http://box.lan/"], {}, ["--allowed-host", "http://box.lan/"]),
+        (["--allowed-host", "a,,b"], {}, ["--allowed-host"]),
+    ],
+)
+def test_serve_refuses_unsafe_or_bad_settings_in_one_line(
+    capsys, monkeypatch, syn_db, argv, env, words
+):
+    monkeypatch.delenv("FACTORSCOPE_TOKEN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["serve", "--db", str(syn_db), "--port", str(free_port()), *argv])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and "serving" not in out
+    for word in words:
+        assert word in err, (word, err)
+
+
+@pytest.mark.slow
+def test_a_foreign_host_is_refused_and_runs_nothing(serve, tmp_path):
+    db = build_synthetic_db(tmp_path / "guard.duckdb", n_sentences=200, n_layers=2, n_factors=16)
+    WarehouseReader(db).close()
+    _proc, base, log = serve(db)
+    port = base.rsplit(":", 1)[1]
+    save = _callback_body(
+        base,
+        "factor-label-feedback.children",
+        {
+            "factor-label-save.n_clicks": 1,
+            "factor-label-input.value": "rebound",
+            "factor-state.data": {"factor": 2, "layer": 0},
+        },
+    )
+    json_post = {"Content-Type": "application/json"}
+    before = _label_of(db, 2)
+    for path in ("/", "/factor/3", "/sql", "/_dash-layout", "/assets/factorscope.css"):
+        status, headers, body = _request(base, path, host="evil.example")
+        assert status == 403, (path, status)
+        assert headers["content-type"].startswith("text/plain"), headers
+        assert b"evil.example" in body and len(body.splitlines()) == 1, body
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        status, _, body = _request(
+            base, "/_dash-update-component", host=host, method="POST", body=save, headers=json_post
+        )
+        assert status == 403, (host, body)
+    assert _label_of(db, 2) == before != "rebound"  # the callback did not run
+    for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "localhost"):
+        status, _, body = _request(base, "/factor/3", host=host)
+        assert status == 200 and b"_dash-renderer" in body, host
+    status, _, body = _request(
+        base,
+        "/_dash-update-component",
+        host=f"localhost:{port}",
+        method="POST",
+        body=save,
+        headers=json_post,
+    )
+    assert status == 200 and b"Saved label" in body, body
+    assert _label_of(db, 2) == "rebound"
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_allowed_host_admits_its_names(serve, syn_db):
+    _proc, base, _log = serve(
+        syn_db, "--allowed-host", "box.lan,factorscope.test", "--allowed-host", "third.test"
+    )
+    port = base.rsplit(":", 1)[1]
+    for host in ("box.lan", f"factorscope.test:{port}", "THIRD.test", f"127.0.0.1:{port}"):
+        assert _request(base, "/_dash-layout", host=host)[0] == 200, host
+    assert _request(base, "/_dash-layout", host="evil.example")[0] == 403
+
+
+@pytest.mark.slow
+def test_a_token_is_asked_once_then_kept_in_a_cookie(serve_with_token, syn_db):
+    _proc, base, log = serve_with_token(syn_db, env={"FACTORSCOPE_TOKEN": TOKEN})
+    status, headers, body = _request(base, "/factor/3")
+    assert status == 401 and b"token" in body and "set-cookie" not in headers
+    for path in ("/factor/3?token=wrong-token-0123456789", "/_dash-layout"):
+        auth = {"Authorization": "Bearer wrong-token-0123456789"} if "token" not in path else {}
+        status, _, body = _request(base, path, headers=auth)
+        assert status == 403 and b"token" in body, (path, body)
+    status, headers, body = _request(
+        base,
+        "/_dash-update-component",
+        method="POST",
+        body=b"{}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 401
+    # the link printed at start: answered with the cookie, then on to the page without it
+    status, headers, body = _request(base, f"/factor/3?layer=1&token={TOKEN}")
+    assert status == 200, body
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    assert b"/factor/3?layer=1" in body and TOKEN.encode() not in body
+    jar = {"Cookie": cookie.split(";", 1)[0]}
+    status, _, body = _request(base, "/factor/3?layer=1", headers=jar)
+    assert status == 200 and b"_dash-renderer" in body
+    assert _request(base, "/_dash-layout", headers=jar)[0] == 200
+    port = base.rsplit(":", 1)[1]
+    forged = {"Cookie": f"factorscope_token_{port}=forged"}
+    assert _request(base, "/_dash-layout", headers=forged)[0] == 403
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert _request(base, "/_dash-layout", headers=bearer)[0] == 200
+    assert _request(base, "/_dash-layout", host="evil.example", headers=jar)[0] == 403
+    text = log.read_text()
+    assert text.count(f"?token={TOKEN}") == 1, text  # the link, printed once
+    assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_a_network_bind_warns_and_needs_the_token(serve_with_token, syn_db):
+    _proc, base, log = serve_with_token(syn_db, "--host", "0.0.0.0", "--token", TOKEN)
+    text = log.read_text()
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "network" in warnings[0] and "SQL" in warnings[0], text
+    assert _request(base, "/_dash-layout")[0] == 401
+    assert _request(base, "/_dash-layout", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    status = _request(base, "/", host="evil.example", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status[0] == 403
 
 
 # --------------------------------------------------------------------------- the cache
@@ -239,4 +555,22 @@ def test_a_factor_view_is_one_request(serve, syn_db):
         pg.wait_for_load_state("networkidle")
         pg.locator("#factor-layer-select input[value='2']:checked").wait_for(state="attached")
         assert len(posts) == 1, posts
+        assert errors == [], errors
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_token_link_opens_the_explorer_in_a_browser(serve_with_token, syn_db):
+    """The printed link lands on the page, and Dash's own requests then carry the cookie."""
+    if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+        pytest.fail("no /usr/bin/chromium: run `make setup-test`", pytrace=False)
+    _proc, base, _log = serve_with_token(syn_db, "--token", TOKEN)
+    with chromium_browser() as browser:
+        pg = browser.new_page()
+        pg.set_default_timeout(20_000)
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.goto(f"{base}/factor/3?layer=1&token={TOKEN}")
+        pg.wait_for_url(f"{base}/factor/3?layer=1")
+        pg.locator("#factor-is-graph .js-plotly-plot").wait_for()
         assert errors == [], errors

@@ -1,5 +1,10 @@
 """Every table and public view of a database as Parquet or CSV files (`factorscope export`).
 
+Each public view exists twice in a database: ``<view>`` (the active dictionary's rows)
+and ``<view>_all`` (every dictionary's rows, with ``dictionary_id``). Writing both
+doubled an export for nothing, so ``views`` picks which (:data:`VIEW_SETS`): by
+default the ``_all`` views, which hold the active dictionary's rows too.
+
 Rows are streamed from a read-only connection in Arrow batches and written by
 pyarrow, so no file path ever goes into SQL and the codes table never has to fit in
 memory. Relation names come from the database's own catalog and are checked against
@@ -44,6 +49,16 @@ FORMATS: dict[str, ExportFormat] = {
 CLI's ``export --format`` choices come from this table."""
 
 DEFAULT_FORMAT = "parquet"
+
+VIEW_SETS: dict[str, str] = {
+    "all": "tables and the <view>_all views (every dictionary's rows, with dictionary_id)",
+    "active": "tables and the <view> views (the active dictionary's rows only)",
+    "both": "tables and both kinds of views (their rows twice)",
+}
+"""Which views an export writes, by name; the CLI's ``export --views`` choices. Views
+without an ``_all`` twin (``active_dictionary``) and every table are always written."""
+
+DEFAULT_VIEWS = "all"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _BATCH = 256 * 1024
 
@@ -59,14 +74,38 @@ def relations(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     return [(name, kind) for name, kind in rows if _NAME.match(name)]
 
 
-def export(db_path: str | Path, out_dir: str | Path, *, fmt: str = DEFAULT_FORMAT) -> list[Path]:
-    """Write ``<out_dir>/<name>.<fmt>`` for every table and view; returns the files.
+def chosen_relations(relations_: list[tuple[str, str]], views: str) -> list[tuple[str, str]]:
+    """The relations an export with ``views`` (a :data:`VIEW_SETS` name) writes.
+
+    A view ``x`` whose twin ``x_all`` exists is an active-dictionary view; ``x_all``
+    its every-dictionary twin. Tables and views without a twin are always kept.
+    """
+    if views not in VIEW_SETS:
+        raise InputError(f"views must be one of {', '.join(VIEW_SETS)}, got {views!r}")
+    names = {name for name, kind in relations_ if kind == "view"}
+    every = {name for name in names if name.endswith("_all") and name[: -len("_all")] in names}
+    active = {name[: -len("_all")] for name in every}
+    dropped = {"all": active, "active": every, "both": set()}[views]
+    return [(name, kind) for name, kind in relations_ if kind != "view" or name not in dropped]
+
+
+def export(
+    db_path: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str = DEFAULT_FORMAT,
+    views: str = DEFAULT_VIEWS,
+) -> list[Path]:
+    """Write ``<out_dir>/<name>.<fmt>`` for every table and the views ``views`` picks
+    (:data:`VIEW_SETS`; default the ``<view>_all`` views); returns the files.
 
     List columns (vectors) are written as they are in Parquet and as JSON-like text
     (``[0.1, 0.2]``) in CSV.
     """
     if fmt not in FORMATS:
         raise InputError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if views not in VIEW_SETS:
+        raise InputError(f"views must be one of {', '.join(VIEW_SETS)}, got {views!r}")
     db_path = Path(db_path)
     if not db_path.exists():
         raise WarehouseError(f"no database at {db_path} (run `factorscope ingest` first)")
@@ -81,7 +120,7 @@ def export(db_path: str | Path, out_dir: str | Path, *, fmt: str = DEFAULT_FORMA
         raise WarehouseError(f"cannot open database {db_path}: {e}") from e
     written: list[Path] = []
     try:
-        for name, _kind in relations(con):
+        for name, _kind in chosen_relations(relations(con), views):
             target = out_dir / f"{name}.{fmt}"
             _export_one(con, name, target, fmt)
             written.append(target)

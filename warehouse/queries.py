@@ -570,11 +570,13 @@ def factor_page(
     ``n_factors``, ``dictionary_id``, ``encoded`` (False when the active dictionary has
     no codes yet: nothing else is read then), ``peak_layer`` and ``level`` (None when it
     never fires), ``label`` (the user's, else the automatic one, else None),
+    ``user_label`` and ``auto_label`` (each, or None: ``factor_labels``' sources),
     ``importance`` (frame layer, importance: every layer, 0.0 where it never fires),
     ``top`` (the first ``top_k`` of :func:`top_contexts`), ``histogram``
     (:func:`factor_histogram`), ``intervals`` (:func:`interval_samples`, seed 0: as
-    the refresh stored them in ``summary_intervals`` when the counts match) and
-    ``neighbors`` (:func:`factor_neighbors` by cosine).
+    the refresh stored them in ``summary_intervals`` when the counts match),
+    ``interval_bounds`` (:func:`interval_bounds`: each interval's own bounds and how
+    many tokens fall in it) and ``neighbors`` (:func:`factor_neighbors` by cosine).
     """
     factor = _as_int(factor, "factor")
     sizes = {
@@ -595,8 +597,8 @@ def factor_page(
                (SELECT count(*) FROM layer_quality WHERE dictionary_id = $d),
                (SELECT peak_layer FROM factor_levels WHERE factor = $f),
                (SELECT level FROM factor_levels WHERE factor = $f),
-               (SELECT arg_min(label, CASE source WHEN 'user' THEN 0 ELSE 1 END)
-                  FROM factor_labels WHERE factor = $f),
+               (SELECT label FROM factor_labels WHERE factor = $f AND source = 'user'),
+               (SELECT label FROM factor_labels WHERE factor = $f AND source = 'auto'),
                (SELECT map(list(layer), list(importance))
                   FROM factor_importance WHERE factor = $f),
                (SELECT value FROM summary_meta WHERE key = 'top_k' AND dictionary_id = $d),
@@ -604,7 +606,7 @@ def factor_page(
         """,
         {"d": dictionary_id, "f": factor},
     )[0]
-    n_factors, n_quality, peak, level, label, found, materialised, stored = head
+    n_factors, n_quality, peak, level, user_label, auto_label, found, materialised, stored = head
     if not 0 <= factor < int(n_factors):
         raise InputError(
             f"factor {factor} does not exist: this dictionary has factors 0..{int(n_factors) - 1}"
@@ -625,7 +627,9 @@ def factor_page(
         "encoded": bool(n_quality),
         "peak_layer": peak,
         "level": level,
-        "label": label,
+        "label": user_label if user_label is not None else auto_label,
+        "user_label": user_label,
+        "auto_label": auto_label,
         "importance": pl.DataFrame(
             {
                 "layer": all_layers,
@@ -638,7 +642,9 @@ def factor_page(
         return page
     materialised = int(json.loads(materialised)) if materialised is not None else 0
     page["top"] = _top_contexts(con, factor, layer, int(top_k), 0, materialised)
-    page["histogram"] = _histogram(con, factor, layer, int(bins))
+    page["histogram"], page["interval_bounds"] = _alpha_bins(
+        con, factor, layer, int(bins), int(n_intervals)
+    )
     if stored is not None and json.loads(stored) == [int(n_intervals), int(per_interval)]:
         page["intervals"] = _frame(
             con,
@@ -746,6 +752,33 @@ def factor_histogram(
 
 
 def _histogram(con: duckdb.DuckDBPyConnection, factor: int, layer: int, bins: int) -> pl.DataFrame:
+    return _alpha_bins(con, factor, layer, bins, 1)[0]
+
+
+def interval_bounds(
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, *, n_intervals: int = 5
+) -> list[dict[str, Any]]:
+    """The activation intervals of (factor, layer) that :func:`interval_samples` draws
+    from: ``{"interval", "alpha_low", "alpha_high", "count"}`` for each of the
+    ``n_intervals`` (weakest first; empty when the factor never fires there).
+
+    Interval ``i`` holds the α with ``floor(α / max α · n) = i`` (the strongest also
+    holds max α): ``[alpha_low, alpha_high)``, the last one closed; ``count`` is how
+    many tokens fall in it.
+    """
+    factor = check_factor(con, factor)
+    layer = check_layer(con, layer)
+    n_intervals = _as_int(n_intervals, "n_intervals")
+    if not 1 <= n_intervals <= 100:
+        raise InputError(f"n_intervals must be in 1..100, got {n_intervals}")
+    return _alpha_bins(con, factor, layer, 1, n_intervals)[1]
+
+
+def _alpha_bins(
+    con: duckdb.DuckDBPyConnection, factor: int, layer: int, bins: int, n_intervals: int
+) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """(histogram of ``bins`` bins, bounds of ``n_intervals`` intervals) of the non-zero
+    α of (factor, layer), both cut from (0, max α] by the summaries' rule, in one scan."""
     rows = _rows(
         con,
         """
@@ -756,23 +789,37 @@ def _histogram(con: duckdb.DuckDBPyConnection, factor: int, layer: int, bins: in
         ),
              m AS (SELECT max(alpha) AS top FROM a)
         SELECT least(CAST(floor(a.alpha / m.top * $bins) AS INTEGER), $bins - 1) AS b,
+               least(CAST(floor(a.alpha / m.top * $n) AS INTEGER), $n - 1) AS i,
                count(*) AS n, any_value(m.top) AS top
         FROM a, m
-        GROUP BY b
+        GROUP BY b, i
         """,
-        {"factor": factor, "layer": layer, "bins": bins},
+        {"factor": factor, "layer": layer, "bins": bins, "n": n_intervals},
     )
     schema = {"bin_low": pl.Float64, "bin_high": pl.Float64, "count": pl.Int64}
     if not rows:
-        return pl.DataFrame(schema=schema)
-    top = float(rows[0][2])
+        return pl.DataFrame(schema=schema), []
+    top = float(rows[0][3])
     counts = np.zeros(bins, dtype=np.int64)
-    for b, n, _ in rows:
-        counts[int(b)] = n
+    in_interval = np.zeros(n_intervals, dtype=np.int64)
+    for b, i, n, _ in rows:
+        counts[int(b)] += n
+        in_interval[int(i)] += n
     edges = np.linspace(0.0, top, bins + 1)
-    return pl.DataFrame(
+    histogram = pl.DataFrame(
         {"bin_low": edges[:-1], "bin_high": edges[1:], "count": counts}, schema=schema
     )
+    cuts = np.linspace(0.0, top, n_intervals + 1)
+    bounds = [
+        {
+            "interval": i,
+            "alpha_low": float(cuts[i]),
+            "alpha_high": float(cuts[i + 1]),
+            "count": int(in_interval[i]),
+        }
+        for i in range(n_intervals)
+    ]
+    return histogram, bounds
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -878,7 +925,9 @@ def set_label(
         raise InputError(f"label must be a string, got {label!r}")
     label = " ".join(label.split())
     if len(label) > MAX_LABEL_LENGTH:
-        raise InputError(f"label is too long ({len(label)} > {MAX_LABEL_LENGTH} characters)")
+        raise InputError(
+            f"label is too long ({len(label)} > {MAX_LABEL_LENGTH} characters): shorten it"
+        )
     with _write_connection(db_path) as con:
         use_dictionary(con, dictionary_id)
         factor = check_factor(con, factor)
@@ -897,6 +946,28 @@ def set_label(
 
 
 # ----------------------------------------------------------------------------- quality
+
+
+def corpus_report(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """What the ingest did not store, by reason (None for a run made before it was
+    counted): ``{"segments", "resplit", "resplit_into", "dropped": {reason: [n, words]}}``
+    (``store.write_corpus_report`` writes it)."""
+    run = _rows(con, "SELECT n_segments, n_resplit, n_resplit_into FROM runs LIMIT 1")
+    if not run or run[0][0] is None:
+        return None
+    segments, resplit, resplit_into = run[0]
+    dropped = {
+        reason: [n, words]
+        for reason, n, words in _rows(
+            con, "SELECT reason, sentences, words FROM ingest_drops ORDER BY sentences DESC"
+        )
+    }
+    return {
+        "segments": segments,
+        "resplit": resplit,
+        "resplit_into": resplit_into,
+        "dropped": dropped,
+    }
 
 
 def layer_quality(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -180,14 +180,28 @@ def write_probe(
         con.unregister("_p_occurrences")
 
 
-def probe_info(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    """The probe of the active dictionary (source, settings, counts), or None if unprobed."""
+def probed_dictionaries(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The dictionaries with a stored probe, in id order."""
+    if not _has_table(con, "sense_probe_runs"):
+        return []
+    rows = con.execute(
+        "SELECT dictionary_id FROM sense_probe_runs ORDER BY dictionary_id"
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def probe_info(
+    con: duckdb.DuckDBPyConnection, dictionary_id: int | None = None
+) -> dict[str, Any] | None:
+    """The probe of ``dictionary_id`` (default: the active dictionary): source, settings,
+    counts; None if it is unprobed."""
     if not _has_table(con, "sense_probe_runs"):
         return None
-    try:
-        dictionary_id = active_dictionary_id(con)
-    except WarehouseError:
-        return None
+    if dictionary_id is None:
+        try:
+            dictionary_id = active_dictionary_id(con)
+        except WarehouseError:
+            return None
     cur = con.execute(
         "SELECT dictionary_id, source, settings, n_lemmas, n_skipped, seconds, created_at "
         "FROM sense_probe_runs WHERE dictionary_id = ?",

@@ -187,25 +187,6 @@ def write_corpus_report(con: duckdb.DuckDBPyConnection, report: dict) -> None:
     )
 
 
-def corpus_report(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """What the run's ingest did not store (``write_corpus_report``'s dict, less the
-    kept counts), or None for a run made before it was recorded."""
-    run = con.execute("SELECT n_segments, n_resplit, n_resplit_into FROM runs LIMIT 1").fetchall()
-    if not run or run[0][0] is None:
-        return None
-    dropped = {
-        reason: [n, words]
-        for reason, n, words in con.execute("SELECT * FROM ingest_drops").fetchall()
-    }
-    segments, resplit, resplit_into = run[0]
-    return {
-        "segments": segments,
-        "resplit": resplit,
-        "resplit_into": resplit_into,
-        "dropped": dropped,
-    }
-
-
 def finish_run(con: duckdb.DuckDBPyConnection, seconds: float) -> None:
     con.execute(
         "UPDATE runs SET status = 'ingested', finished_at = current_timestamp, "

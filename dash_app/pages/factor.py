@@ -1,7 +1,7 @@
 """Factor explorer: ``/factor/<c>?layer=L&dictionary=D`` (``/`` shows a default factor).
 
 ``dictionary`` picks one of the encoded dictionaries (default: the last encoded one);
-the picker navigates to the same URL with another ``dictionary``, and every link and
+the navbar's picker (``navigation``) navigates to another dictionary, and every link and
 callback of the page carries it (in ``ids.FACTOR_STATE``), so a shared link shows the
 same factor of the same dictionary.
 
@@ -31,8 +31,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
 from factorscope.dash_app import components as ui
-from factorscope.dash_app import config, ids, lime_jobs, logic
+from factorscope.dash_app import config, ids, lime_jobs, logic, navigation
 from factorscope.errors import FactorscopeError, InputError
+from factorscope.palette import LEVEL_THEME
 
 dash.register_page(
     __name__,
@@ -79,9 +80,7 @@ def layout(
             view = logic.factor_view(db_path, factor, layer)
             # Everything but the LIME card (which may start a job per visit) is drawn
             # once per cached view and kept in the form Dash sends (ui.wire).
-            before, after = _rendered(
-                view, "page", lambda: _static_parts(view, logic.encoded_dictionaries(db_path))
-            )
+            before, after = _rendered(view, "page", lambda: _static_parts(view))
             lime = _lime_card(view)
     except FactorscopeError as e:
         return html.Div(
@@ -90,11 +89,9 @@ def layout(
     return html.Div([*before, lime, *after])
 
 
-def _static_parts(
-    view: logic.FactorView, dictionaries: list[dict[str, Any]]
-) -> tuple[list[Any], list[Any]]:
+def _static_parts(view: logic.FactorView) -> tuple[list[Any], list[Any]]:
     before = [
-        _header(view.factor, view.n_factors, dictionaries, view.dictionary_id),
+        _header(view.factor, view.n_factors, view.dictionary_id),
         _title(view),
         _layer_bar(view),
         dbc.Row(
@@ -108,7 +105,9 @@ def _static_parts(
         dbc.Card(
             [
                 dbc.CardHeader("Contexts sampled from activation intervals"),
-                dbc.CardBody(ui.intervals_block(view.intervals), id=ids.INTERVALS),
+                dbc.CardBody(
+                    ui.intervals_block(view.intervals, view.interval_bounds), id=ids.INTERVALS
+                ),
             ],
             className="mb-3 fs-card",
         )
@@ -119,30 +118,9 @@ def _static_parts(
 # --------------------------------------------------------------------------- layout parts
 
 
-def _dictionary_picker(dictionaries: list[dict[str, Any]], shown: int | None) -> Any:
-    """The encoded dictionaries, by id, size and seed; choosing one navigates."""
-    options = [
-        {
-            "label": f"dictionary {d['dictionary_id']} · {d['n_factors']:,} factors"
-            + (f" · seed {d['seed']}" if d.get("seed") is not None else ""),
-            "value": d["dictionary_id"],
-        }
-        for d in dictionaries
-    ]
-    return dcc.Dropdown(
-        id=ids.DICTIONARY_SELECT,
-        options=options,
-        value=shown,
-        clearable=False,
-        searchable=False,
-        className="small",
-    )
-
-
 def _header(
     factor: Any,
     n_factors: int | None,
-    dictionaries: list[dict[str, Any]] | None = None,
     shown: int | None = None,
 ) -> dbc.Row:
     hint = f"0 – {n_factors - 1}" if n_factors else "factor number"
@@ -171,15 +149,26 @@ def _header(
                 md=5,
                 lg=4,
             ),
-            dbc.Col(_dictionary_picker(dictionaries or [], shown), md=3, lg=3),
+            dbc.Col(
+                navigation.dictionary_badge(shown) if shown is not None else None,
+                md=3,
+                lg=3,
+                className="pt-1",
+            ),
             dbc.Col(
                 [
                     html.Span("Random factor: ", className="small text-muted me-2"),
                     dbc.ButtonGroup(
                         [
-                            dbc.Button("low", id=ids.RANDOM_LOW, color="info", outline=True),
-                            dbc.Button("mid", id=ids.RANDOM_MID, color="warning", outline=True),
-                            dbc.Button("high", id=ids.RANDOM_HIGH, color="danger", outline=True),
+                            dbc.Button(
+                                "low", id=ids.RANDOM_LOW, color=LEVEL_THEME["low"], outline=True
+                            ),
+                            dbc.Button(
+                                "mid", id=ids.RANDOM_MID, color=LEVEL_THEME["mid"], outline=True
+                            ),
+                            dbc.Button(
+                                "high", id=ids.RANDOM_HIGH, color=LEVEL_THEME["high"], outline=True
+                            ),
                         ],
                         size="sm",
                     ),
@@ -195,8 +184,31 @@ def _header(
     )
 
 
+AUTO_LABEL_TIP = (
+    "Automatic label: the three most frequent words of this factor's top contexts at its "
+    "peak layer, not reviewed by a person. Type your own label in the box to describe it."
+)
+
+
+def _label_count(label: str) -> str:
+    return f"{len(label.strip())} / {logic.MAX_LABEL_LENGTH}"
+
+
 def _title(view: logic.FactorView) -> dbc.Row:
+    """The factor's name, level and peak; the Label box holds only the user's label,
+    the automatic one is shown beside it, marked "auto" (a tooltip says how it is made)."""
     peak = f"IS peaks at layer {view.peak_layer}" if view.peak_layer is not None else ""
+    user = view.user_label or ""
+    auto = (
+        html.Span(
+            f"auto: {view.auto_label}",
+            id=ids.LABEL_AUTO,
+            title=AUTO_LABEL_TIP,
+            className="small text-muted fs-auto-label me-3",
+        )
+        if view.auto_label
+        else html.Span(id=ids.LABEL_AUTO, className="d-none")
+    )
     return dbc.Row(
         [
             dbc.Col(
@@ -215,15 +227,32 @@ def _title(view: logic.FactorView) -> dbc.Row:
                     dbc.InputGroup(
                         [
                             dbc.InputGroupText("Label"),
+                            # No maxLength: the browser would cut a longer paste silently;
+                            # the server refuses it with the length and the limit instead.
                             dbc.Input(
                                 id=ids.LABEL_INPUT,
-                                value=view.label or "",
-                                placeholder="describe this factor…",
-                                maxLength=logic.MAX_LABEL_LENGTH,
+                                value=user,
+                                placeholder=(
+                                    "describe this factor "
+                                    f"(up to {logic.MAX_LABEL_LENGTH} characters)"
+                                ),
+                                autoComplete="off",
                             ),
                             dbc.Button("Save", id=ids.LABEL_SAVE, color="secondary"),
                         ],
                         size="sm",
+                    ),
+                    html.Div(
+                        [
+                            auto,
+                            html.Span(
+                                _label_count(user),
+                                id=ids.LABEL_COUNT,
+                                className="small text-muted ms-auto",
+                                title="characters of your label / the most a label may have",
+                            ),
+                        ],
+                        className="d-flex align-items-baseline mt-1",
                     ),
                     html.Div(id=ids.LABEL_FEEDBACK, className="small text-success mt-1"),
                 ],
@@ -307,7 +336,13 @@ def _side_cards(view: logic.FactorView) -> html.Div:
                 dbc.CardBody(
                     ui.graph(
                         ids.IS_GRAPH,
-                        ui.importance_figure(view.importance, factor=view.factor, layer=view.layer),
+                        ui.importance_figure(
+                            view.importance,
+                            factor=view.factor,
+                            layer=view.layer,
+                            level=view.level,
+                            clickable=True,
+                        ),
                     ),
                     className="p-1",
                 ),
@@ -460,26 +495,6 @@ def _dictionary_of(state: dict | None) -> Any:
 
 @callback(
     Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
-    Input(ids.DICTIONARY_SELECT, "value"),
-    State(ids.FACTOR_STATE, "data"),
-    prevent_initial_call=True,
-)
-def pick_dictionary(chosen: Any, state: dict | None) -> Any:
-    """Show the chosen dictionary: its default factor (factor numbers differ between
-    dictionaries), the URL carrying ``dictionary``."""
-    # Only a choice differing from the page shown navigates (a dropdown mounted by a
-    # client-side page change may report its value before the page's state exists).
-    if chosen is None or not state or str(state.get("shown")) == str(chosen):
-        return no_update
-    try:
-        with logic.dictionary_scope(chosen):
-            return logic.factor_href(logic.default_factor(config.db_path()))
-    except FactorscopeError:
-        return no_update
-
-
-@callback(
-    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
     Output(ids.RANDOM_FEEDBACK, "children"),
     Input(ids.RANDOM_LOW, "n_clicks"),
     Input(ids.RANDOM_MID, "n_clicks"),
@@ -512,6 +527,45 @@ clientside_callback(
     Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
     Input(ids.LAYER_SELECT, "value"),
     State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+
+
+IS_CLICK_JS = """
+function (click, state) {
+    const point = click && click.points && click.points[0];
+    if (!point || !state || Number(point.x) === state.layer) {
+        return window.dash_clientside.no_update;
+    }
+    return (state.hrefs || {})[String(point.x)] || window.dash_clientside.no_update;
+}
+"""
+"""A click on a point of the IS curve shows that layer: the link the server put in
+``ids.FACTOR_STATE`` for it, as the layer buttons do (in the browser, no round trip)."""
+
+clientside_callback(
+    IS_CLICK_JS,
+    Output(ids.FACTOR_NAV, "href", allow_duplicate=True),
+    Input(ids.IS_GRAPH, "clickData"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+
+
+clientside_callback(
+    f"""
+    function (value) {{
+        const n = [...String(value || "").trim()].length;  // characters, as Python counts
+        const over = n > {logic.MAX_LABEL_LENGTH};
+        return [
+            n + " / {logic.MAX_LABEL_LENGTH}",
+            "small ms-auto " + (over ? "text-danger fw-semibold" : "text-muted"),
+        ];
+    }}
+    """,
+    Output(ids.LABEL_COUNT, "children"),
+    Output(ids.LABEL_COUNT, "className"),
+    Input(ids.LABEL_INPUT, "value"),
     prevent_initial_call=True,
 )
 

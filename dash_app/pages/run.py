@@ -1,4 +1,9 @@
-"""Run overview: ``/run`` shows the model, corpus, counts and per-layer quality."""
+"""Run overview: ``/run`` shows the model, corpus, counts and per-layer quality.
+
+``?dictionary=N`` shows dictionary N's quality and levels (default: the active one);
+the header says which. The corpus card counts every segment the ingest did not store,
+by reason (``ingest_drops``), so nothing is dropped out of sight.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import polars as pl
 from dash import html
 
 from factorscope.dash_app import components as ui
-from factorscope.dash_app import config, ids, logic
+from factorscope.dash_app import config, ids, logic, navigation
 from factorscope.errors import FactorscopeError
 
 dash.register_page(__name__, path="/run", name="Run", title="factorscope · run")
@@ -28,17 +33,27 @@ _SUMMARY_FIELDS = (
 )
 
 
-def layout(**_query: Any) -> html.Div:
+def layout(dictionary: str | None = None, **_query: Any) -> html.Div:
     try:
-        info = logic.overview(config.db_path())
+        with logic.dictionary_scope(dictionary):
+            info = logic.overview(config.db_path())
     except FactorscopeError as e:
         return ui.error_alert(str(e))
     return html.Div(
         [
-            html.H3("Run overview"),
+            html.H3(
+                [
+                    "Run overview ",
+                    navigation.dictionary_badge(info["dictionary_id"]),
+                ]
+            ),
             dbc.Row(
                 [
-                    dbc.Col(_summary_card(info), lg=5, className="mb-3"),
+                    dbc.Col(
+                        [_summary_card(info), _corpus_card(info.get("corpus"))],
+                        lg=5,
+                        className="mb-3",
+                    ),
                     dbc.Col(
                         [_levels_card(info.get("levels", {})), _timings_card(info.get("timings"))],
                         lg=7,
@@ -79,7 +94,43 @@ def _summary_card(info: dict) -> dbc.Card:
                 dbc.Table(html.Tbody(rows), size="sm", className="mb-0"), id=ids.RUN_SUMMARY
             ),
         ],
-        className="fs-card h-100",
+        className="fs-card",
+    )
+
+
+def _corpus_card(report: dict | None) -> Any:
+    """Segments the corpus reader yielded, and those not stored, by reason."""
+    if report is None:
+        return html.Div()
+    dropped = report["dropped"]
+    rows = [
+        html.Tr(
+            [
+                html.Th(reason, className="text-muted fw-normal"),
+                html.Td(f"{n:,} sentences", className="text-end"),
+                html.Td(f"{words:,} words", className="text-end"),
+            ]
+        )
+        for reason, (n, words) in dropped.items()
+    ]
+    lines = [
+        html.P(
+            f"{report['segments']:,} segments after sentence splitting"
+            + (
+                f"; {report['resplit']:,} over-long ones re-split into {report['resplit_into']:,}"
+                if report["resplit"]
+                else ""
+            )
+            + ". Not stored:"
+            + ("" if rows else " none."),
+            className="small mb-1",
+        )
+    ]
+    if rows:
+        lines.append(dbc.Table(html.Tbody(rows), size="sm", className="mb-0"))
+    return dbc.Card(
+        [dbc.CardHeader("Corpus"), dbc.CardBody(lines, id=ids.RUN_CORPUS)],
+        className="fs-card mt-3",
     )
 
 

@@ -1,4 +1,8 @@
-"""Search: ``/search`` finds factors by a word they fire on or by their label."""
+"""Search: ``/search`` finds factors by a word they fire on or by their label.
+
+``?dictionary=N`` searches dictionary N (default: the active one); the header says
+which, and the factor links of the results carry it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,20 @@ import polars as pl
 from dash import Input, Output, State, callback, dcc, html
 
 from factorscope.dash_app import components as ui
-from factorscope.dash_app import config, ids, logic
+from factorscope.dash_app import config, ids, logic, navigation
 from factorscope.errors import FactorscopeError
 
 dash.register_page(__name__, path="/search", name="Search", title="factorscope · search")
 
 
-def layout(word: str | None = None, q: str | None = None, **_query: Any) -> html.Div:
+def layout(
+    word: str | None = None, q: str | None = None, dictionary: str | None = None, **_query: Any
+) -> html.Div:
     try:
         layers = logic.layer_list(config.db_path())
+        with logic.dictionary_scope(dictionary):
+            chosen = logic.current_dictionary()
+            shown = logic.shown_dictionary(config.db_path())
     except FactorscopeError as e:
         return ui.error_alert(str(e))
     layer_options = [{"label": "all layers", "value": "all"}] + [
@@ -26,7 +35,13 @@ def layout(word: str | None = None, q: str | None = None, **_query: Any) -> html
     ]
     return html.Div(
         [
-            html.H3("Search factors"),
+            html.H3(
+                [
+                    "Search factors ",
+                    navigation.dictionary_badge(shown),
+                ]
+            ),
+            dcc.Store(id=ids.SEARCH_DICTIONARY, data=chosen),
             dbc.Row(
                 [
                     dbc.Col(
@@ -135,14 +150,18 @@ def render_label_hits(frame: pl.DataFrame) -> Any:
     Input(ids.SEARCH_WORD, "n_submit"),
     State(ids.SEARCH_WORD, "value"),
     State(ids.SEARCH_WORD_LAYER, "value"),
+    State(ids.SEARCH_DICTIONARY, "data"),
     prevent_initial_call=True,
 )
-def search_word(_clicks: Any, _submit: Any, word: Any, layer: Any) -> Any:
+def search_word(_clicks: Any, _submit: Any, word: Any, layer: Any, dictionary: Any = None) -> Any:
     try:
-        frame = logic.search_word(config.db_path(), word, None if layer in (None, "all") else layer)
+        with logic.dictionary_scope(dictionary):  # the result's links carry it
+            frame = logic.search_word(
+                config.db_path(), word, None if layer in (None, "all") else layer
+            )
+            return render_word_factors(frame)
     except FactorscopeError as e:
         return ui.error_alert(str(e))
-    return render_word_factors(frame)
 
 
 @callback(
@@ -150,11 +169,13 @@ def search_word(_clicks: Any, _submit: Any, word: Any, layer: Any) -> Any:
     Input(ids.SEARCH_LABEL_GO, "n_clicks"),
     Input(ids.SEARCH_LABEL, "n_submit"),
     State(ids.SEARCH_LABEL, "value"),
+    State(ids.SEARCH_DICTIONARY, "data"),
     prevent_initial_call=True,
 )
-def search_labels(_clicks: Any, _submit: Any, text: Any) -> Any:
+def search_labels(_clicks: Any, _submit: Any, text: Any, dictionary: Any = None) -> Any:
     try:
-        frame = logic.search_labels(config.db_path(), text)
+        with logic.dictionary_scope(dictionary):
+            frame = logic.search_labels(config.db_path(), text)
+            return render_label_hits(frame)
     except FactorscopeError as e:
         return ui.error_alert(str(e))
-    return render_label_hits(frame)

@@ -7,6 +7,10 @@ accuracy per layer averaged over the probed words (codes vs hidden states vs cha
 sense, each with its top factor at every layer, linked to the factor's page. The cells
 that hold the word's layer-0 factor are shaded, so a reader sees that one factor give
 way to sense factors higher up. The URL is the page's state (the word menu navigates).
+
+``?dictionary=N`` shows dictionary N's probe; the page says which dictionaries are
+probed and, for one that is not, the command that probes it. A word that was not probed
+shows the default word with a note naming the probed ones.
 """
 
 from __future__ import annotations
@@ -16,44 +20,57 @@ from urllib.parse import urlencode
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, callback, dcc, html, no_update
+from dash import Input, Output, State, callback, dcc, html, no_update
 
 from factorscope.dash_app import components as ui
-from factorscope.dash_app import config, ids, logic
-from factorscope.errors import FactorscopeError
+from factorscope.dash_app import config, ids, logic, navigation
+from factorscope.errors import FactorscopeError, InputError
 
 dash.register_page(__name__, path="/senses", name="Senses", title="factorscope · senses")
 
 
-def senses_href(lemma: str) -> str:
-    return f"/senses?{urlencode({'lemma': lemma})}"
+def senses_href(lemma: str, dictionary: int | None = None) -> str:
+    params: dict[str, Any] = {"lemma": lemma}
+    if dictionary is not None:
+        params["dictionary"] = int(dictionary)
+    return f"/senses?{urlencode(params)}"
 
 
-def layout(lemma: str | None = None, **_query: Any) -> html.Div:
+def layout(lemma: str | None = None, dictionary: str | None = None, **_query: Any) -> html.Div:
     try:
-        view = logic.senses_view(config.db_path(), lemma)
+        with logic.dictionary_scope(dictionary):  # the links drawn inside carry it
+            return _layout(lemma)
     except FactorscopeError as e:
         return html.Div([html.H3("Senses"), ui.error_alert(str(e))])
+
+
+def _layout(lemma: str | None) -> html.Div:
+    db_path = config.db_path()
+    note = None
+    shown = logic.shown_dictionary(db_path)
+    probed = logic.probed_dictionaries(db_path)
+    try:
+        view = logic.senses_view(db_path, lemma)
+    except InputError as e:  # a word that was not probed: show the default word
+        note = str(e)
+        view = logic.senses_view(db_path, None)
+    title = html.H3(
+        [
+            "Senses ",
+            navigation.dictionary_badge(shown),
+        ]
+    )
+    store = dcc.Store(id=ids.SENSES_DICTIONARY, data=logic.current_dictionary())
     if view is None:
-        return html.Div(
-            [
-                html.H3("Senses"),
-                dbc.Alert(
-                    [
-                        "This run has not been probed for word senses yet: ",
-                        html.Code(logic.PROBE_HINT.removeprefix("run ").strip("`")),
-                        " measures how well the codes separate the senses of words, then "
-                        "reload this page.",
-                    ],
-                    color="info",
-                    id=ids.SENSES_MESSAGE,
-                ),
-            ]
-        )
+        return html.Div([title, _not_probed(shown, probed), store])
     return html.Div(
         [
-            html.H3("Senses"),
+            title,
             html.P(_intro(view), className="text-muted small"),
+            _probed_line(shown, probed),
+            dbc.Alert(note, color="warning", id=ids.SENSES_NOTE, className="py-2 small")
+            if note
+            else None,
             dbc.Card(
                 [
                     dbc.CardHeader("Sense separation per layer, averaged over the probed words"),
@@ -71,7 +88,45 @@ def layout(lemma: str | None = None, **_query: Any) -> html.Div:
             ),
             _lemma_section(view),
             dcc.Location(id=ids.SENSES_NAV, refresh="callback-nav"),
+            store,
         ]
+    )
+
+
+def _other_probes(shown: int, probed: list[int]) -> list[Any]:
+    """Links to the probes of the other dictionaries (this page for each)."""
+    links: list[Any] = []
+    for d in probed:
+        if d == shown:
+            continue
+        links += [
+            ", " if links else "",
+            dcc.Link(f"dictionary {d}", href=f"/senses?dictionary={d}"),
+        ]
+    return links
+
+
+def _not_probed(shown: int, probed: list[int]) -> dbc.Alert:
+    others = _other_probes(shown, probed)
+    return dbc.Alert(
+        [
+            f"Dictionary {shown} has not been probed for word senses yet: ",
+            html.Code(logic.probe_command(shown)),
+            " measures how well its codes separate the senses of words; then reload this page.",
+            html.Div(["Probed: ", *others, "."], className="mt-1") if others else None,
+        ],
+        color="info",
+        id=ids.SENSES_MESSAGE,
+    )
+
+
+def _probed_line(shown: int, probed: list[int]) -> Any:
+    others = _other_probes(shown, probed)
+    if not others:
+        return None
+    return html.P(
+        [f"The probe of dictionary {shown}. Also probed: ", *others, "."],
+        className="small text-muted",
     )
 
 
@@ -177,9 +232,10 @@ def _group_table(group: dict[str, Any], layers: list[int], word_factor: int | No
 @callback(
     Output(ids.SENSES_NAV, "href"),
     Input(ids.SENSES_LEMMA, "value"),
+    State(ids.SENSES_DICTIONARY, "data"),
     prevent_initial_call=True,
 )
-def pick_lemma(value: Any) -> Any:
+def pick_lemma(value: Any, dictionary: Any = None) -> Any:
     if not isinstance(value, str) or not value:
         return no_update
-    return senses_href(value)
+    return senses_href(value, dictionary if isinstance(dictionary, int) else None)

@@ -81,6 +81,14 @@ def probe(
         ),
     ] = all_or(ProbeSettings.max_lemmas),
     seed: SeedOption = ProbeSettings.seed,
+    dictionary: Annotated[
+        int | None,
+        limited(
+            "dictionary_id",
+            "--dictionary",
+            help="The encoded dictionary to probe (default: the active one, the last encoded).",
+        ),
+    ] = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     force: Annotated[
@@ -109,5 +117,13 @@ def probe(
     source = None
     if corpus is not None:
         source = probe_corpus_config(corpus, format=format, field=field, metadata_fields=fields)
-    summary = run_probe(db, settings, corpus=source, device=device, threads=threads, force=force)
+    summary = run_probe(
+        db,
+        settings,
+        corpus=source,
+        dictionary_id=dictionary,
+        device=device,
+        threads=threads,
+        force=force,
+    )
     typer.echo(summary.line())

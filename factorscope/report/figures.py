@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from factorscope.report.model import DPI, ReportData
+from factorscope.palette import LEVEL_COLORS, NO_LEVEL_COLOR
+from factorscope.report.model import ReportData
 from factorscope.warehouse.queries import LEVELS
 
-LEVEL_COLORS = {"low": "#4c78a8", "mid": "#f58518", "high": "#54a24b"}
+# The levels wear the app's colours: LEVEL_COLORS is factorscope.palette's, one definition.
+
+FIGURE_DPI = 160
+"""Pixels per inch of the PNGs. At the report's first 90 dpi a 4.8-inch plot was 430 px
+wide, unreadable; sizes below are inches at this dpi (``WIDE`` is 960 × 544 px)."""
+WIDE = (6.0, 3.4)
+"""Every plot's size in inches: a full-width figure of a Markdown page."""
 
 
 @dataclass
@@ -60,7 +67,7 @@ def draw_figures(figures_dir: Path, data: ReportData) -> Figures:
 def plot_senses(path: Path, summary: list[dict]) -> None:
     """Sense accuracy per layer: codes vs hidden states vs chance, with 95% CI bands."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 2.9))
+    fig, ax = plt.subplots(figsize=WIDE)
     series = (("codes", "codes", "#4c78a8"), ("states", "hidden states", "#f58518"))
     for representation, name, color in series:
         rows = sorted(
@@ -82,11 +89,11 @@ def plot_senses(path: Path, summary: list[dict]) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("layer")
     ax.set_ylabel("1-NN sense accuracy")
-    ax.set_title("Sense separation per layer (mean over words, 95% CI)", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_title("Sense separation per layer (mean over words, 95% CI)", fontsize=11)
+    ax.legend(fontsize=9, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
 
@@ -101,23 +108,23 @@ def _pyplot():
 
 def plot_levels(path: Path, counts: dict[str, int]) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    fig, ax = plt.subplots(figsize=WIDE)
     names = list(LEVELS)
     values = [counts.get(name, 0) for name in names]
     bars = ax.bar(names, values, color=[LEVEL_COLORS[n] for n in names])
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8)
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=10)
     ax.set_ylabel("factors")
-    ax.set_title("Factors by level (layer of peak importance)", fontsize=9)
+    ax.set_title("Factors by level (layer of peak importance)", fontsize=11)
     ax.set_ylim(0, max([*values, 1]) * 1.15)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
 
 def plot_quality(path: Path, layers: list[int], fvu: list[float], l0: list[float]) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 2.8))
+    fig, ax = plt.subplots(figsize=WIDE)
     ax.plot(layers, fvu, marker="o", color="#4c78a8", label="FVU")
     ax.set_xlabel("layer")
     ax.set_ylabel("FVU", color="#4c78a8")
@@ -127,9 +134,9 @@ def plot_quality(path: Path, layers: list[int], fvu: list[float], l0: list[float
     ax2.plot(layers, l0, marker="s", color="#e45756", label="mean L0")
     ax2.set_ylabel("mean L0 (non-zeros per token)", color="#e45756")
     ax2.set_ylim(0, max([*l0, 1.0]) * 1.2)
-    ax.set_title("Reconstruction quality per layer", fontsize=9)
+    ax.set_title("Reconstruction quality per layer", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
 
@@ -137,15 +144,16 @@ def plot_importance(
     path: Path, factor: int, level: str, layers: list[int], values: list[float]
 ) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(3.6, 2.4))
-    ax.plot(layers, values, marker="o", color=LEVEL_COLORS.get(level, "#333333"))
-    ax.fill_between(layers, values, alpha=0.15, color=LEVEL_COLORS.get(level, "#333333"))
+    fig, ax = plt.subplots(figsize=WIDE)
+    color = LEVEL_COLORS.get(level, NO_LEVEL_COLOR)
+    ax.plot(layers, values, marker="o", color=color)
+    ax.fill_between(layers, values, alpha=0.15, color=color)
     ax.set_xticks(layers)
     ax.set_xlabel("layer")
     ax.set_ylabel("importance (IS)")
     ax.set_ylim(0, max([*values, 1e-9]) * 1.15)
-    ax.set_title(f"factor {factor} ({level})", fontsize=9)
+    ax.set_title(f"factor {factor} ({level})", fontsize=11)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)

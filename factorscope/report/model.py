@@ -15,7 +15,6 @@ FIGURES_DIR = "figures"
 CONTEXTS_PER_FACTOR = 10
 BASELINE_MIN_OCCURRENCES = 20
 """Words with at least this many occurrences form the polysemy check's baseline."""
-DPI = 90
 
 
 # ----------------------------------------------------------------------------- gathered

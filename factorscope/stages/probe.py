@@ -58,7 +58,7 @@ from factorscope.ingest.corpus import CorpusConfig, read_corpus
 from factorscope.ingest.runner import TokenizedSentence, hidden_states, tokenize
 from factorscope.progress import progress_bar
 from factorscope.stages.live import RunCoder
-from factorscope.warehouse import senses, store
+from factorscope.warehouse import queries, senses, store
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 
@@ -358,11 +358,13 @@ def run_probe(
     settings: ProbeSettings | None = None,
     *,
     corpus: CorpusConfig | None = None,
+    dictionary_id: int | None = None,
     device: str | None = None,
     threads: int | None = None,
     force: bool = False,
 ) -> ProbeSummary:
-    """Probe the active dictionary of ``db_path`` and store the results (see the module).
+    """Probe dictionary ``dictionary_id`` (default: the active one) of ``db_path`` and
+    store the results (see the module); it must be encoded.
 
     A database that already holds this probe (same dictionary, source and settings) is
     left alone unless ``force``."""
@@ -372,8 +374,11 @@ def run_probe(
     if not db_path.is_file():
         raise InputError(f"no database at {db_path} (run `factorscope pipeline` first)")
     started = time.perf_counter()
+    dictionary_id = _encoded_dictionary(db_path, dictionary_id)
     if not force:
-        done = _same_probe(db_path, settings, "run" if corpus is None else corpus.source)
+        done = _same_probe(
+            db_path, settings, "run" if corpus is None else corpus.source, dictionary_id
+        )
         if done is not None:
             return done
     source, items = _read_labelled(db_path, corpus)
@@ -383,7 +388,13 @@ def run_probe(
 
     con = connect(db_path, read_only=True)
     try:
-        coder = RunCoder.from_connection(con, device=device, threads=threads, require_encoded=True)
+        coder = RunCoder.from_connection(
+            con,
+            dictionary_id=dictionary_id,
+            device=device,
+            threads=threads,
+            require_encoded=True,
+        )
     finally:
         con.close()
     n_layers = coder.loaded.n_layers
@@ -445,11 +456,32 @@ def run_probe(
     )
 
 
-def _same_probe(db_path: Path, settings: ProbeSettings, source: str) -> ProbeSummary | None:
+def _encoded_dictionary(db_path: Path, dictionary_id: int | None) -> int | None:
+    """``dictionary_id`` when it is an encoded dictionary of the run (None: the active
+    one); a clear error naming the encoded ones otherwise."""
+    if dictionary_id is None:
+        return None
+    con = connect(db_path, read_only=True)
+    try:
+        encoded = [d["dictionary_id"] for d in queries.encoded_dictionaries(con)]
+    finally:
+        con.close()
+    if dictionary_id not in encoded:
+        have = ", ".join(map(str, encoded)) or "none"
+        raise InputError(
+            f"--dictionary {dictionary_id} is not an encoded dictionary of {db_path} "
+            f"(encoded: {have}); run `factorscope encode --dictionary {dictionary_id}` first"
+        )
+    return dictionary_id
+
+
+def _same_probe(
+    db_path: Path, settings: ProbeSettings, source: str, dictionary_id: int | None = None
+) -> ProbeSummary | None:
     """The summary of the stored probe when it is this one (else None)."""
     con = connect(db_path, read_only=True)
     try:
-        info = senses.probe_info(con)
+        info = senses.probe_info(con, dictionary_id)
         if info is None or info["source"] != source or info["settings"] != settings.to_dict():
             return None
         frame = senses.probe_summary(con, int(info["dictionary_id"]))
