@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("pipeline", "bench_pipeline.py"),
     ("warehouse", "bench_warehouse.py"),
     ("app_load", "bench_app_load.py"),
+    ("console_load", "bench_console_load.py"),
     ("analyze_render", "bench_analyze_render.py"),
     ("scale", "bench_scale.py"),
     ("segmentation", "bench_segmentation.py"),

@@ -1,7 +1,10 @@
 """SQL console: ``/sql`` runs read-only queries over the database.
 
 Queries go through :func:`factorscope.warehouse.safe_sql.run_safe_query`, which
-refuses anything but reads and caps rows and time; refusals come back as a message.
+refuses anything but reads and caps rows, time and memory; refusals come back as a
+message. Each query runs in its own worker process, and at most ``SQL_CONSOLE_SLOTS``
+run at once in the server (a query past them is refused at once, with one line, rather
+than holding a server thread): the console cannot starve the other pages.
 """
 
 from __future__ import annotations
@@ -14,13 +17,27 @@ import polars as pl
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
 from factorscope.dash_app import config, ids, logic
-from factorscope.limits import SQL_MAX_ROWS
-from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES
+from factorscope.errors import FactorscopeError
+from factorscope.limits import SQL_CONSOLE_SLOTS, SQL_MAX_ROWS, SQL_TIMEOUT_S
+from factorscope.warehouse.safe_sql import CONSOLE_EXAMPLES, console_memory_mb
 
 dash.register_page(__name__, path="/sql", name="SQL", title="factorscope · SQL")
 
 ROW_CAP = SQL_MAX_ROWS
 FIRST_EXAMPLE = next(iter(CONSOLE_EXAMPLES))
+
+
+def _limits_note() -> str:
+    """The console's limits as the server applies them (the memory limit may be set
+    through the environment; a bad value is reported by each query, not here)."""
+    try:
+        memory = f" or {console_memory_mb():,} MB"
+    except FactorscopeError:
+        memory = ""
+    return (
+        f"{ROW_CAP} rows are shown; a query stops after {SQL_TIMEOUT_S:g} s{memory}, and "
+        f"{SQL_CONSOLE_SLOTS} run at a time."
+    )
 
 
 def layout(**_query: Any) -> html.Div:
@@ -32,7 +49,7 @@ def layout(**_query: Any) -> html.Div:
                     "Read-only DuckDB SQL over the tables (",
                     html.Code("runs, sentences, tokens, codes, dictionaries, layer_quality"),
                     ", …) and views. At most ",
-                    f"{ROW_CAP} rows are shown.",
+                    _limits_note(),
                 ],
                 className="text-muted small",
             ),
