@@ -25,17 +25,53 @@ The points (each documented where it is called):
 ``merge.built``             after the merged warehouse is built in ``<db>.wip``
 ``publish.carried``         inside a publish: app tables carried, file not replaced
 ``publish.replace``         inside a publish: old WAL set aside, file not replaced
+``merge_ingest.shard``      after a shard's rows are committed in merge-ingest's
+                            ``<db>.wip``
+``ray.chunk``               in the Ray driver, after an actor reports a chunk's files
+                            written (``encode --engine ray``)
+``publish.copy``            after a staging copy is written, before it is verified
+``publish.checkpoint``      before a publish's first checkpoint of ``<db>.wip``
 ==========================  ========================================================
+
+The same points take a second hook, ``FACTORSCOPE_DISK_FULL_AT="encode.chunk:2"``: the
+N-th pass raises ``OSError(ENOSPC)`` instead, as a full disk would there (the tests of
+docs/CONTRACTS.md, "Damaged files and a full disk", use it where no small filesystem can
+be mounted; :func:`disk_fault` is the hook for a point that knows the file it writes).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
 ENV = "FACTORSCOPE_CRASH_AT"
+DISK_FULL_ENV = "FACTORSCOPE_DISK_FULL_AT"
 
 _passes: dict[str, int] = {}
+_fault_passes: dict[tuple[str, str], int] = {}
+
+
+def reset() -> None:
+    """Forget the passes counted so far (tests running several commands in one process)."""
+    _passes.clear()
+    _fault_passes.clear()
+
+
+def disk_fault(name: str, path: str | os.PathLike | None = None) -> None:
+    """Raise ``OSError(ENOSPC)`` on the N-th pass of ``name`` if ``FACTORSCOPE_DISK_FULL_AT``
+    asks (a no-op when it is unset)."""
+    spec = os.environ.get(DISK_FULL_ENV)
+    if not spec:
+        return
+    wanted = _targets(spec).get(name)
+    if wanted is None:
+        return
+    key = (spec, name)
+    _fault_passes[key] = _fault_passes.get(key, 0) + 1
+    if _fault_passes[key] == wanted:
+        filename = None if path is None else os.fspath(path)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
 
 def _targets(spec: str) -> dict[str, int]:
@@ -50,7 +86,9 @@ def _targets(spec: str) -> dict[str, int]:
 
 
 def crashpoint(name: str) -> None:
-    """SIGKILL this process on the N-th pass of ``name`` if ``FACTORSCOPE_CRASH_AT`` asks."""
+    """SIGKILL this process on the N-th pass of ``name`` if ``FACTORSCOPE_CRASH_AT`` asks
+    (or raise a full disk's error if ``FACTORSCOPE_DISK_FULL_AT`` does)."""
+    disk_fault(name)
     spec = os.environ.get(ENV)
     if not spec:
         return

@@ -8,7 +8,9 @@ levels equal a single run's (see :mod:`factorscope.warehouse.shards`). With
 
 A merge always builds a fresh staging copy and publishes it whole, so a killed merge
 is simply run again. The labels and LIME results of the file it replaces are kept
-only when that file holds the same run (same config hash and sentence ids).
+only when that file holds the same run (same config hash and sentence ids). Until
+the new file is published, the attached folders of both files stay readable (the
+sidecar lists both), so a kill anywhere leaves the published file served.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from factorscope.crashpoints import crashpoint
-from factorscope.errors import InputError
+from factorscope.errors import InputError, WarehouseError
 from factorscope.warehouse import senses, store, summaries
-from factorscope.warehouse.parquet import ShardLayout, write_roots_sidecar
+from factorscope.warehouse.parquet import ShardLayout, attached_roots, write_roots_sidecar
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 from factorscope.warehouse.shards import build_merged_warehouse
 
@@ -86,6 +88,22 @@ def read_shards(shard_dirs: list[str | Path]) -> list[tuple[ShardLayout, dict]]:
     return sorted(found, key=lambda item: item[1]["job"]["shard"])
 
 
+def _allowed_while_publishing(db_path: Path, roots: list[Path]) -> list[Path] | None:
+    """The shard folders of both the published file and the new one (None: neither attaches).
+
+    The sidecar names the folders a reader of ``db_path`` may read. Written before the
+    publish, it must serve the old file (a kill before or inside the publish leaves it
+    published) and the new one (a kill after the replace), so it lists both; the merge
+    then narrows it to the new file's folders.
+    """
+    try:
+        published = [Path(r).parent for r in attached_roots(db_path)]  # ".../shard/codes/"
+    except WarehouseError:
+        published = []  # an unreadable sidecar serves no file; it is replaced
+    both = list(dict.fromkeys([*published, *roots]))
+    return both or None
+
+
 def run_merge(
     db_path: str | Path,
     shard_dirs: list[str | Path],
@@ -125,8 +143,11 @@ def run_merge(
         # The shards' sentence metadata (build_merged_warehouse copies the other columns).
         senses.fill_sentence_metadata(con, roots)
         crashpoint("merge.built")
-        # Before the file is published, so no reader sees attached codes it may not read.
-        write_roots_sidecar(db_path, roots if attach else None)
+        # Before the file is published, so no reader sees attached codes it may not read;
+        # the folders of the file being replaced stay allowed until it is replaced.
+        write_roots_sidecar(db_path, _allowed_while_publishing(db_path, roots if attach else []))
+    # Published: only the new file's folders (none for codes copied in).
+    write_roots_sidecar(db_path, roots if attach else None)
     counts = [m["counts"] for _, m in shards]
     return MergeSummary(
         db_path,

@@ -7,6 +7,10 @@ writes: the same sentences, tokens and hidden-state sample, and ``ingest_chunks`
 numbered as that ingest numbers them. ``factorscope learn`` then fits the dictionary
 on one node over that sample; each shard encodes its own sentences with it
 (``encode --db SHARD_DB --shard i/n --out DIR --dictionary-db RUN``).
+
+Like ``merge``, it builds a fresh staging copy (``<db>.wip``, one transaction per
+shard) and publishes it whole, so a killed merge-ingest is simply run again: the
+re-run discards the staging copy, and the published file is untouched until then.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import shards as wshards
@@ -118,9 +123,10 @@ def run_merge_ingest(db_path: str | Path, shard_dbs: list[str | Path]) -> MergeI
         for path, _ in shards:
             src = connect(path, read_only=True)
             try:
-                wshards.copy_ingest_rows(con, src)
+                wshards.copy_ingest_rows(con, src)  # one transaction per shard
             finally:
                 src.close()
+            crashpoint("merge_ingest.shard")
         wshards.index_ingest_chunks(con, chunk_size, seconds)
         store.finish_run(con, seconds)
         run = store.require_run(con)

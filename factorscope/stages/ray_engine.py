@@ -1,23 +1,28 @@
 """`factorscope encode --engine ray`: the shard encode as a Ray Data pipeline.
 
-``ray.data`` over this shard's sentences -> ``map_batches`` with an actor pool: each
-actor loads the model and the dictionary once, then codes batches of sentences with
-:class:`factorscope.stages.encode_loop.ChunkEncoder` (the local encode's per-chunk
-function, so codes are identical) -> ``write_parquet`` partitioned by layer. One GPU per actor when
-CUDA is present. Each batch's per-layer sums go to ``stats/`` as a side output (a few
-rows per batch). The driver then writes the same partial summaries and manifest as
-the local engine, so ``factorscope merge`` takes either engine's folders.
+``ray.data`` over this shard's sentences, one block per chunk -> ``map_batches`` with
+an actor pool: each actor loads the model and the dictionary once, then codes its
+chunks with :class:`factorscope.stages.encode_loop.ChunkEncoder` (the local encode's
+per-chunk function, so codes are identical) and writes each chunk's files itself with
+:class:`~factorscope.stages.encode_loop.ParquetShardSink`, the local engine's sink:
+code files per layer, then the stats file that marks the chunk done. One GPU per
+actor when CUDA is present. The driver then writes the same partial summaries and
+manifest as the local engine, so ``factorscope merge`` takes either engine's folders.
+
+Resumable like the local engine: chunks are numbered by their place in the shard
+(``batch_sentences`` sentences each, recorded in ``job.json``), so a run killed mid-way
+and started again codes only the chunks without a stats file; ``shard.json`` is
+written last.
 
 Ray is an optional dependency (``pip install 'factorscope[scale]'``). Connect to a
 cluster with ``ray_address`` (or ``RAY_ADDRESS``); without one a local instance is
 started. On a cluster, ``out_dir`` must be a path every node can write (a shared
-file system or an object store URI that pyarrow understands).
+file system).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -26,20 +31,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
-from factorscope.stages.encode_loop import EncodeConfig
+from factorscope.stages.encode_loop import EncodeConfig, ParquetShardSink
 from factorscope.stages.shard_encode import (
     DEFAULT_IMPORTANCE_K,
     DEFAULT_PARTIAL_K,
+    ShardJob,
     ShardSummary,
     check_k,
+    check_out_dir,
     finish_shard,
     prepare_shard,
 )
 from factorscope.stages.sharding import ShardSpec
-from factorscope.warehouse.parquet import ShardLayout, write_json
+from factorscope.warehouse.parquet import ShardLayout
 
 log = logging.getLogger(__name__)
+
+TASKS_PER_ACTOR = 2
+"""Chunks queued at an actor at once: one running, one waiting (what a killed driver
+loses at most per actor, beyond the chunks whose files are written)."""
 
 
 def import_ray():
@@ -54,7 +66,7 @@ def import_ray():
 
 
 class _BatchChunk:
-    """One Ray batch of sentences as a one-chunk
+    """One chunk's sentences as a one-chunk
     :class:`~factorscope.stages.encode_loop.ChunkSource` (token counts are checked by
     the actor, ids are not)."""
 
@@ -62,7 +74,7 @@ class _BatchChunk:
         self.rows = rows
 
     def where(self, chunk: int) -> str:
-        return f"sentences from {chunk}"
+        return f"chunk {chunk}"
 
     def sentences(self, chunk: int) -> list[tuple[int, str]]:
         return self.rows
@@ -75,35 +87,63 @@ class _BatchChunk:
 
 
 class EncodeActor:
-    """A Ray actor: the model and the dictionary, loaded once; one batch of sentences in,
-    its non-zero codes out (and its layer sums written to ``stats_dir``)."""
+    """A Ray actor: the model and the dictionary, loaded once; chunks of sentences in
+    (columns ``chunk``, ``chunk_rows``, ``sentence_idx``, ``text``, ``n_tokens``), each
+    chunk's files written to the shard folder ``out_dir``; one row per chunk out
+    (``chunk``, ``n_codes``)."""
 
-    def __init__(self, *, run: dict, record, config: EncodeConfig, stats_dir: str, shard: int):
+    def __init__(self, *, run: dict, record, config: EncodeConfig, out_dir: str, shard: int):
         from factorscope.sparse import SparseEncoder
-        from factorscope.stages.encode_loop import ChunkEncoder, ParquetShardSink, load_run_model
+        from factorscope.stages.encode_loop import ChunkEncoder, load_run_model
         from factorscope.stages.learn import load_learner
 
         encoder = SparseEncoder(load_learner(record), backend=config.backend)
         self.encode = ChunkEncoder(
             encoder, load_run_model(run, config), run, batch_size=config.batch_size
         )
-        self.sink = ParquetShardSink(ShardLayout(Path(stats_dir).parent), shard)
+        self.sink = ParquetShardSink(ShardLayout(Path(out_dir)), shard)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        chunks = batch.column("chunk").to_numpy()
+        done = [self._chunk(int(c), batch.filter(pa.array(chunks == c))) for c in np.unique(chunks)]
+        return pa.table(
+            {
+                "chunk": pa.array([c for c, _ in done], pa.int32()),
+                "n_codes": pa.array([n for _, n in done], pa.int64()),
+            }
+        )
+
+    def _chunk(self, chunk: int, rows: pa.Table) -> tuple[int, int]:
+        """Code one whole chunk and write its files (a retried chunk rewrites its own)."""
         t0 = time.perf_counter()
-        idx = batch.column("sentence_idx").to_numpy()
-        texts = batch.column("text").to_pylist()
-        # Named by the batch's first sentence, so a retried batch overwrites its own file.
-        chunk = int(idx.min())
+        if rows.num_rows != rows.column("chunk_rows")[0].as_py():
+            raise RuntimeError(f"chunk {chunk} reached an actor split across batches")
+        idx = rows.column("sentence_idx").to_numpy()
+        texts = rows.column("text").to_pylist()
         out = self.encode(_BatchChunk(list(zip(idx.tolist(), texts, strict=True))), chunk)
-        expected = int(np.sum(batch.column("n_tokens").to_numpy()))
+        expected = int(np.sum(rows.column("n_tokens").to_numpy()))
         if out.n_tokens != expected:
             raise RuntimeError(
                 f"sentences {idx.min()}..{idx.max()}: the tokenizer gives {out.n_tokens} tokens, "
                 f"{expected} were stored at ingest (was the model changed?)"
             )
-        self.sink.write_stats(chunk, out.stats, time.perf_counter() - t0, out.codes)
-        return out.codes
+        self.sink.write(chunk, out, time.perf_counter() - t0)
+        return chunk, out.codes.num_rows
+
+
+def _chunk_blocks(job: ShardJob, step: int) -> list[pa.Table]:
+    """This shard's sentences cut into chunks of ``step``, each tagged with its number."""
+    source = job.sentences.select(["sentence_idx", "text", "n_tokens"])
+    blocks = []
+    for chunk, start in enumerate(range(0, source.num_rows, step)):
+        block = source.slice(start, step)
+        n = block.num_rows
+        blocks.append(
+            block.append_column("chunk", pa.array(np.full(n, chunk, dtype=np.int32))).append_column(
+                "chunk_rows", pa.array(np.full(n, n, dtype=np.int32))
+            )
+        )
+    return blocks
 
 
 def run_ray_encode(
@@ -121,59 +161,57 @@ def run_ray_encode(
 ) -> ShardSummary:
     """Encode one shard (default: all sentences) with Ray Data into the folder ``out_dir``.
 
-    ``workers`` actors run at once (one GPU each when CUDA is present); each takes
-    ``batch_sentences`` sentences per call (default: the run's chunk size). Not
-    resumable: an unfinished folder is cleared and redone.
+    ``workers`` actors run at once (one GPU each when CUDA is present); each chunk holds
+    ``batch_sentences`` sentences (default: the run's chunk size). Resumable: a folder
+    left by a killed run of the same job keeps its finished chunks (a different
+    ``batch_sentences`` is another job, refused).
     """
     ray = import_ray()
     config = config or EncodeConfig()
     check_k(partial_k, importance_k)
     if workers < 1:
         raise InputError(f"--workers must be at least 1, not {workers}")
+    if batch_sentences is not None and batch_sentences < 1:
+        raise InputError(f"batch_sentences must be at least 1, not {batch_sentences}")
     layout = ShardLayout(Path(out_dir).resolve())
     job = prepare_shard(db_path, shard, config.dictionary_id, dictionary_db=dictionary_db)
     shard = job.shard
-    info = job.job_info("ray", partial_k, importance_k)
-    manifest = layout.read_manifest()
-    if manifest is not None and manifest.get("job") == info:
+    step = batch_sentences or job.chunk_size
+    info = {**job.job_info("ray", partial_k, importance_k), "chunk_sentences": step}
+    if check_out_dir(layout, info):
         return ShardSummary(layout.root, shard, "ray", 0, 0, 0, 0, 0.0, True)
-    if layout.root.exists() and any(layout.root.iterdir()):
-        previous = layout.root / "job.json"
-        if not previous.is_file():
-            raise InputError(f"--out {layout.root} is not empty and holds no shard job")
-        shutil.rmtree(layout.root)
-    write_json(info, layout.root / "job.json")
-    layout.stats.mkdir(parents=True, exist_ok=True)
 
-    if not ray.is_initialized():
-        ray.init(address=ray_address, logging_level=logging.WARNING, log_to_driver=False)
-    gpus = 1 if _cuda_available() else 0
     started = time.perf_counter()
-    n_codes = 0
-    if job.sentences.num_rows:
-        source = job.sentences.select(["sentence_idx", "text", "n_tokens"])
-        step = batch_sentences or job.chunk_size
-        # One block per batch, so every actor of the pool gets work.
-        blocks = [source.slice(i, step) for i in range(0, source.num_rows, step)]
-        codes = ray.data.from_arrow(blocks).map_batches(
+    sink = ParquetShardSink(layout, shard.index)
+    blocks = [b for c, b in enumerate(_chunk_blocks(job, step)) if not sink.is_done(c)]
+    if blocks:
+        if not ray.is_initialized():
+            ray.init(address=ray_address, logging_level=logging.WARNING, log_to_driver=False)
+        coded = ray.data.from_arrow(blocks).map_batches(
             EncodeActor,
             fn_constructor_kwargs={
                 "run": job.run,
                 "record": job.record,
                 "config": config,
-                "stats_dir": str(layout.stats),
+                "out_dir": str(layout.root),
                 "shard": shard.index,
             },
-            batch_size=step,
+            batch_size=None,  # one block, one chunk, per call
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_gpus=gpus,
+            compute=ray.data.ActorPoolStrategy(
+                size=workers, max_tasks_in_flight_per_actor=TASKS_PER_ACTOR
+            ),
+            num_gpus=1 if _cuda_available() else 0,
             num_cpus=1,
         )
-        codes.write_parquet(str(layout.codes), partition_cols=["layer"])
-        stats = pa.concat_tables(
-            [pq.read_table(p) for p in sorted(layout.stats.glob("part-*.parquet"))]
-        )
+        # Each row: a chunk whose files an actor has written (its stats file last).
+        for row in coded.iter_rows():
+            log.debug("shard %s: chunk %s written", shard, row["chunk"])
+            crashpoint("ray.chunk")
+    stats_files = sorted(layout.stats.glob("part-*.parquet"))
+    n_codes = 0
+    if stats_files:
+        stats = pa.concat_tables([pq.read_table(p) for p in stats_files])
         n_codes = int(pc.sum(stats.column("n_codes")).as_py() or 0)
     seconds = time.perf_counter() - started
     n_vectors = job.tokens.num_rows * int(job.run["n_layers"])

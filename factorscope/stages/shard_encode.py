@@ -249,10 +249,13 @@ def check_out_dir(layout: ShardLayout, info: dict) -> bool:
 
         previous = json.loads(marker.read_text("utf-8"))
         if previous != info:
+            differs = sorted(
+                k for k in info.keys() | previous.keys() if info.get(k) != previous.get(k)
+            )
             raise InputError(
-                f"{layout.root} holds the output of another shard or dictionary "
-                f"({previous.get('shard')}/{previous.get('n_shards')}, "
-                f"{previous.get('engine')}); use an empty folder"
+                f"{layout.root} holds the output of another shard, dictionary or engine (shard "
+                f"{previous.get('shard')}/{previous.get('n_shards')}, engine "
+                f"{previous.get('engine')}; differs in {', '.join(differs)}); use an empty folder"
             )
     else:
         if layout.root.exists() and any(layout.root.iterdir()):
