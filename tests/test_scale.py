@@ -327,6 +327,11 @@ def test_sharded_ingest_is_the_unsharded_sample_and_resumes(
     chunks = "SELECT chunk, n_sentences, n_tokens, n_sampled FROM ingest_chunks ORDER BY chunk"
     assert _rows_sql(merged, chunks) == _rows_sql(single, chunks)
     assert _run_row(merged) == _run_row(single)
+    # what the corpus reader did not store is the run's, not lost in the merge
+    drops = "SELECT reason, sentences, words FROM ingest_drops ORDER BY reason"
+    assert _rows_sql(merged, drops) == _rows_sql(single, drops)
+    segments = "SELECT n_segments, n_resplit, n_resplit_into FROM runs"
+    assert _rows_sql(merged, segments) == _rows_sql(single, segments)
 
     with pytest.raises(InputError, match="missing \\[1\\]"):
         run_merge_ingest(tmp_path / "m.duckdb", [shard0])

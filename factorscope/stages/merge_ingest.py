@@ -22,8 +22,8 @@ from pathlib import Path
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.stages.sharding import run_shard
+from factorscope.warehouse import queries, store
 from factorscope.warehouse import shards as wshards
-from factorscope.warehouse import store
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 
@@ -102,7 +102,13 @@ def run_merge_ingest(db_path: str | Path, shard_dbs: list[str | Path]) -> MergeI
     n_sentences = sum(int(run["n_sentences"]) for _, run in shards)
     chunk_size = int(config["chunk_size"])
     seconds = sum(float(run["ingest_seconds"] or 0.0) for _, run in shards)
-    with staged_database(db_path, fresh=True) as con:
+    # Every shard read the whole corpus: its count of what was not stored is the run's.
+    src = connect(shards[0][0], read_only=True)
+    try:
+        corpus_report = queries.corpus_report(src)
+    finally:
+        src.close()
+    with staged_database(db_path, fresh=True, carry_if=store.same_run_as_published) as con:
         store.create_run(
             con,
             model=first["model"],
@@ -120,6 +126,8 @@ def run_merge_ingest(db_path: str | Path, shard_dbs: list[str | Path]) -> MergeI
             status="ingesting",
             factorscope_version=first["factorscope_version"],
         )
+        if corpus_report is not None:
+            store.write_corpus_report(con, corpus_report)
         for path, _ in shards:
             src = connect(path, read_only=True)
             try:
