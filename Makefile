@@ -16,7 +16,7 @@ APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report test test-fast lint lint-imports format bench bench-large status clean
+.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report readme test test-fast lint lint-imports format bench bench-large status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ demo: setup
 
 report: setup
 	$(BIN)/factorscope report --db $(DB) --out docs/report
+	$(BIN)/python -c 'import sys; from factorscope.report.facts import main; sys.exit(main())' --readme README.md --facts docs/report/facts.json
+
+# README's paragraph on the default run, quoted from docs/report/facts.json.
+readme: setup
+	$(BIN)/python -c 'import sys; from factorscope.report.facts import main; sys.exit(main())' --readme README.md --facts docs/report/facts.json
 
 test: setup-test
 	$(BIN)/ruff check .

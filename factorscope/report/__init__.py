@@ -29,6 +29,7 @@ from pathlib import Path
 from factorscope.errors import InputError
 from factorscope.report import compute
 from factorscope.report.compute import polysemy_row
+from factorscope.report.facts import FACTS_NAME, run_facts, write_facts
 from factorscope.report.figures import Figures, draw_figures
 from factorscope.report.gather import gather
 from factorscope.report.markdown import Page, highlight, md_escape, render_markdown
@@ -69,7 +70,8 @@ def write_report(
     words: tuple[str, ...] | list[str] = DEFAULT_WORDS,
     seed: int = 0,
 ) -> ReportSummary:
-    """Write ``out_dir/README.md`` and ``out_dir/figures/*.png`` for the database at ``db_path``.
+    """Write ``out_dir/README.md``, ``out_dir/figures/*.png`` and ``out_dir/facts.json`` (the
+    run's figures, which the project README quotes) for the database at ``db_path``.
 
     Reads only. Example factors: ``examples_per_level`` per level, drawn with ``seed``
     from the stronger half of the level (by importance at the peak layer). The PNGs
@@ -98,6 +100,8 @@ def write_report(
         words=clean_words,
     )
     summary.readme.write_text(render_markdown(page), encoding="utf-8")
+    # The run's figures as a file: README quotes them from it (report/facts.py).
+    write_facts(out / FACTS_NAME, run_facts(summary, data))
     summary.seconds = time.perf_counter() - started
     log.info("report written to %s in %.1f s", summary.readme, summary.seconds)
     return summary
