@@ -618,3 +618,20 @@ def test_layouts_render_messages_not_tracebacks(app):
     assert "Factor " in _text(factor_layout())
     for path in ("/analyze", "/search", "/sql", "/run"):
         assert _text(pages[path]["layout"]())
+
+
+def test_console_numbers_are_shown_by_column_type(app, syn_db):
+    """round(alpha, 3) is a FLOAT (32-bit): shown 0.379, not 0.3790000081062317 (issue 22)."""
+    from factorscope.dash_app.pages import sql as page
+
+    result = logic.run_console_query(
+        syn_db,
+        "SELECT round(alpha, 3) AS a, CAST(0.1 AS DOUBLE) AS d, factor FROM codes "
+        "WHERE alpha > 0 LIMIT 20",
+    )
+    assert result.error is None, result.error
+    _note, table = page.render_result(result)
+    assert all(len(repr(row["a"])) <= 6 for row in table.data), table.data[:3]
+    assert all(row["d"] == 0.1 for row in table.data)
+    kinds = {c["id"]: c.get("type") for c in table.columns}
+    assert kinds == {"a": "numeric", "d": "numeric", "factor": "numeric"}

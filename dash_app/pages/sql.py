@@ -13,6 +13,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
+import numpy as np
 import polars as pl
 from dash import Input, Output, State, callback, dash_table, dcc, html, no_update
 
@@ -102,7 +103,10 @@ def render_result(result: logic.SqlResult) -> tuple[Any, Any]:
     note = f"{frame.height} row{'s' if frame.height != 1 else ''}"
     if result.truncated:
         note += f" (truncated at {ROW_CAP}; download the CSV for the shown rows)"
-    columns = [{"name": c, "id": c} for c in frame.columns]
+    columns = [
+        {"name": c, "id": c, "type": "numeric"} if dtype.is_numeric() else {"name": c, "id": c}
+        for c, dtype in frame.schema.items()
+    ]
     table = dash_table.DataTable(
         data=_records(frame),
         columns=columns,
@@ -124,7 +128,17 @@ def render_result(result: logic.SqlResult) -> tuple[Any, Any]:
 
 
 def _records(frame: pl.DataFrame) -> list[dict]:
-    """Rows as JSON-safe dicts (lists and structs shown as text)."""
+    """Rows as JSON-safe dicts (lists and structs shown as text).
+
+    A FLOAT (32-bit) column is shown with the digits it holds: ``round(alpha, 3)`` is the
+    float32 nearest 0.379, which as a Python float prints 0.3790000081062317; its shortest
+    float32 text, "0.379", read back as a float prints 0.379.
+    """
+    float32 = [c for c, dtype in frame.schema.items() if dtype == pl.Float32]
+    if float32:
+        frame = frame.with_columns(
+            pl.col(c).map_elements(_float32_value, return_dtype=pl.Float64) for c in float32
+        )
     out = []
     for row in frame.iter_rows(named=True):
         out.append(
@@ -134,6 +148,10 @@ def _records(frame: pl.DataFrame) -> list[dict]:
             }
         )
     return out
+
+
+def _float32_value(value: float) -> float:
+    return float(str(np.float32(value)))
 
 
 @callback(
