@@ -26,6 +26,22 @@ class WarehouseError(FactorscopeError):
     """A database that cannot be opened, is not ours, or lacks a stage's output."""
 
 
+class DatabaseFileError(WarehouseError):
+    """A database file factorscope must not use: damaged (truncated, a failed block
+    checksum), not a DuckDB file, another program's DuckDB file, or made by a newer
+    factorscope. Its message names the file and the way out (restore a backup,
+    ``--overwrite``, remove the ``.wip``, upgrade factorscope)."""
+
+
+class DiskFullError(WarehouseError):
+    """The disk filled while a stage wrote; its staging files that held the space are
+    removed and the published file is intact."""
+
+
+class WriterBusyError(WarehouseError):
+    """Another process is writing the same database (it holds ``<db>.writer.lock``)."""
+
+
 class SqlRefusedError(FactorscopeError):
     """A SQL statement the read-only console will not run."""
 

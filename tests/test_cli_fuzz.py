@@ -5,7 +5,9 @@ parameters, hypothesis generates a bad value (out of its range in the limits tab
 a number, not one of the choices, a path of the wrong kind, a flag given a value) and
 calls ``factorscope.cli.main`` in-process with otherwise valid arguments against a copy
 of a real pipeline database. Generated bad corpus files (random bytes, wrong encodings,
-JSONL values of the wrong type, huge lines) go through ``ingest``. Each run must exit 2
+JSONL values of the wrong type, huge lines) go through ``ingest``, and generated damaged
+database files (cut short, a flipped bit, another program's, a newer schema, SQLite, a
+garbage staging copy) through every subcommand. Each run must exit 2
 (or 0), print exactly one line on stderr (none on success), no traceback, and leave the
 database byte-for-byte unchanged. A few real subprocess runs check the entry point.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -205,6 +208,68 @@ def test_every_subcommand_keeps_the_error_promise(command, workspace, capsys, mo
         check_promise(code, err, argv)
         assert sha(db) == before, argv
         assert not (db.parent / (db.name + ".wip")).exists(), argv
+
+    run()
+
+
+# Commands whose base arguments fail before they open --db (an --out that is a file, a
+# missing shard folder): they keep the promise, but name no damage.
+FAIL_BEFORE_THE_DB = {"export", "report", "merge", "merge-ingest"}
+# Damage found when a file is opened, whatever the command reads: every command that
+# opens --db refuses it. A flipped bit or a missing block (a file cut short) is found
+# where that block is read (status reads every block; a writer verifies its staging
+# copy), and a damaged staging copy by the commands that use one; elsewhere exit 0 is
+# allowed (nothing damaged was read, nothing written).
+FOUND_ON_OPEN = {"foreign", "future", "sqlite"}
+DAMAGE_ARGUMENTS = {"compare": ["1", "2"]}  # valid numbers; the file has one dictionary
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_refuses_a_damaged_database(command, workspace, capsys, monkeypatch):
+    """Generated damaged files (tests/test_damaged_files.py: cut short at a generated
+    byte, a generated bit flipped in a data block, another program's DuckDB file, a newer
+    schema, a SQLite file, a garbage staging copy) given to every subcommand with its
+    otherwise valid arguments: exit 2 and one line (or exit 0 where nothing damaged was
+    read), no traceback, and every file byte-identical."""
+    from tests.test_damaged_files import KINDS, WORDS, damage
+
+    monkeypatch.chdir(workspace["root"])
+    counter = iter(range(10**6))
+
+    @settings(
+        max_examples=2,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        derandomize=True,
+    )
+    @given(where=st.floats(min_value=0.02, max_value=0.98), bit=st.integers(0, 7))
+    def run(where, bit):
+        for kind in KINDS:
+            folder = workspace["root"] / f"damaged-{command}-{next(counter)}"
+            folder.mkdir()
+            db = copy_db(workspace["db"], folder)
+            changed = damage(db, kind, where=where, bit=bit)
+            before = {p.name: sha(p) for p in folder.iterdir()}
+            options = {"--db": str(db), **workspace["base"].get(command, {})}
+            arguments = DAMAGE_ARGUMENTS.get(command, workspace["arguments"].get(command, []))
+            argv = [command, *arguments]
+            for key, val in options.items():
+                argv += [key, val]
+            code = main(argv)
+            _, err = capsys.readouterr()
+            check_promise(code, err, argv)
+            must_refuse = command == "status" or (
+                kind in FOUND_ON_OPEN and command not in FAIL_BEFORE_THE_DB
+            )
+            if must_refuse:
+                assert code == 2, (kind, argv, err)
+                for word in (changed.name, *WORDS[kind]):
+                    assert word.lower() in err.lower(), (kind, word, argv, err)
+            after = {p.name: sha(p) for p in folder.iterdir() if p.name in before}
+            assert after == before, (kind, argv)
+            made = {p.name for p in folder.iterdir()} - set(before)
+            assert made <= {db.name + ".writer.lock", db.name + ".lock"}, (kind, argv, made)
+            shutil.rmtree(folder)
 
     run()
 

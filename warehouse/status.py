@@ -6,10 +6,17 @@ from pathlib import Path
 
 import duckdb
 
-from factorscope.errors import WarehouseError
+from factorscope.errors import DatabaseFileError, WarehouseError, WriterBusyError
 from factorscope.warehouse import store
-from factorscope.warehouse.connection import connect, first_line, schema_version
-from factorscope.warehouse.publish import wip_path
+from factorscope.warehouse.connection import (
+    connect,
+    explain_failure,
+    first_line,
+    schema_version,
+    unusable,
+    verify_blocks,
+)
+from factorscope.warehouse.publish import wip_path, writer_busy
 
 
 def _describe(con: duckdb.DuckDBPyConnection) -> dict:
@@ -94,7 +101,13 @@ def storage(con: duckdb.DuckDBPyConnection, path: Path) -> dict:
 
 
 def database_status(db_path: str | Path) -> dict:
-    """The published file's contents and, if a writer left one, the staging copy's."""
+    """The published file's contents and, if a writer left one, the staging copy's.
+
+    Every block of each file is read once (:func:`verify_blocks`: 0.35 s for a 463 MB
+    file), so a damaged file is reported even where its summary would not read the
+    damaged block. A staging copy is "busy" only while a writer holds the writer lock
+    (``<db>.writer.lock``); one that no writer holds and that cannot be read is damaged.
+    """
     db_path = Path(db_path)
     wip = wip_path(db_path)
     if not db_path.exists() and not wip.exists():
@@ -103,17 +116,30 @@ def database_status(db_path: str | Path) -> dict:
     for key, path in (("published", db_path), ("staging", wip)):
         if not path.exists():
             continue
+        if key == "staging":
+            owner = writer_busy(db_path)
+            if owner is not None:
+                report[key] = {"busy": True, "writer": owner}
+                continue
         try:
             con = connect(path, read_only=True)
+        except WriterBusyError as e:
+            report[key] = {"busy": True, "writer": str(e)}
+            continue
+        except DatabaseFileError:
+            raise
         except WarehouseError as e:
             if key == "staging":
-                report[key] = {"busy": True, "error": str(e)}
-                continue
+                raise unusable(path, f"cannot be opened ({e})") from e
             raise
         try:
             report[key] = _describe(con)
             report[key]["storage"] = storage(con, path)
+            verify_blocks(con)
         except duckdb.Error as e:
+            explained = explain_failure(e, candidates=[path])
+            if explained is not None:
+                raise explained from e
             raise WarehouseError(f"{path} is not a factorscope database: {e}") from e
         finally:
             con.close()
@@ -135,6 +161,8 @@ def servable_contents(db: Path) -> dict:
         raise WarehouseError(f"--db {db} is a folder, not a DuckDB file")
     try:
         con = connect(db, read_only=True)
+    except DatabaseFileError:
+        raise  # says what the file is and what to do
     except WarehouseError as e:
         raise WarehouseError(f"{e} (is it a factorscope database? give --db PATH)") from e
     try:
@@ -145,6 +173,9 @@ def servable_contents(db: Path) -> dict:
         n_dicts = con.execute("SELECT count(*) FROM dictionaries").fetchall()[0][0]
         n_quality = con.execute("SELECT count(*) FROM layer_quality").fetchall()[0][0]
     except duckdb.Error as e:
+        explained = explain_failure(e, candidates=[db])
+        if explained is not None:
+            raise explained from e
         raise WarehouseError(f"cannot read database {db}: {first_line(e)}") from e
     finally:
         con.close()

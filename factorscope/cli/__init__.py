@@ -2,8 +2,9 @@
 
 Every error leaves through :func:`main`, the one exit point: a mistake on the command
 line (unknown command or option, missing argument, a value of the wrong type or out of
-range) or in the data (``FactorscopeError``, an unusable path) becomes ONE line on
-stderr and exit code 2; ``--help`` prints help and exits 0. ``FACTORSCOPE_DEBUG=1``
+range) or in the data (``FactorscopeError``, an unusable path; a damaged or foreign
+database, a full disk, met however deep in a stage: ``explain_failure``) becomes ONE
+line on stderr and exit code 2; ``--help`` prints help and exits 0. ``FACTORSCOPE_DEBUG=1``
 shows the traceback instead.
 """
 
@@ -27,8 +28,10 @@ from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_warehouse,
 )
 from factorscope.cli.app import app
-from factorscope.errors import FactorscopeError
+from factorscope.errors import DatabaseFileError, DiskFullError, FactorscopeError, WriterBusyError
 from factorscope.progress import stderr_console
+from factorscope.warehouse import publish
+from factorscope.warehouse.connection import explain_failure, mentions_damage
 
 __all__ = ["app", "main"]
 
@@ -86,8 +89,28 @@ def _is_usage_error(error: BaseException) -> bool:
     )
 
 
+def _message(error: FactorscopeError) -> str:
+    """A known error's line; one that only quotes DuckDB on a damaged file or a full
+    disk (a query that failed half-way) says what is damaged and what to do instead."""
+    if isinstance(error, DatabaseFileError | DiskFullError | WriterBusyError):
+        return str(error)  # classified where it happened, with what was cleaned up
+    for cause in (error.__cause__, error):
+        if cause is not None and mentions_damage(str(cause)):
+            explained = explain_failure(cause)
+            if explained is not None and explained is not error:
+                return str(explained)
+    return str(error)
+
+
+def _command_of(argv: list[str] | None) -> str:
+    """The subcommand's name (how a stage names itself in ``<db>.writer.lock``)."""
+    words = sys.argv[1:] if argv is None else argv
+    return next((str(w) for w in words if not str(w).startswith("-")), PROG)
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("FACTORSCOPE_DEBUG") == "1"
+    publish.WRITER_NAME = _command_of(argv)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -101,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except FactorscopeError as e:
         if debug:
             raise
-        _print_error(str(e))
+        _print_error(_message(e))
         return e.exit_code
     except _ABORTS:
         stderr_console.print("aborted")
@@ -122,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             _print_error(_usage_message(e))
             return 2
+        # A damaged or foreign file met half-way, a full disk, a file locked by another
+        # process: not bugs, so one line (warehouse/connection.py classifies them).
+        explained = explain_failure(e)
+        if explained is not None:
+            if debug:
+                raise
+            _print_error(str(explained))
+            return explained.exit_code
         if isinstance(e, OSError) and (e.filename is not None or e.strerror):
             # a path or address the user gave that the system refused (permission, full disk)
             if debug:
