@@ -36,6 +36,7 @@ INTERVALS = "factor-intervals"
 NEIGHBORS = "factor-neighbors"
 DICTIONARY_SELECT = "dictionary-select"  # the navbar's picker: encoded dictionaries only
 NAV_ACTIVE = "nav-active-dictionary"  # dcc.Store: the active dictionary at page load
+NAV_WANT = "nav-want-dictionary"  # dcc.Store: a dictionary chosen on a factor page
 
 # LIME (on the factor explorer)
 LIME_SAMPLES = "lime-samples"

@@ -98,6 +98,7 @@ def picker() -> html.Div:
                 style={"minWidth": "17rem"},
             ),
             dcc.Store(id=ids.NAV_ACTIVE, data=active),
+            dcc.Store(id=ids.NAV_WANT),
         ],
         className="ms-auto",
         title="The dictionary every page shows (its factors, labels, codes)",
@@ -124,20 +125,44 @@ def href_for(chosen: int, pathname: str | None, search: str | None) -> str:
     return f"{path}?{urlencode(query)}"
 
 
-@callback(
+# A choice is read in the browser: the page shown already (the URL's dictionary, or the
+# active one) costs no request; another page than a factor page navigates at once; a
+# factor page asks the server (below) for the chosen dictionary's default factor.
+clientside_callback(
+    """
+    function (chosen, pathname, search, active) {
+        var nu = window.dash_clientside.no_update;
+        if (chosen === null || chosen === undefined) return [nu, nu];
+        var match = /[?&]dictionary=(\\d+)/.exec(search || "");
+        var shown = match ? Number(match[1]) : active;
+        if (String(chosen) === String(shown)) return [nu, nu];
+        var path = pathname || "/";
+        if (path === "/" || path.indexOf("/factor") === 0) return [nu, Number(chosen)];
+        var params = new URLSearchParams(search || "");
+        params.set("dictionary", String(chosen));
+        return [path + "?" + params.toString(), nu];
+    }
+    """,
     Output(ids.URL, "href", allow_duplicate=True),
+    Output(ids.NAV_WANT, "data"),
     Input(ids.DICTIONARY_SELECT, "value"),
     State(ids.URL, "pathname"),
     State(ids.URL, "search"),
     State(ids.NAV_ACTIVE, "data"),
     prevent_initial_call=True,
 )
-def pick_dictionary(chosen: Any, pathname: Any, search: Any, active: Any) -> Any:
-    """Navigate to the chosen dictionary (nothing when it is the one shown already)."""
+
+
+@callback(
+    Output(ids.URL, "href", allow_duplicate=True),
+    Input(ids.NAV_WANT, "data"),
+    State(ids.URL, "pathname"),
+    State(ids.URL, "search"),
+    prevent_initial_call=True,
+)
+def pick_dictionary(chosen: Any, pathname: Any, search: Any) -> Any:
+    """A factor page's navigation to the chosen dictionary (its default factor)."""
     if chosen is None:
-        return no_update
-    shown = url_dictionary(search)
-    if str(chosen) == str(shown if shown is not None else active):
         return no_update
     try:
         return href_for(int(chosen), pathname, search)
