@@ -160,3 +160,21 @@ def test_the_ingest_summary_and_the_database_report_every_drop(
         con.close()
     assert rows["too short"] == 1 and rows["duplicate"] == 1
     assert n_sentences + sum(rows.values()) == segments
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from factorscope.cli import main; sys.exit(main())",
+            "status",
+            "--db",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "400"},
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"corpus: {segments:,} segments" in status.stdout
+    assert "too short 1 (" in status.stdout and "duplicate 1 (" in status.stdout

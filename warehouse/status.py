@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from factorscope.errors import DatabaseFileError, WarehouseError, WriterBusyError
-from factorscope.warehouse import store
+from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import (
     connect,
     explain_failure,
@@ -54,6 +54,7 @@ def _describe(con: duckdb.DuckDBPyConnection) -> dict:
         "tokens_ingested": chunks[2],
         "vectors_sampled": chunks[3],
         "dictionaries": [dict(zip(names, row, strict=True)) for row in dictionaries],
+        "corpus": queries.corpus_report(con),
     }
 
 

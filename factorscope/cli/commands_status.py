@@ -41,7 +41,27 @@ def _print_state(console: Console, title: str, state: dict) -> None:
             f"fit {d['fit_seconds'] or 0:.1f}, encode {d['encode_seconds']:.1f}",
         )
     console.print(table)
+    _print_corpus(console, state.get("corpus"))
     _print_storage(console, state["storage"])
+
+
+def _print_corpus(console: Console, report: dict | None) -> None:
+    """What the ingest did not store, by reason (nothing is dropped out of sight)."""
+    if report is None:
+        return
+    dropped = ", ".join(
+        f"{reason} {n:,} ({words:,} words)" for reason, (n, words) in report["dropped"].items()
+    )
+    resplit = (
+        f"; {report['resplit']:,} over-long segments re-split into {report['resplit_into']:,}"
+        if report["resplit"]
+        else ""
+    )
+    console.print(
+        f"corpus: {report['segments']:,} segments{resplit}; not stored: {dropped or 'none'}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _mib(n: int) -> str:
