@@ -11,7 +11,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8050
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES_DEMO := fortunes wordnet-base
-APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver
+APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver nodejs
 
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
@@ -36,7 +36,7 @@ setup: $(VENV)/.installed
 	fi
 
 setup-test: setup
-	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/wordnet/data.noun ]; } && command -v apt-get >/dev/null; then \
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v node >/dev/null || [ ! -d /usr/share/games/fortunes ] || [ ! -f /usr/share/wordnet/data.noun ]; } && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES_TEST); \
 	fi
 

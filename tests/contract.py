@@ -52,8 +52,11 @@ HIDDEN_ATOL: float = 1e-4
 # within 6.6e-4, every factor at cosine >= 0.999995 with its twin, while the codes it then
 # gives differ by up to 2.3e-3 and 346 of 59,129 top-context ids: beyond this contract.
 # Compare such dictionaries with assert_dictionaries_close, and codes only between runs
-# that share one dictionary.
-RELEARN_MIN_COSINE: float = 0.9999
+# that share one dictionary. On the tests' tiny BERT (48 factors) the worst twin measured
+# 0.99973 to 0.99866 from run to run on one machine (the sharded-run test, both fits on
+# one thread; the same with this session's code and with the code before it), so the
+# bar is 0.995: still "the same atoms", far from another seed's (mean 0.7).
+RELEARN_MIN_COSINE: float = 0.995
 
 _SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _ORDER_BY = re.compile(r"^[A-Za-z0-9_, ]+$")

@@ -119,3 +119,13 @@ def console_page(browser: Any, *, width: int = 1280, height: int = 900, timeout_
         yield page
     finally:
         context.close()
+
+
+def pick_dictionary(page: Any, dictionary: int) -> None:
+    """Choose ``dictionary`` in the navbar's picker (a portal menu of Dash's dropdown)."""
+    import re
+
+    page.locator("#dictionary-select").click()
+    page.locator(".dash-dropdown-options [role=option]").filter(
+        has_text=re.compile(rf"^dictionary {int(dictionary)} ")
+    ).first.click()

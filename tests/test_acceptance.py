@@ -26,7 +26,7 @@ import pytest
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import wip_path
 
-from .live import CHROMIUM, chromium_browser, free_port, stop, wait_until_serving
+from .live import CHROMIUM, chromium_browser, free_port, pick_dictionary, stop, wait_until_serving
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.browser, pytest.mark.slow]
 
@@ -226,7 +226,7 @@ def _walk(walk: Walk, *, senses: bool = True) -> None:
 
     # Search the word "left".
     pg.locator("#nav-search").click()
-    pg.wait_for_url(re.compile(r"/search$"))
+    pg.wait_for_url(re.compile(r"/search(\?dictionary=\d+)?$"))
     pg.locator("#search-word").fill("left")
     pg.locator("#search-word-go").click()
     pg.locator("#search-word-output a").first.wait_for()
@@ -248,7 +248,7 @@ def _walk(walk: Walk, *, senses: bool = True) -> None:
 
     # SQL console: a query, then its CSV.
     pg.locator("#nav-sql").click()
-    pg.wait_for_url(re.compile(r"/sql$"))
+    pg.wait_for_url(re.compile(r"/sql(\?dictionary=\d+)?$"))
     pg.locator("#sql-text").fill(
         "SELECT layer, count(*) AS n FROM factor_top_contexts GROUP BY layer ORDER BY layer"
     )
@@ -265,7 +265,7 @@ def _walk(walk: Walk, *, senses: bool = True) -> None:
 
     # The run page.
     pg.locator("#nav-run").click()
-    pg.wait_for_url(re.compile(r"/run$"))
+    pg.wait_for_url(re.compile(r"/run(\?dictionary=\d+)?$"))
     pg.get_by_text("Reconstruction quality per layer").wait_for()
     assert pg.locator("#run-quality tbody tr").count() == 7
     walk.check("10-run")
@@ -363,10 +363,7 @@ def _walk_with_dictionary_one(walk: Walk, newest: int) -> None:
     newest encode, ``newest``, is the active one) holds on Analyze, Search, Run and
     Senses, and behind their links."""
     pg = walk.pg
-    pg.locator("#dictionary-select").click()
-    pg.locator(".dash-dropdown-options [role=option]").filter(
-        has_text=re.compile(r"^dictionary 1 ")
-    ).first.click()
+    pick_dictionary(pg, 1)
     pg.wait_for_url(re.compile(r".*/factor/\d+\?dictionary=1$"))
     pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     walk.check("4-pick-dictionary-1")
@@ -383,6 +380,7 @@ def _walk_with_dictionary_one(walk: Walk, newest: int) -> None:
 
     pg.locator("#nav-search").click()
     pg.wait_for_url(re.compile(r"/search\?dictionary=1$"))
+    pg.locator("#search-word").wait_for()
     pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     pg.locator("#search-word").fill("left")
     pg.locator("#search-word-go").click()
@@ -393,14 +391,16 @@ def _walk_with_dictionary_one(walk: Walk, newest: int) -> None:
 
     pg.locator("#nav-run").click()
     pg.wait_for_url(re.compile(r"/run\?dictionary=1$"))
+    # the Run page's own table (the Search page before it had a dictionary badge too)
+    pg.locator("#run-quality tbody tr").first.wait_for()
     pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     assert pg.locator("#run-quality tbody tr").count() == 7
     walk.check("7-run-dictionary-1")
 
     pg.locator("#nav-senses").click()
     pg.wait_for_url(re.compile(r"/senses\?dictionary=1$"))
-    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     pg.locator("#senses-groups .fs-sense-group").first.wait_for()
+    pg.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     hrefs = pg.eval_on_selector_all("#senses-groups a", "as => as.map(a => a.href)")
     assert hrefs and all(h.endswith("dictionary=1") for h in hrefs), hrefs[:3]
     walk.check("8-senses-dictionary-1")

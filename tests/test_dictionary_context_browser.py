@@ -19,7 +19,15 @@ import pytest
 
 from tests.conftest import TINY_FACTORS, tiny_run_args
 
-from .live import CHROMIUM, CLI, chromium_browser, console_page, start_serve, stop
+from .live import (
+    CHROMIUM,
+    CLI,
+    chromium_browser,
+    console_page,
+    pick_dictionary,
+    start_serve,
+    stop,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -105,15 +113,14 @@ def test_the_chosen_dictionary_holds_on_every_page_and_link(page, base_url) -> N
     """Dictionary 2 is active; dictionary 1, picked in the navbar, holds everywhere."""
     page.goto(f"{base_url}/factor/3")
     page.locator("#dictionary-badge").get_by_text("dictionary 2").wait_for()
-    page.locator("#dictionary-select").click()
-    page.locator(".dash-dropdown-options [role=option]").filter(
-        has_text=re.compile(r"^dictionary 1 ")
-    ).first.click()
+    pick_dictionary(page, 1)
     page.wait_for_url(re.compile(r".*/factor/\d+\?dictionary=1$"))
     page.locator("#dictionary-badge").get_by_text("dictionary 1").wait_for()
     for nav, path in (("analyze", "/analyze"), ("search", "/search"), ("run", "/run")):
         page.locator(f"#nav-{nav}").click()
         page.wait_for_url(re.compile(rf"{path}\?dictionary=1$"))
+        own = {"analyze": "#analyze-text", "search": "#search-word", "run": "#run-quality"}
+        page.locator(own[nav]).wait_for()  # this page's own element, not the last page's
         badge = "#analyze-header" if nav == "analyze" else "#dictionary-badge"
         page.locator(badge).get_by_text("dictionary 1").wait_for()
         _no_alert(page)
@@ -129,10 +136,7 @@ def test_the_chosen_dictionary_holds_on_every_page_and_link(page, base_url) -> N
     # picking dictionary 2 on a page other than a factor page keeps the page
     page.locator("#nav-run").click()
     page.wait_for_url(re.compile(r"/run\?dictionary=1$"))
-    page.locator("#dictionary-select").click()
-    page.locator(".dash-dropdown-options [role=option]").filter(
-        has_text=re.compile(r"^dictionary 2 ")
-    ).first.click()
+    pick_dictionary(page, 2)
     page.wait_for_url(re.compile(r"/run\?dictionary=2$"))
     page.locator("#dictionary-badge").get_by_text("dictionary 2").wait_for()
     page.screenshot(path=str(SCREENSHOTS / "run-dictionary-2.png"), full_page=True)

@@ -151,6 +151,11 @@ def writer_lock(path: str | Path) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         owner = _owner(fd)
+        # The holder writes its name just after taking the lock: give it a moment.
+        deadline = time.monotonic() + 1.0
+        while owner == "writer" and time.monotonic() < deadline:
+            time.sleep(0.02)
+            owner = _owner(fd)
         os.close(fd)
         raise WriterBusyError(
             f"another {owner} is working on {path}: wait for it to finish (or stop it), "
