@@ -109,9 +109,7 @@ def tiny_pipeline_db(
             sample_size=None,
         ),
     )
-    # one thread: SPAMS trainDL on several threads depends on their scheduling, and tests
-    # re-learn this dictionary elsewhere and compare (tests/test_scale.py)
-    run_learn(db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0, n_jobs=1))
+    run_learn(db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
     run_encode(db)
     return db
 

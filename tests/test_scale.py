@@ -356,7 +356,7 @@ def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
     assert main(["merge-ingest", "--db", str(run_db), *map(str, shard_dbs)]) == 0
     assert "merge-ingest: 4 shards" in capsys.readouterr().out
     assert_databases_match(tiny_pipeline_db, run_db, INGEST_TABLES)
-    run_learn(run_db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0, n_jobs=1))
+    run_learn(run_db, LearnConfig(n_factors=TINY_FACTORS, lambda1=0.05, seed=0))
     # Learned from states that may differ in the last bits: a close dictionary, not the
     # same one (docs/CONTRACTS.md); codes are compared below against a single local encode
     # with this very dictionary.
