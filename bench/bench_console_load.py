@@ -49,6 +49,7 @@ from bench_app_load import (
     stop_server,
     summarise,
 )
+from bench_large import _rss_kb
 
 HOSTILE = [
     "SELECT length(list_resize([]::INT[], 300000000))",
@@ -67,16 +68,6 @@ TARGETS = {
     "page_errors": 0,
     "peak_rss_within_limit": True,
 }
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _descendants(root: int) -> list[int]:
