@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS explanation_scores (
     detection           DOUBLE,           -- balanced accuracy, active tokens weighted equally per activation quintile
     detection_low       DOUBLE,           -- 95% interval (normal approximation)
     detection_high      DOUBLE,
+    detection_top       DOUBLE,           -- the same for the strongest quintile alone
     auroc               DOUBLE,           -- ranked by the number of the rule's terms a token meets
     precision           DOUBLE,           -- of the tokens the rule picks, the share that are active
     n_sentences         BIGINT NOT NULL,  -- held-out sentences where the factor is active
