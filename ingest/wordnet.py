@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 
 from factorscope.errors import InputError
@@ -237,3 +238,104 @@ def records(root: Path = WORDNET_DIR) -> Iterator[tuple[str, str, dict]]:
     """(source, text, metadata) per example: the corpus reader's records."""
     for ex in examples(root):
         yield f"wordnet/{ex.synset}", ex.text, ex.metadata()
+
+
+# ----------------------------------------------------------------------------------------
+# The lexicographer class of a word's most frequent sense (ingest/tagging.py).
+#
+# ``index.<pos>`` has one line per lemma (lower case, spaces as ``_``); its last
+# ``synset_cnt`` fields are the byte offsets of its synsets in ``data.<pos>``, most
+# frequent sense first (by the SemCor tag counts). A data line's second field is the
+# synset's lexicographer file number (an index into :data:`LEXNAMES`); its words keep
+# their case, so ``John`` (a person) and ``john`` (a toilet) are told apart.
+
+
+def database_version(root: Path = WORDNET_DIR) -> str:
+    """ "WordNet 3.0" as the licence header of ``data.noun`` names it, else "WordNet"."""
+    try:
+        with (root / "data.noun").open(encoding="latin-1") as handle:
+            for line in islice(handle, 40):
+                found = re.search(r"WordNet \d+(?:\.\d+)*", line)
+                if found:
+                    return found.group(0)
+    except OSError:
+        pass
+    return "WordNet"
+
+
+def has_index(root: Path = WORDNET_DIR) -> bool:
+    """Whether ``root`` holds every ``index.<pos>`` and ``data.<pos>`` file."""
+    return all(
+        (root / f"{kind}.{name}").is_file() for name in POS_FILES for kind in ("index", "data")
+    )
+
+
+_FILE_OF_POS = {pos: name for name, pos in _POS_OF_FILE.items()}
+
+
+@lru_cache(maxsize=8)
+def _index(root: Path, pos: str) -> dict[str, str]:
+    """{lemma: the rest of its ``index.<pos>`` line} (split lazily: 0.1 s for nouns)."""
+    table: dict[str, str] = {}
+    path = root / f"index.{_FILE_OF_POS[pos]}"
+    for line in path.read_text("latin-1").splitlines():
+        if line.startswith(" "):
+            continue  # the licence header
+        lemma, _, rest = line.partition(" ")
+        table[lemma] = rest
+    return table
+
+
+@lru_cache(maxsize=8)
+def _data(root: Path, pos: str) -> bytes:
+    return (root / f"data.{_FILE_OF_POS[pos]}").read_bytes()
+
+
+@lru_cache(maxsize=65536)
+def _synset_head(root: Path, pos: str, offset: int) -> tuple[str, tuple[str, ...]]:
+    """(lexname, words as written, markers removed) of the synset at ``offset``."""
+    data = _data(root, pos)
+    end = data.find(b"\n", offset)
+    fields = data[offset : end if end >= 0 else len(data)].decode("latin-1").split()
+    lexfile = int(fields[1])
+    lexname = LEXNAMES[lexfile] if 0 <= lexfile < len(LEXNAMES) else str(lexfile)
+    n_words = int(fields[3], 16)
+    words = tuple(_MARKER.sub("", fields[4 + 2 * i]) for i in range(n_words))
+    return lexname, words
+
+
+@lru_cache(maxsize=131072)
+def first_sense_lexname(
+    lemma: str, pos: str, *, proper: bool | None = None, root: Path = WORDNET_DIR
+) -> str | None:
+    """The lexicographer class (``verb.motion``) of the most frequent sense of ``lemma``
+    as part of speech ``pos`` (``n``, ``v``, ``a``, ``r``); None if WordNet lacks it.
+
+    ``lemma`` is looked up as given, lower-cased, spaces as ``_`` (no base forms: see
+    :func:`base_forms`). ``proper=True`` takes the first sense that writes the word with a
+    capital (a proper noun: ``John`` the apostle, not ``john`` the toilet) and None when
+    there is none; ``proper=False`` the first sense written in lower case (``china`` the
+    porcelain, not ``China``), else the first sense; None the first sense whatever its case.
+    """
+    key = lemma.strip().lower().replace(" ", "_")
+    rest = _index(root, pos).get(key) if key else None
+    if rest is None:
+        return None
+    fields = rest.split()
+    try:
+        n_senses = int(fields[1])
+        offsets = [int(f) for f in fields[len(fields) - n_senses :]] if n_senses > 0 else []
+    except (ValueError, IndexError):
+        return None
+    if not offsets:
+        return None
+    heads = (_synset_head(root, pos, offset) for offset in offsets)
+    if proper is None:
+        return next(heads)[0]
+    first = None
+    for lexname, words in heads:
+        first = first or lexname
+        written = [w for w in words if w.lower() == key]
+        if any((w != w.lower()) == proper for w in written):
+            return lexname
+    return None if proper else first

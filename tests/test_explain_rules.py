@@ -122,7 +122,7 @@ def test_two_term_rule_when_one_term_is_not_enough():
     """A factor on nouns right after "the" is "nouns after “the”": neither "nouns"
     (nouns after an adjective) nor "words after “the”" (adjectives after it) will do."""
     tokens = _corpus(1500, seed=3, dets=["the"])
-    prev_word = np.array([""] + list(tokens.word[:-1]), dtype=object)
+    prev_word = np.array(["", *tokens.word[:-1]], dtype=object)
     prev_word[tokens.word_index == 0] = ""
     rng = np.random.default_rng(2)
     train_rows, test_rows, f_train, f_test = _split(tokens)

@@ -376,8 +376,19 @@ def save_dictionary(
     seed: int | None,
     fit_seconds: float | None,
     source: str,
+    kind: str = "learned",
+    parent_id: int | None = None,
 ) -> int:
-    """Store a new dictionary (status 'learned') and return its id."""
+    """Store a new dictionary (status 'learned') and return its id.
+
+    ``kind`` is ``'learned'``, ``'imported'`` (``learn --from-npy``) or ``'control'``
+    (``learn --control``, whose ``parent_id`` names the dictionary it is a control of).
+    """
+    kinds = ("learned", "imported", "control")  # dictionaries.kind (schema 007)
+    if kind not in kinds:
+        raise WarehouseError(f"dictionary kind must be one of {kinds}, not {kind!r}")
+    if (kind == "control") != (parent_id is not None):
+        raise WarehouseError("a control dictionary has a parent, and only a control has one")
     components = np.asarray(components, dtype=np.float32)
     n_factors, hidden = components.shape
     atoms = pa.table(
@@ -392,8 +403,8 @@ def save_dictionary(
         ).fetchall()[0][0]
         con.execute(
             "INSERT INTO dictionaries (dictionary_id, run_id, n_factors, hidden_size, lambda1, "
-            "preprocessing, seed, fit_seconds, source, params, status) "
-            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, 'learned')",
+            "preprocessing, seed, fit_seconds, source, params, status, kind, parent_id) "
+            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, 'learned', ?, ?)",
             [
                 dictionary_id,
                 n_factors,
@@ -404,6 +415,8 @@ def save_dictionary(
                 fit_seconds,
                 source,
                 json.dumps(params, sort_keys=True, default=str),
+                kind,
+                parent_id,
             ],
         )
         con.register("new_atoms", atoms)
@@ -421,12 +434,26 @@ def save_dictionary(
 def latest_dictionary_id(
     con: duckdb.DuckDBPyConnection, *, status: tuple[str, ...] | None = None
 ) -> int | None:
-    sql = "SELECT max(dictionary_id) FROM dictionaries"
+    """The newest dictionary (of one of ``status``) that is not a control, else the newest.
+
+    What ``encode`` and ``probe`` use when no ``--dictionary`` is given: a control
+    (``learn --control``) is never picked while another dictionary is there. A file made
+    before controls existed (no ``kind`` column; read-only, so not migrated) has none.
+    """
+    has_kind = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = current_schema() AND table_name = 'dictionaries' "
+        "AND column_name = 'kind'"
+    ).fetchall()[0][0]
+    control_last = "coalesce(kind, 'learned') = 'control', " if has_kind else ""
+    sql = "SELECT dictionary_id FROM dictionaries"
     params: list[Any] = []
     if status:
         sql += " WHERE list_contains(?, status)"
         params.append(list(status))
-    return con.execute(sql, params).fetchall()[0][0]
+    sql += f" ORDER BY {control_last}dictionary_id DESC LIMIT 1"
+    rows = con.execute(sql, params).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def load_dictionary(

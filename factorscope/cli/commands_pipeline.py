@@ -19,13 +19,14 @@ from factorscope.cli.app import (
     limited,
 )
 from factorscope.cli.commands_ingest import OverwriteOption
-from factorscope.limits import option_many_check
-from factorscope.sparse import BACKENDS, PREPROCESSING_CHOICES
+from factorscope.limits import LIMITS, option_many_check
+from factorscope.sparse import BACKENDS, CONTROL_KINDS, PREPROCESSING_CHOICES
 from factorscope.stages.encode import EncodeConfig
 from factorscope.stages.engines import DEFAULT_ENGINE, ENGINES, ShardFolderRequest
 from factorscope.stages.learn import LearnConfig
 
 PreprocessingChoice = choice(PREPROCESSING_CHOICES)
+ControlChoice = choice(CONTROL_KINDS)
 BackendChoice = choice(BACKENDS)
 EngineChoice = choice(ENGINES)
 
@@ -47,8 +48,31 @@ def _print_quality(quality: list[dict], level_counts: dict[str, int] | None = No
         typer.echo("levels: " + ", ".join(f"{n:,} {level}" for level, n in level_counts.items()))
 
 
+def _parent_check(value: int | None) -> int | None:
+    """``--parent``: a dictionary id, in the range of ``--dictionary`` (named as --parent)."""
+    from factorscope.errors import InputError
+
+    try:
+        return LIMITS["dictionary_id"].check(value, "--parent")
+    except InputError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+_LEARNED_ONLY = ("n_factors", "lambda1", "preprocessing", "batch_size", "n_iter", "max_vectors")
+"""learn's options that set how a dictionary is fitted: a control takes them from its parent."""
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed option ``name`` (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+# Over 80 lines: typer declares one annotated parameter per option; the body only builds the
+# configs and calls the stage.
 @app.command()
 def learn(
+    ctx: typer.Context,
     db: DbOption = DEFAULT_DB,
     n_factors: Annotated[
         str,
@@ -90,17 +114,40 @@ def learn(
             "it acts on raw hidden states and encode uses --lambda.",
         ),
     ] = None,
+    control: Annotated[
+        ControlChoice | None,
+        typer.Option(
+            "--control",
+            help="Make a control dictionary of --parent instead of learning one: random "
+            "atoms (gaussian: Gaussian directions; sample-atoms: sample vectors) of the "
+            "parent's size and preprocessing, lambda bisected until its mean L0 on the "
+            "stored sample is within 2% of the parent's.",
+        ),
+    ] = None,
+    parent: Annotated[
+        int | None,
+        typer.Option(
+            "--parent",
+            callback=_parent_check,
+            help="The dictionary a --control is a control of (default: the newest that is "
+            "not a control).",
+        ),
+    ] = None,
 ) -> None:
     """Learn one dictionary shared by all layers from the stored hidden-state sample.
 
     Several sizes or seeds (-m 512,1024 --seed 0,1) learn one dictionary per size and
     seed into the same file, each published when fitted, ready to encode and compare.
+    --control KIND makes a control dictionary of --parent instead (one per --seed).
     """
     from factorscope.errors import InputError
     from factorscope.stages.learn import run_learn
 
     sizes: list[int] = n_factors  # type: ignore[assignment]  (the callback parsed it)
     seeds: list[int] = seed  # type: ignore[assignment]
+    if control is not None or parent is not None:
+        _learn_controls(ctx, db, control, parent, seeds, from_npy)
+        return
     if from_npy is not None and len(sizes) * len(seeds) > 1:
         raise InputError("--from-npy imports one dictionary: give one -m and one --seed with it")
     for size in sizes:
@@ -115,6 +162,35 @@ def learn(
                 max_vectors=max_vectors,  # type: ignore[arg-type]  (the callback parsed it)
             )
             typer.echo(run_learn(db, config, from_npy=from_npy).line())
+
+
+def _learn_controls(
+    ctx: typer.Context,
+    db: Path,
+    kind: str | None,
+    parent: int | None,
+    seeds: list[int],
+    from_npy: Path | None,
+) -> None:
+    """``learn --control KIND [--parent N]``: one control per seed; nothing written on an
+    option that does not go with it."""
+    from factorscope.errors import InputError
+    from factorscope.stages.learn import ControlConfig, run_learn_control
+
+    if kind is None:
+        raise InputError("--parent names the parent of a control: give --control KIND with it")
+    if from_npy is not None:
+        raise InputError("--control makes a control dictionary; --from-npy imports one: give one")
+    given = [
+        p.opts[0] for p in ctx.command.params if p.name in _LEARNED_ONLY and _given(ctx, p.name)
+    ]
+    if given:
+        raise InputError(
+            f"--control takes the parent's size, lambda and preprocessing: drop {', '.join(given)}"
+        )
+    configs = [ControlConfig(kind=kind, parent_id=parent, seed=s) for s in seeds]
+    for config in configs:
+        typer.echo(run_learn_control(db, config).line())
 
 
 # Over 80 lines: typer declares one annotated parameter per option; the body only builds the

@@ -335,7 +335,10 @@ def fit_rules(
         explained = score >= settings.explained_at
         text = render(named)
         if not explained:
-            text = f"no short rule explains it (best: {text}, detection {score:.2f} on training sentences)"
+            text = (
+                f"no short rule explains it (best: {text}, detection {score:.2f} "
+                "on training sentences)"
+            )
         out.append(Explanation(j, explained, text, named, n_a, score))
     return out
 

@@ -20,13 +20,17 @@ import numpy as np
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.ingest.sampling import sample_keys
-from factorscope.progress import progress_bar
+from factorscope.progress import progress_bar, stderr_console
 from factorscope.sparse import (
+    BISECTION_VECTORS,
+    CONTROL_KINDS,
     DEFAULT_LAMBDA1,
     DEFAULT_N_FACTORS,
     DEFAULT_PREPROCESSING,
+    L0_TOLERANCE,
     PREPROCESSING_CHOICES,
     DictionaryLearner,
+    make_control,
 )
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import store
@@ -76,6 +80,8 @@ class LearnSummary:
     also_published: tuple[int, ...] = ()
     """Other dictionaries an interrupted learn had stored in the staging copy, which this
     run's publish made public too (said, so that no dictionary appears unannounced)."""
+    control: ControlOutcome | None = None
+    """Set for ``learn --control``: the control's parent and its lambda search."""
 
     def line(self) -> str:
         if not self.also_published:
@@ -85,6 +91,8 @@ class LearnSummary:
         return f"{self._line()}; also published {noun} {others}, fitted by an interrupted learn"
 
     def _line(self) -> str:
+        if self.control is not None:
+            return self.control.line(self)
         if self.from_staging:
             return (
                 f"learn: dictionary {self.dictionary_id}, fitted by an interrupted run, "
@@ -107,6 +115,109 @@ class LearnSummary:
         return (
             f"learn: dictionary {self.dictionary_id}, {self.n_factors:,} factors fitted on "
             f"{self.n_vectors:,} vectors in {self.seconds:.1f} s"
+        )
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """``learn --control KIND``: a control dictionary beside a parent dictionary.
+
+    Its atoms are random (``CONTROL_KINDS``), its size and preprocessing the parent's,
+    and its lambda is bisected until its mean L0 on a seeded subsample of the stored
+    sample (``bisection_vectors`` vectors, every layer) is within ``tolerance`` (a share
+    of the parent's mean L0 on the same vectors, with the parent's own lambda).
+    """
+
+    kind: str
+    parent_id: int | None = None
+    """The parent's id; ``None``: the default dictionary (the newest that is not a control,
+    the one ``encode`` codes without ``--dictionary``)."""
+    seed: int = 0
+    tolerance: float = L0_TOLERANCE
+    max_steps: int = 20
+    bisection_vectors: int = BISECTION_VECTORS
+    n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONTROL_KINDS:
+            raise InputError(
+                f"--control must be one of {', '.join(CONTROL_KINDS)}, not {self.kind!r}"
+            )
+        if self.parent_id is not None and (isinstance(self.parent_id, bool) or self.parent_id < 1):
+            raise InputError(
+                f"--parent must be a dictionary id (1 or more), not {self.parent_id!r}"
+            )
+        if isinstance(self.seed, bool) or self.seed < 0:
+            raise InputError(f"--seed must be 0 or more, not {self.seed!r}")
+        if not 0 < self.tolerance < 1:
+            raise InputError(f"tolerance must be a share between 0 and 1, not {self.tolerance!r}")
+        if self.max_steps < 1 or self.bisection_vectors < 1:
+            raise InputError("max_steps and bisection_vectors must be at least 1")
+
+    def settings(self, parent_id: int) -> dict:
+        """What makes two controls the same (the stored ``learn_config`` holds these)."""
+        return {
+            "control": self.kind,
+            "parent_id": parent_id,
+            "seed": self.seed,
+            "tolerance": self.tolerance,
+            "max_steps": self.max_steps,
+            "max_bisection_vectors": self.bisection_vectors,
+        }
+
+
+@dataclass(frozen=True)
+class ControlOutcome:
+    """A control's parent and lambda search, for :class:`LearnSummary`'s line."""
+
+    kind: str
+    parent_id: int
+    seed: int
+    lambda1: float | None = None
+    target_l0: float | None = None
+    achieved_l0: float | None = None
+    tolerance: float = L0_TOLERANCE
+    converged: bool = True
+    steps: int = 0
+    n_bisection_vectors: int = 0
+
+    @classmethod
+    def from_stored(cls, learn_config: dict) -> ControlOutcome:
+        return cls(
+            kind=learn_config["control"],
+            parent_id=int(learn_config["parent_id"]),
+            seed=int(learn_config["seed"]),
+            lambda1=learn_config.get("lambda1"),
+            target_l0=learn_config.get("target_l0"),
+            achieved_l0=learn_config.get("achieved_l0"),
+            tolerance=float(learn_config.get("tolerance", L0_TOLERANCE)),
+            converged=bool(learn_config.get("converged", True)),
+            steps=int(learn_config.get("bisection_steps", 0)),
+            n_bisection_vectors=int(learn_config.get("n_bisection_vectors", 0)),
+        )
+
+    def line(self, summary: LearnSummary) -> str:
+        d = summary.dictionary_id
+        what = f"control dictionary {d} ({self.kind}, parent {self.parent_id}"
+        if summary.reused:
+            return f"learn: {what}, seed {self.seed}) already exists; nothing to do"
+        encode = f"encode it with `factorscope encode --dictionary {d}`"
+        if summary.from_staging:
+            return f"learn: {what}), made by an interrupted run, is published; {encode}"
+        tol = f"{self.tolerance:.0%}"
+        head = f"learn: {what}), {summary.n_factors:,} factors"
+        if self.converged:
+            return (
+                f"{head}, lambda {self.lambda1:.4g} matches the parent's mean L0 "
+                f"{self.target_l0:.1f} (control {self.achieved_l0:.1f}, tolerance {tol}; "
+                f"{self.steps} steps on {self.n_bisection_vectors:,} sample vectors, "
+                f"{summary.seconds:.1f} s); {encode}"
+            )
+        return (
+            f"{head}: NOT matched within the {tol} tolerance after {self.steps} steps: the "
+            f"closest lambda, {self.lambda1:.4g}, gives mean L0 {self.achieved_l0:.1f} "
+            f"against the parent's {self.target_l0:.1f} (on {self.n_bisection_vectors:,} "
+            f"sample vectors); it is stored as is; {encode}"
         )
 
 
@@ -232,6 +343,160 @@ def run_learn(
     return _announce_staged(summary, public, existing)
 
 
+CONTROL_SOURCE = "control:"
+"""``dictionaries.source`` of a control: ``control:<kind>``."""
+
+
+def is_control(dictionary: dict) -> bool:
+    """Whether a dictionary of ``store.list_dictionaries`` is a control."""
+    return str(dictionary["source"]).startswith(CONTROL_SOURCE) or "control" in (
+        dictionary["params"].get("learn_config") or {}
+    )
+
+
+def _matching_control(dictionaries: list[dict], settings: dict) -> dict | None:
+    for d in dictionaries:
+        stored = d["params"].get("learn_config") or {}
+        if is_control(d) and {k: stored.get(k) for k in settings} == settings:
+            return d
+    return None
+
+
+def _control_parent(db_path: Path, run: dict, existing: list[dict], parent_id: int | None):
+    """The parent's record, checked: it exists, is not a control and fits the run."""
+    by_id = {d["dictionary_id"]: d for d in existing}
+    if parent_id is None:
+        candidates = [d for d in existing if not is_control(d)]
+        if not candidates:
+            raise InputError(
+                f"{db_path} holds no dictionary to make a control of: run `factorscope learn` "
+                "first (or give --parent N)"
+            )
+        parent_id = int(candidates[-1]["dictionary_id"])
+    elif parent_id not in by_id:
+        known = ", ".join(str(i) for i in sorted(by_id)) or "none"
+        raise InputError(
+            f"--parent {parent_id}: {db_path} holds no dictionary {parent_id} "
+            f"(its dictionaries: {known}; see `factorscope status`)"
+        )
+    if is_control(by_id[parent_id]):
+        of = (by_id[parent_id]["params"].get("learn_config") or {}).get("parent_id")
+        raise InputError(
+            f"--parent {parent_id}: dictionary {parent_id} is itself a control"
+            + (f" (of dictionary {of})" if of is not None else "")
+            + ": give a learned or imported dictionary as the parent"
+        )
+    con = connect(newest_copy(db_path), read_only=True)
+    try:
+        record = store.load_dictionary(con, parent_id)
+    finally:
+        con.close()
+    if record.components.shape[1] != run["hidden_size"]:
+        raise InputError(
+            f"--parent {parent_id}: dictionary {parent_id} has {record.components.shape[1]}-dim "
+            f"atoms but this run's hidden size is {run['hidden_size']}: it belongs to another "
+            "run and cannot have a control here"
+        )
+    return record
+
+
+def run_learn_control(db_path: str | Path, config: ControlConfig) -> LearnSummary:
+    """Make (or reuse) a control dictionary of a parent and store it as kind 'control'.
+
+    The control is a dictionary like any other (``encode --dictionary N`` codes it), but
+    it is never the default one: ``encode`` without ``--dictionary`` and the public views
+    prefer the dictionaries that are not controls. Written through the staging copy like
+    ``run_learn`` (a killed run stores nothing; one killed while publishing is published
+    by the next run with the same settings).
+    """
+    db_path = Path(db_path)
+    check_db_path_writable(db_path)
+    run, existing = _read_state(db_path)
+    public = _published_dictionaries(db_path)
+    parent = _control_parent(db_path, run, existing, config.parent_id)
+    settings = config.settings(parent.dictionary_id)
+    published = _matching_control(public, settings)
+    if published is not None:
+        outcome = ControlOutcome.from_stored(published["params"]["learn_config"])
+        return LearnSummary(published["dictionary_id"], 0, 0, 0.0, True, control=outcome)
+    staged = _matching_control(existing, settings)
+    if staged is not None:
+        # Stored in the staging copy by a learn killed before it was published.
+        with staged_database(db_path) as con:
+            store.settle_unfinished_encode(con)
+        outcome = ControlOutcome.from_stored(staged["params"]["learn_config"])
+        n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
+        summary = LearnSummary(
+            staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True, control=outcome
+        )
+        return _announce_staged(summary, public, existing)
+
+    parent_learner = load_learner(parent)
+    X, layers = read_sample(db_path, None, config.seed)
+    what = f"control ({config.kind}, parent {parent.dictionary_id})"
+    with stderr_console.status(f"{what}: coding the sample with the parent") as status:
+
+        def report(step: int, lambda1: float, l0: float) -> None:
+            status.update(
+                f"{what}: bisection step {step}/{config.max_steps}, lambda {lambda1:.4g}, "
+                f"mean L0 {l0:.1f}"
+            )
+
+        control = make_control(
+            parent_learner,
+            config.kind,
+            X,
+            layers=layers,
+            seed=config.seed,
+            n_bisection_vectors=config.bisection_vectors,
+            rel_tol=config.tolerance,
+            max_steps=config.max_steps,
+            n_jobs=config.n_jobs,
+            progress=report,
+        )
+    del X, layers
+    search = control.search  # not converged: stored, and the line says so
+    crashpoint("learn.fitted")
+    learner = control.learner
+    state = learner.to_dict()
+    state["learn_config"] = {
+        **settings,
+        "lambda1": search.lambda1,
+        "target_l0": search.target_l0,
+        "achieved_l0": search.mean_l0,
+        "converged": search.converged,
+        "bisection_steps": search.steps,
+        "bisection_trace": [list(t) for t in search.trace],
+        "n_bisection_vectors": control.n_bisection_vectors,
+        "parent_lambda1": float(parent_learner.lambda1),
+    }
+    with staged_database(db_path) as con:
+        # An encode killed in this staging copy must not be published half done.
+        store.settle_unfinished_encode(con)
+        dictionary_id = store.save_dictionary(
+            con,
+            components=learner.components_,
+            lambda1=search.lambda1,
+            preprocessing=state["preprocessor"] or {},
+            params=state,
+            seed=config.seed,
+            fit_seconds=control.seconds,
+            source=f"{CONTROL_SOURCE}{config.kind}",
+            kind="control",
+            parent_id=parent.dictionary_id,
+        )
+        crashpoint("learn.saved")
+    summary = LearnSummary(
+        dictionary_id,
+        learner.components_.shape[0],
+        control.n_bisection_vectors,
+        control.seconds,
+        False,
+        control=ControlOutcome.from_stored(state["learn_config"]),
+    )
+    return _announce_staged(summary, public, existing)
+
+
 def _announce_staged(summary: LearnSummary, public: list[dict], staged: list[dict]) -> LearnSummary:
     """Name the staged dictionaries that this run published besides its own."""
     if summary.reused:
@@ -298,6 +563,7 @@ def _import_npy(
             seed=config.seed,
             fit_seconds=learner.fit_seconds_,
             source=f"npy:{path.resolve()}",
+            kind="imported",
         )
     return LearnSummary(
         dictionary_id, learner.components_.shape[0], 0, learner.fit_seconds_, False, imported=True
