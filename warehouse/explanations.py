@@ -4,6 +4,7 @@ each (dictionary, layer) of explanations and held-out scores written in one tran
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import duckdb
@@ -123,8 +124,9 @@ def write_explained_layer(
                 key,
             )
         finally:
-            con.unregister("new_explanations")
-            con.unregister("new_scores")
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction: say its error
+                con.unregister("new_explanations")
+                con.unregister("new_scores")
         con.execute(
             "INSERT INTO explain_layers (dictionary_id, layer, settings, seconds) "
             "VALUES (?, ?, ?, ?)",

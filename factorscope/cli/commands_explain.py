@@ -27,6 +27,9 @@ def explain(
             help="Explain the dictionary's encoded controls too (`learn --control`).",
         ),
     ] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Explain again layers already explained.")
+    ] = False,
 ) -> None:
     """Fit a short rule over token features (word, lemma, part of speech, WordNet class,
     neighbours, position) for every factor at every layer on training sentences, and
@@ -34,5 +37,7 @@ def explain(
     explanations for the factor pages, the Evidence page and the report."""
     from factorscope.stages.explain import ExplainConfig, run_explain
 
-    summary = run_explain(db, ExplainConfig(dictionary_id=dictionary, controls=controls))
+    summary = run_explain(
+        db, ExplainConfig(dictionary_id=dictionary, controls=controls, force=force)
+    )
     typer.echo(summary.line())

@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
@@ -43,6 +42,8 @@ class ExplainConfig:
     dictionary_id: int | None = None
     controls: bool = True
     """Explain the dictionary's encoded controls too (their scores are the baseline)."""
+    force: bool = False
+    """Explain again the layers already explained with these settings."""
     rules: RuleSettings = field(default_factory=RuleSettings)
 
     def settings(self) -> dict:
@@ -128,7 +129,7 @@ def run_explain(db_path, config: ExplainConfig) -> ExplainSummary:
             (d, layer)
             for d in chosen
             for layer in range(n_layers)
-            if layer not in ew.finished_layers(con, d["dictionary_id"], settings)
+            if config.force or layer not in ew.finished_layers(con, d["dictionary_id"], settings)
         ]
         reused = len(chosen) * n_layers - len(todo)
         tagged = _ensure_tags(con)
@@ -179,11 +180,11 @@ def _ensure_tags(con) -> int:
     with progress_bar("tag tokens", total=len(data["texts"]), unit="sentences") as bar:
         task = bar.task_ids[0]
 
-        def report(done: int) -> None:
-            bar.update(task, completed=done)
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
-        tagged = tag_tokens(nlp, **data, progress=report)
-    tags.write_token_tags(con, pa.table(tagged), tagger_info())
+        tagged = tag_tokens(**data, nlp=nlp, progress=report)
+    tags.write_token_tags(con, tagged, tagger_info(nlp))
     return len(tagged["token_id"])
 
 
