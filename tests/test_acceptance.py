@@ -56,6 +56,10 @@ seed = 0
 
 [encode]
 backend = "spams"
+
+[evidence]
+controls = ["gaussian"]
+explain = true
 """
 
 # The machine must have them: `make setup-test` installs both (Debian packages).

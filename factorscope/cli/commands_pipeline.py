@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -326,15 +325,15 @@ def pipeline(
     corpus: Annotated[str | None, typer.Option(help="Override the config's corpus.")] = None,
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Run ingest -> learn -> encode with one config; finished stages are not redone.
+    """Run ingest -> learn -> encode (-> controls -> explain, see [evidence]) with one
+    config; finished stages are not redone.
 
     Without --config the built-in defaults run (see `pipeline_config.describe`).
     """
     from factorscope.cli.checks import check_same_run
     from factorscope.progress import stderr_console
-    from factorscope.stages.encode import run_encode
-    from factorscope.stages.ingest import run_ingest
-    from factorscope.stages.learn import run_learn
+    from factorscope.stages.encode import EncodeSummary
+    from factorscope.stages.pipeline import run_pipeline
     from factorscope.stages.pipeline_config import describe, load_pipeline_config
 
     settings = load_pipeline_config(config, corpus=corpus)
@@ -347,12 +346,10 @@ def pipeline(
             highlight=False,
             soft_wrap=True,
         )
-    typer.echo(run_ingest(db, settings.ingest, overwrite=overwrite).line())
-    learned = run_learn(db, settings.learn)
-    typer.echo(learned.line())
-    # encode the dictionary this config learned, even if a newer one exists
-    summary = run_encode(
-        db, dataclasses.replace(settings.encode, dictionary_id=learned.dictionary_id)
-    )
-    typer.echo(summary.line())
-    _print_quality(summary.quality, summary.level_counts)
+
+    def report(summary) -> None:
+        typer.echo(summary.line())
+        if isinstance(summary, EncodeSummary):
+            _print_quality(summary.quality, summary.level_counts)
+
+    run_pipeline(db, settings, overwrite=overwrite, report=report)

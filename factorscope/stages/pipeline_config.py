@@ -1,9 +1,9 @@
 """One TOML file for a whole pipeline (``make ingest CONFIG=...``).
 
-Sections ``[corpus]``, ``[ingest]``, ``[learn]`` and ``[encode]`` take the fields of
-:class:`CorpusConfig`, :class:`IngestConfig`, :class:`LearnConfig` and
-:class:`EncodeConfig`; unknown keys are errors, so a typo never silently falls back
-to a default.
+Sections ``[corpus]``, ``[ingest]``, ``[learn]``, ``[encode]`` and ``[evidence]`` take
+the fields of :class:`CorpusConfig`, :class:`IngestConfig`, :class:`LearnConfig`,
+:class:`EncodeConfig` and :class:`EvidenceConfig`; unknown keys are errors, so a typo
+never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -19,7 +19,30 @@ from factorscope.ingest.corpus import CorpusConfig
 from factorscope.limits import check_setting
 from factorscope.stages.encode import EncodeConfig
 from factorscope.stages.ingest import IngestConfig
-from factorscope.stages.learn import LearnConfig
+from factorscope.stages.learn import CONTROL_KINDS, LearnConfig
+
+
+@dataclass(frozen=True)
+class EvidenceConfig:
+    """``[evidence]``: controls made and encoded beside the learned dictionary, and
+    whether ``explain`` runs after them (issue 20: every number beside its control)."""
+
+    controls: tuple[str, ...] = ()
+    explain: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.controls, str) or not all(isinstance(c, str) for c in self.controls):
+            raise InputError('[evidence] controls must be a list of names, e.g. ["gaussian"]')
+        bad = [c for c in self.controls if c not in CONTROL_KINDS]
+        if bad:
+            raise InputError(
+                f"[evidence] controls: unknown {', '.join(map(repr, bad))} "
+                f"(known: {', '.join(CONTROL_KINDS)})"
+            )
+        if not isinstance(self.explain, bool):
+            raise InputError("[evidence] explain must be true or false")
+        object.__setattr__(self, "controls", tuple(self.controls))
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,7 @@ class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
 
 
 _SECTIONS = {
@@ -34,6 +58,7 @@ _SECTIONS = {
     "ingest": IngestConfig,
     "learn": LearnConfig,
     "encode": EncodeConfig,
+    "evidence": EvidenceConfig,
 }
 
 
@@ -87,13 +112,13 @@ def load_pipeline_config(path: str | Path | None, *, corpus: str | None = None) 
             data = tomllib.loads(path.read_text("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise InputError(f"{path} is not valid TOML: {e}") from e
-    unknown = sorted(set(data) - {"corpus", "ingest", "learn", "encode"})
+    unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise InputError(
             f"unknown section(s) in config {path}: {', '.join(unknown)} "
-            "(known: corpus, ingest, learn, encode)"
+            f"(known: {', '.join(_SECTIONS)})"
         )
-    for name in ("corpus", "ingest", "learn", "encode"):
+    for name in _SECTIONS:
         if not isinstance(data.get(name, {}), dict):
             raise InputError(f"config {path}: {name} must be a section [{name}], not a value")
     corpus_values = dict(data.get("corpus", {}))
@@ -111,4 +136,5 @@ def load_pipeline_config(path: str | Path | None, *, corpus: str | None = None) 
         ),
         learn=_build(LearnConfig, "learn", learn_values),
         encode=_build(EncodeConfig, "encode", data.get("encode", {})),
+        evidence=_build(EvidenceConfig, "evidence", data.get("evidence", {})),
     )
