@@ -10,7 +10,8 @@ import polars as pl
 from dash import dcc, html
 
 from factorscope.dash_app.logic import factor_href
-from factorscope.palette import LEVEL_COLORS, LEVEL_THEME, NO_LEVEL_COLOR
+from factorscope.evidence import claims
+from factorscope.palette import LEVEL_COLORS, LEVEL_THEME, NO_LEVEL_COLOR, THEME_HEX
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -521,5 +522,122 @@ def separation_figure(frame: pl.DataFrame, *, title: str, bands: bool = True) ->
             xaxis={"title": {"text": "layer"}, "dtick": 1},
             yaxis={"title": {"text": "1-NN sense accuracy"}, "range": [0, 1.02]},
             legend={"orientation": "h", "y": -0.25},
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- evidence
+
+LEARNED_COLOR = "#212529"
+"""The dictionary shown, in the evidence figures (the body colour: the palette's theme
+colours name the levels)."""
+
+CONTROL_COLOR = NO_LEVEL_COLOR
+"""Its random controls (the palette's secondary grey), dashed."""
+
+VERDICT_THEME: dict[str, str] = {
+    "beats": "success",
+    "does not beat": "danger",
+    "cannot tell": "secondary",
+}
+"""Bootstrap theme of each verdict's badge."""
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """A score as the pages print it; "–" for a missing one."""
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def interval_text(value: float | None, low: float | None, high: float | None) -> str:
+    """``0.91 [0.88, 0.94]`` (the interval left out when missing)."""
+    if value is None:
+        return "–"
+    if low is None or high is None:
+        return number(value)
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def verdict_badge(verdict: str, **kwargs: Any) -> dbc.Badge:
+    return dbc.Badge(verdict, color=VERDICT_THEME.get(verdict, "secondary"), **kwargs)
+
+
+def command(text: str) -> html.Code:
+    """A command a user can copy, as the empty states give it."""
+    return html.Code(text, className="user-select-all")
+
+
+def _error_trace(
+    layer_claims: dict[int, claims.LayerClaim], name: str, color: str, dash: str | None
+) -> dict[str, Any] | None:
+    layers = [x for x in sorted(layer_claims) if layer_claims[x].detection is not None]
+    if not layers:
+        return None
+    found = [layer_claims[x].detection for x in layers]
+    line: dict[str, Any] = {"color": color, "width": 2}
+    if dash:
+        line["dash"] = dash
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "x": layers,
+        "y": [d.estimate for d in found],
+        "error_y": {
+            "type": "data",
+            "symmetric": False,
+            "array": [d.high - d.estimate for d in found],
+            "arrayminus": [d.estimate - d.low for d in found],
+            "color": color,
+            "thickness": 1.5,
+            "width": 4,
+        },
+        "customdata": [[d.low, d.high, d.n] for d in found],
+        "hovertemplate": (
+            f"{name} · layer %{{x}}<br>mean detection %{{y:.3f}} "
+            "[%{customdata[0]:.3f}, %{customdata[1]:.3f}]<br>%{customdata[2]} factors"
+            "<extra></extra>"
+        ),
+        "name": name,
+        "line": line,
+        "marker": {"color": color, "size": 7},
+    }
+
+
+def detection_figure(
+    by_dictionary: dict[int, dict[int, claims.LayerClaim]], shown: int, controls: list[int]
+) -> dict[str, Any]:
+    """Mean held-out detection per layer with 95% bootstrap error bars: the dictionary
+    shown (solid) and each of its controls (grey, dashed), over the chance line."""
+    data: list[dict[str, Any]] = []
+    traces = [(shown, f"dictionary {shown}", LEARNED_COLOR, None)] + [
+        (d, f"control {d}", CONTROL_COLOR, "dash") for d in controls
+    ]
+    for d, name, color, dash in traces:
+        trace = _error_trace(by_dictionary.get(d, {}), name, color, dash)
+        if trace is not None:
+            data.append(trace)
+    layers = sorted({x for d in by_dictionary.values() for x in d})
+    lows = [c.detection.low for d in by_dictionary.values() for c in d.values() if c.detection]
+    bottom = min([0.4, *(low - 0.02 for low in lows)])
+    if layers:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [layers[0], layers[-1]],
+                "y": [claims.CHANCE, claims.CHANCE],
+                "name": "chance",
+                "line": {"color": THEME_HEX["secondary"], "dash": "dot", "width": 1},
+                "hoverinfo": "skip",
+            }
+        )
+    return {
+        "data": data,
+        "layout": _layout(
+            "Mean held-out detection of the factors' rules, 95% bootstrap interval",
+            height=320,
+            xaxis={"title": {"text": "layer"}, "dtick": 1},
+            yaxis={"title": {"text": "mean detection (balanced accuracy)"}, "range": [bottom, 1.0]},
+            legend={"orientation": "h", "y": -0.25},
+            hovermode="closest",
         ),
     }

@@ -109,3 +109,15 @@ SENSES_DICTIONARY = "senses-dictionary"  # dcc.Store: the dictionary the page sh
 DICTIONARY_BADGE = "dictionary-badge"  # which dictionary a page shows (every page)
 RUN_CORPUS = "run-corpus"  # the corpus card: segments not stored, by reason
 SEARCH_DICTIONARY = "search-dictionary"  # dcc.Store: the dictionary chosen in the URL
+
+# Explanation card (pages/factor.py)
+EXPLANATION = "factor-explanation"  # the card's body: rule, held-out scores
+EXPLANATION_CONTROLS = "factor-explanation-controls"  # the controls' detection at this layer
+
+# Evidence (pages/evidence.py)
+EVIDENCE_MESSAGE = "evidence-message"  # "not explained yet" / "a control of ..."
+EVIDENCE_CONTROLS = "evidence-controls"  # "no control yet" and how to make one
+EVIDENCE_FIGURE = "evidence-figure"  # mean detection per layer, dictionary vs controls
+EVIDENCE_TABLE = "evidence-table"  # per layer: each dictionary's claims and the verdict
+EVIDENCE_QUALITY = "evidence-quality"  # FVU and mean L0 beside the controls'
+EVIDENCE_LEVELS = "evidence-levels"  # level distribution of each dictionary

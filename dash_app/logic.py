@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
+from factorscope.evidence import claims
 from factorscope.limits import SQL_MAX_ROWS, TOP_K
-from factorscope.warehouse import comparisons, queries
+from factorscope.warehouse import comparisons, evidence_read, queries
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
@@ -169,6 +170,8 @@ class FactorView:
     user's label, else the automatic one; ``user_label`` and ``auto_label`` are each
     (the page puts only the user's in the Label box). ``interval_bounds`` gives each
     activation interval's own bounds and token count (the samples are ``intervals``).
+    ``evidence`` is what ``factorscope explain`` says of the factor at ``layer``
+    (:class:`FactorEvidence`; None only when nothing is encoded).
     """
 
     factor: int
@@ -189,6 +192,7 @@ class FactorView:
     user_label: str | None = None
     auto_label: str | None = None
     interval_bounds: list[dict[str, Any]] = field(default_factory=list)
+    evidence: FactorEvidence | None = None
 
 
 PAGE_CACHE_ENTRIES = 256
@@ -331,6 +335,11 @@ def factor_view(
     factor, layer = key[-2:]
     with _connect(db_path) as con:
         page = queries.factor_page(con, factor, layer, top_k=TOP_CONTEXTS)
+        evidence = (
+            _factor_evidence(con, page["dictionary_id"], factor, page["layer"], page["peak_layer"])
+            if page["encoded"]
+            else None
+        )
     if not page["encoded"]:
         raise InputError(
             f"This database has a dictionary but no codes yet, so no factor is ever "
@@ -356,6 +365,7 @@ def factor_view(
         user_label=page["user_label"],
         auto_label=page["auto_label"],
         interval_bounds=list(page["interval_bounds"]),
+        evidence=evidence,
     )
     cache.put(key, view)
     if layer is None:  # /factor/5 and /factor/5?layer=<its peak> are the same view
@@ -498,6 +508,158 @@ def _rows(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, pl.DataFrame):
         return value.to_dicts()
     return list(value)
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def explain_command(dictionary_id: int) -> str:
+    """The command that explains a dictionary (and its encoded controls)."""
+    return f"factorscope explain --dictionary {int(dictionary_id)}"
+
+
+def control_commands(dictionary_id: int) -> list[str]:
+    """The commands that give a dictionary a control to be compared with: learn one
+    (random Gaussian atoms at the dictionary's sparsity), encode it, explain both."""
+    return [
+        f"factorscope learn --control gaussian --parent {int(dictionary_id)}",
+        "factorscope encode --dictionary N",
+        explain_command(dictionary_id),
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class FactorEvidence:
+    """What ``factorscope explain`` says about one factor at one layer, and what the
+    dictionary's controls score there (the factor page's Explanation card).
+
+    ``explained_layers`` is empty when the dictionary was never explained;
+    ``explanation`` is None when this layer was not (see
+    :func:`factorscope.warehouse.evidence_read.factor_explanation` for its keys);
+    ``controls`` is :func:`~factorscope.warehouse.evidence_read.control_detection` at
+    this layer; ``peak_explanation`` the explanation at the factor's peak layer when a
+    rule was found there (it is then the factor's automatic label).
+    """
+
+    dictionary_id: int
+    layer: int
+    kind: str
+    parent_id: int | None
+    explained_layers: list[int]
+    explanation: dict[str, Any] | None
+    controls: dict[str, Any]
+    peak_explanation: dict[str, Any] | None = None
+
+
+def _factor_evidence(
+    con: Any, dictionary_id: int, factor: int, layer: int, peak: int | None
+) -> FactorEvidence:
+    found = evidence_read.factor_evidence(con, dictionary_id, factor, layer, peak_layer=peak)
+    return FactorEvidence(
+        dictionary_id=int(dictionary_id),
+        layer=int(layer),
+        kind=str(found["kind"]),
+        parent_id=found["parent_id"],
+        explained_layers=found["explained_layers"],
+        explanation=found["explanation"],
+        controls=found["controls"],
+        peak_explanation=found["peak_explanation"],
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class EvidenceView:
+    """What the Evidence page shows for one dictionary beside its controls.
+
+    ``claims`` maps each dictionary (the one shown, then its controls) to its
+    :class:`~factorscope.evidence.claims.LayerClaim` by layer; ``comparisons`` is the
+    shown dictionary against its controls pooled, by layer; ``quality`` the
+    ``layer_quality`` rows of all of them (``role`` 'dictionary' or 'control');
+    ``levels`` each dictionary's level distribution over every factor that fires.
+    """
+
+    dictionary_id: int
+    kind: str
+    parent_id: int | None
+    controls: list[dict[str, Any]]
+    explained_layers: list[int]
+    claims: dict[int, dict[int, claims.LayerClaim]]
+    comparisons: dict[int, claims.Comparison]
+    quality: pl.DataFrame
+    levels: dict[int, dict[str, claims.Share]]
+    explained_dictionaries: list[int] = field(default_factory=list)
+
+    @property
+    def control_ids(self) -> list[int]:
+        return [int(c["dictionary_id"]) for c in self.controls]
+
+    @property
+    def scored_controls(self) -> list[int]:
+        """The controls with scored factors (explained)."""
+        return [d for d in self.control_ids if self.claims.get(d)]
+
+
+def scored_of(frame: pl.DataFrame, dictionary_id: int) -> claims.ScoredFactors:
+    """One dictionary's rows of :func:`evidence_read.scored_factors` as claims' input."""
+    part = frame.filter(pl.col("dictionary_id") == int(dictionary_id))
+    return claims.ScoredFactors.from_columns(
+        int(dictionary_id),
+        layer=part["layer"].to_list(),
+        factor=part["factor"].to_list(),
+        detection=part["detection"].to_list(),
+        word_level=part["word_level"].to_list(),
+        level=part["level"].to_list(),
+    )
+
+
+def evidence_view(db_path: str | Path) -> EvidenceView:
+    """The Evidence page's data for this request's dictionary (cached per file version)."""
+    info = PAGE_CACHE.file_info(db_path)
+    key = (os.path.realpath(db_path), info.signature, info.dictionary_id, "evidence")
+    cached = PAGE_CACHE.get(key)
+    if cached is not None:
+        return cached
+    shown = info.dictionary_id
+    with _connect(db_path) as con:
+        about = evidence_read.dictionary_info(con, shown) or {}
+        controls = evidence_read.dictionary_controls(con, shown)
+        ids = [shown] + [int(c["dictionary_id"]) for c in controls]
+        frame = evidence_read.scored_factors(con, ids, word_level_at=claims.WORD_LEVEL_DETECTION)
+        quality = evidence_read.quality_beside_controls(con, shown)
+        counts = evidence_read.level_counts(con, ids)
+        explained = evidence_read.explained_layers(con, shown)
+        explained_dictionaries = evidence_read.explained_dictionaries(con)
+    scored = {d: scored_of(frame, d) for d in ids}
+    by_dictionary = {d: claims.layer_claims(scored[d]) for d in ids}
+    comparisons_ = claims.compare_layers(
+        scored[shown], [scored[d] for d in ids[1:] if scored[d].layer.size]
+    )
+    levels = {}
+    for d in ids:
+        part = counts.filter(pl.col("dictionary_id") == d)
+        found = dict(zip(part["level"].to_list(), part["n_factors"].to_list(), strict=True))
+        total = sum(found.values())
+        levels[d] = {lv: claims.wilson(int(found.get(lv, 0)), total) for lv in claims.LEVELS}
+    view = EvidenceView(
+        dictionary_id=shown,
+        kind=str(about.get("kind") or "learned"),
+        parent_id=about.get("parent_id"),
+        controls=controls,
+        explained_layers=explained,
+        claims=by_dictionary,
+        comparisons=comparisons_,
+        quality=quality,
+        levels=levels,
+        explained_dictionaries=explained_dictionaries,
+    )
+    PAGE_CACHE.put(key, view)
+    return view
+
+
+def evidence_href(dictionary: int | None = None) -> str:
+    """The Evidence page of this request's dictionary (or ``dictionary``)."""
+    chosen = dictionary if dictionary is not None else _DICTIONARY.get()
+    return "/evidence" if chosen is None else f"/evidence?{urlencode({'dictionary': chosen})}"
 
 
 # --------------------------------------------------------------------------- other pages

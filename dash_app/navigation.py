@@ -11,7 +11,7 @@ module keeps that choice in view across pages:
   new ``dictionary``;
 - the navbar's links carry the URL's ``dictionary`` (a clientside callback rewrites
   them whenever the URL changes), so going from a factor page of dictionary 1 to
-  Analyze, Search, Run or Senses stays on dictionary 1;
+  Analyze, Search, Evidence, Run or Senses stays on dictionary 1;
 - the pages read ``dictionary`` from their URL (``logic.dictionary_scope``), say which
   dictionary they show, and draw their factor links inside that scope, so those links
   carry it too.
@@ -34,6 +34,7 @@ NAV_LINKS = (
     ("Analyze", "/analyze"),
     ("Search", "/search"),
     ("Compare", "/compare"),
+    ("Evidence", "/evidence"),
     ("Senses", "/senses"),
     ("SQL", "/sql"),
     ("Run", "/run"),

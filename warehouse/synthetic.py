@@ -11,6 +11,7 @@ encode pipeline writes them, then summarised with :func:`.summaries.refresh_summ
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -263,6 +264,7 @@ def _make_codes(
     word_factor: np.ndarray,
     mean_l0: int,
     hidden_size: int,
+    residual_scale: float = 1.0,
 ) -> tuple[pa.Table, pa.Table]:
     n_layers, n_factors = cdfs.shape
     n_tok = token_ids.size
@@ -304,7 +306,7 @@ def _make_codes(
         centred = sq_norm - float(np.sum(sum_x**2)) / n_tok
         stats["layer"].append(layer)
         stats["n_vectors"].append(n_tok)
-        stats["sq_residual"].append((0.15 + 0.05 * layer) * centred)
+        stats["sq_residual"].append(min(1.0, residual_scale * (0.15 + 0.05 * layer)) * centred)
         stats["sq_norm"].append(sq_norm)
         stats["sum_x"].append(sum_x.tolist())
         stats["sum_l0"].append(int(key.size))
@@ -318,6 +320,257 @@ def _make_codes(
         }
     )
     return codes, store.stats_table(stats)
+
+
+# ----------------------------------------------------------------------------- evidence
+
+CONTROL_RESIDUAL = 3.0
+"""A synthetic control reconstructs worse: its FVU is this many times the parent's."""
+
+
+def add_synthetic_evidence(
+    path: str | Path,
+    *,
+    n_controls: int = 1,
+    explain: bool = True,
+    seed: int = 1,
+) -> list[int]:
+    """Add ``n_controls`` control dictionaries (kind 'control', parent: the active
+    dictionary) to the synthetic database at ``path``, encoded and summarised, and with
+    ``explain`` plausible ``factorscope explain`` rows for the parent and its controls
+    (test data: the rules are made up from the codes, not fitted). Returns the controls'
+    ids; published like any stage.
+
+    The parent's factors get a word rule where one word makes most of their activity at
+    a layer and high held-out detection; the controls' rules are weaker (detection
+    nearer chance, few word rules), and their FVU is :data:`CONTROL_RESIDUAL` times the
+    parent's, at the same mean L0.
+    """
+    if n_controls < 0:
+        raise InputError(f"n_controls must be at least 0, got {n_controls}")
+    rng = np.random.default_rng(seed)
+    with publish.staged_database(path) as con:
+        parent = int(
+            con.execute(
+                "SELECT dictionary_id FROM dictionaries WHERE coalesce(kind, 'learned') "
+                "<> 'control' AND status = 'encoded' ORDER BY dictionary_id DESC LIMIT 1"
+            ).fetchall()[0][0]
+        )
+        n_factors, hidden_size = con.execute(
+            "SELECT n_factors, hidden_size FROM dictionaries WHERE dictionary_id = ?", [parent]
+        ).fetchall()[0]
+        n_layers, n_chunks = con.execute("SELECT n_layers, n_chunks FROM runs").fetchall()[0]
+        mean_l0 = con.execute(
+            "SELECT round(avg(mean_l0)) FROM layer_quality WHERE dictionary_id = ?", [parent]
+        ).fetchall()[0][0]
+        tokens = con.execute(
+            "SELECT token_id, vocab_id - 1000 AS word_id, sentence_idx FROM tokens "
+            "ORDER BY token_id"
+        ).fetchnumpy()
+        controls = [
+            _add_control(
+                con,
+                rng,
+                parent,
+                tokens,
+                int(n_factors),
+                int(hidden_size),
+                int(n_layers),
+                int(n_chunks),
+                int(mean_l0 or 1),
+            )
+            for _ in range(n_controls)
+        ]
+        if explain:
+            for dictionary_id, quality in [(parent, 1.0)] + [(c, 0.35) for c in controls]:
+                _explain_synthetic(con, rng, dictionary_id, int(n_layers), quality)
+    return controls
+
+
+def _add_control(
+    con: duckdb.DuckDBPyConnection,
+    rng: np.random.Generator,
+    parent: int,
+    tokens: dict[str, np.ndarray],
+    n_factors: int,
+    hidden_size: int,
+    n_layers: int,
+    n_chunks: int,
+    mean_l0: int,
+) -> int:
+    atoms = rng.standard_normal((n_factors, hidden_size)).astype(np.float32)
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    dictionary_id = store.save_dictionary(
+        con,
+        components=atoms,
+        lambda1=0.05,
+        preprocessing={"center": False, "scale": None},
+        params={"n_components": n_factors, "synthetic": True, "control": "gaussian"},
+        seed=int(rng.integers(0, 2**31)),
+        fit_seconds=0.1,
+        source="control:gaussian",
+        kind="control",
+        parent_id=parent,
+    )
+    peaks = rng.integers(0, n_layers, size=n_factors)
+    shape = np.exp(-0.5 * ((np.arange(n_layers)[:, None] - peaks[None, :]) / 2.0) ** 2)
+    cdfs = np.cumsum(shape, axis=1)
+    cdfs /= cdfs[:, -1:]
+    word_factor = rng.integers(0, n_factors, size=int(tokens["word_id"].max()) + 1)
+    store.begin_encoding(con, dictionary_id)
+    groups = np.array_split(np.unique(tokens["sentence_idx"]), max(n_chunks, 1))
+    for chunk, sentences in enumerate(groups):
+        if sentences.size == 0:
+            continue
+        rows = np.isin(tokens["sentence_idx"], sentences)
+        codes, stats = _make_codes(
+            rng,
+            tokens["token_id"][rows],
+            tokens["word_id"][rows],
+            cdfs,
+            0.4 * shape,
+            word_factor,
+            mean_l0,
+            hidden_size,
+            residual_scale=CONTROL_RESIDUAL,
+        )
+        store.write_encode_chunk(
+            con, dictionary_id=dictionary_id, chunk=chunk, codes=codes, stats=stats, seconds=0.01
+        )
+    store.finish_encoding(con, dictionary_id)
+    refresh_summaries(con, dictionary_id=dictionary_id)
+    return dictionary_id
+
+
+def _explain_synthetic(
+    con: duckdb.DuckDBPyConnection,
+    rng: np.random.Generator,
+    dictionary_id: int,
+    n_layers: int,
+    quality: float,
+) -> None:
+    """Made-up explanations and held-out scores of every factor at every layer, as
+    ``warehouse.explanations.write_explained_layer`` stores the real ones."""
+    from factorscope.warehouse.explanations import write_explained_layer
+
+    n_factors = int(
+        con.execute(
+            "SELECT n_factors FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
+        ).fetchall()[0][0]
+    )
+    for layer in range(n_layers):
+        found = con.execute(
+            """
+            WITH w AS (
+                SELECT c.factor, lower(t.word) AS word, count(*) AS n,
+                       sum(c.alpha * c.alpha) AS energy
+                FROM codes c JOIN tokens t USING (token_id)
+                WHERE c.dictionary_id = ? AND c.layer = ?
+                GROUP BY ALL
+            )
+            SELECT factor, arg_max(word, energy), max(energy) / sum(energy), sum(n)
+            FROM w GROUP BY factor
+            """,
+            [dictionary_id, layer],
+        ).fetchall()
+        by_factor = {int(f): (str(word), float(purity), int(n)) for f, word, purity, n in found}
+        expl: dict[str, list] = {k: [] for k in _EXPLANATION_KEYS}
+        scores: dict[str, list] = {k: [] for k in _SCORE_KEYS}
+        for factor in range(n_factors):
+            word, purity, n = by_factor.get(factor, ("", 0.0, 0))
+            _synthetic_rule(rng, factor, word, purity, n, quality, expl, scores)
+        write_explained_layer(
+            con, dictionary_id, layer, expl, scores, {"synthetic": True}, seconds=0.01
+        )
+
+
+_EXPLANATION_KEYS = (
+    "factor",
+    "explained",
+    "text",
+    "rule",
+    "rule_kind",
+    "n_terms",
+    "n_active_train",
+    "train_detection",
+)
+_SCORE_KEYS = (
+    "factor",
+    "n_active",
+    "n_inactive",
+    "detection",
+    "detection_low",
+    "detection_high",
+    "detection_top",
+    "auroc",
+    "precision",
+    "n_sentences",
+    "localisation",
+    "localisation_chance",
+)
+_MIN_ACTIVE = 20  # as evidence.explain.RuleSettings.min_active
+
+
+def _synthetic_rule(
+    rng: np.random.Generator,
+    factor: int,
+    word: str,
+    purity: float,
+    n: int,
+    quality: float,
+    expl: dict[str, list],
+    scores: dict[str, list],
+) -> None:
+    """Append one factor's made-up explanation and score to the columns."""
+    n_train = round(0.8 * n)
+    n_test = n - n_train
+    row = {"factor": factor, "n_active_train": n_train}
+    score: dict = {"factor": factor, "n_active": n_test, "n_inactive": 10_000 - n_test}
+    if n_train < _MIN_ACTIVE or n_test == 0:
+        text = f"too rare to explain ({n_train} active training tokens; {_MIN_ACTIVE} needed)"
+        row.update(explained=False, text=text, rule=None, rule_kind=None, n_terms=0)
+        row["train_detection"] = None
+        score.update(dict.fromkeys(_SCORE_KEYS[3:]), n_sentences=0)
+    else:
+        if quality * purity > 0.3 and rng.random() < 0.9:
+            terms, text, kind = [("word", word)], f"the word “{word}”", "word"
+        elif rng.random() < 0.5:
+            terms, text, kind = [("pos", "NOUN")], "nouns", "pos"
+        else:
+            terms, text = [("pos", "NOUN"), ("prev", "the")], "nouns after “the”"
+            kind = "conjunction"
+        noise = 0.15 * rng.random() + rng.normal(0, 0.03)
+        detection = float(np.clip(0.5 + quality * 0.45 * purity + quality * noise, 0, 1))
+        train = float(np.clip(detection + 0.02, 0, 1))
+        if train < 0.6:
+            text = (
+                f"no short rule explains it (best: {text}, detection {train:.2f} "
+                "on training sentences)"
+            )
+        half = 1.96 * 0.5 * np.sqrt(max(detection * (1 - detection), 0.01) / n_test)
+        row.update(
+            explained=train >= 0.6,
+            text=text,
+            rule=json.dumps([{"feature": f, "value": v} for f, v in terms]),
+            rule_kind=kind,
+            n_terms=len(terms),
+            train_detection=train,
+        )
+        score.update(
+            detection=detection,
+            detection_low=max(0.0, detection - half),
+            detection_high=min(1.0, detection + half),
+            detection_top=min(1.0, detection + 0.04),
+            auroc=min(1.0, detection + 0.02),
+            precision=float(np.clip(purity * quality + 0.1, 0, 1)),
+            n_sentences=n_test,
+            localisation=float(np.clip(0.2 + 0.6 * purity * quality, 0, 1)),
+            localisation_chance=1 / 12,
+        )
+    for key in _EXPLANATION_KEYS:
+        expl[key].append(row[key])
+    for key in _SCORE_KEYS:
+        scores[key].append(score[key])
 
 
 def connect_synthetic(path: str | Path, **kwargs) -> duckdb.DuckDBPyConnection:

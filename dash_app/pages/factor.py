@@ -5,6 +5,11 @@ the navbar's picker (``navigation``) navigates to another dictionary, and every 
 callback of the page carries it (in ``ids.FACTOR_STATE``), so a shared link shows the
 same factor of the same dictionary.
 
+Beside the contexts, the Explanation card gives what ``factorscope explain`` found at
+the layer shown (the best short rule, its held-out detection with its interval and the
+other scores) and what the dictionary's random controls score at that layer; when
+nothing was explained, or there is no control, it names the command to run.
+
 The URL is the page's state: typing a factor, switching layers or pressing a random
 button navigates (without a reload) to the new URL, and the layout is rebuilt from it,
 so every view can be shared as a link.
@@ -189,6 +194,23 @@ AUTO_LABEL_TIP = (
     "peak layer, not reviewed by a person. Type your own label in the box to describe it."
 )
 
+EXPLAINED_LABEL_TIP = (
+    "Automatic label: the short rule that best explains this factor at its peak layer "
+    "{layer} (held-out detection {detection}; `factorscope explain`), not reviewed by a "
+    "person. Type your own label in the box to describe it."
+)
+
+
+def _auto_label_tip(view: logic.FactorView) -> str:
+    """How the automatic label was made: the explanation at the peak layer, when the
+    label is that rule, else the top words."""
+    found = view.evidence.peak_explanation if view.evidence else None
+    if found is None or found["text"] != view.auto_label:
+        return AUTO_LABEL_TIP
+    return EXPLAINED_LABEL_TIP.format(
+        layer=view.peak_layer, detection=ui.number(found.get("detection"))
+    )
+
 
 def _label_count(label: str) -> str:
     return f"{len(label.strip())} / {logic.MAX_LABEL_LENGTH}"
@@ -203,7 +225,7 @@ def _title(view: logic.FactorView) -> dbc.Row:
         html.Span(
             f"auto: {view.auto_label}",
             id=ids.LABEL_AUTO,
-            title=AUTO_LABEL_TIP,
+            title=_auto_label_tip(view),
             className="small text-muted fs-auto-label me-3",
         )
         if view.auto_label
@@ -332,6 +354,7 @@ def _contexts_card(view: logic.FactorView) -> dbc.Card:
 def _side_cards(view: logic.FactorView) -> html.Div:
     return html.Div(
         [
+            _explanation_card(view),
             dbc.Card(
                 dbc.CardBody(
                     ui.graph(
@@ -366,6 +389,177 @@ def _side_cards(view: logic.FactorView) -> html.Div:
             ),
         ]
     )
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+def _explanation_card(view: logic.FactorView) -> dbc.Card:
+    """What ``factorscope explain`` says about the factor at the layer shown, beside its
+    dictionary's controls at that layer; every empty state names the command to run."""
+    evidence = view.evidence
+    shown = view.dictionary_id
+    header = dbc.CardHeader(
+        [
+            html.Span(f"Explanation at layer {view.layer}"),
+            html.Span(f"dictionary {shown}", className="badge text-bg-light ms-2"),
+            dcc.Link(
+                "evidence for the dictionary",
+                href=logic.evidence_href(),
+                className="small float-end",
+            ),
+        ]
+    )
+    if evidence is None or not evidence.explained_layers:
+        body = [
+            html.P(
+                [
+                    f"No explanations for dictionary {shown} yet: run ",
+                    ui.command(logic.explain_command(shown)),
+                    " to fit a short rule for every factor (on training sentences) and "
+                    "score it on held-out sentences, then reload this page.",
+                ],
+                className="small text-muted mb-0",
+            )
+        ]
+    elif evidence.explanation is None:
+        body = [
+            html.P(
+                [
+                    f"Layer {view.layer} of dictionary {shown} was not explained: run ",
+                    ui.command(logic.explain_command(shown)),
+                    " (it resumes where it stopped).",
+                ],
+                className="small text-muted mb-0",
+            )
+        ]
+    else:
+        body = [*_explanation_body(evidence.explanation), _controls_line(evidence)]
+    return dbc.Card([header, dbc.CardBody(body, id=ids.EXPLANATION)], className="mb-3 fs-card")
+
+
+def _explanation_body(found: dict[str, Any]) -> list[Any]:
+    detection = found.get("detection")
+    held_out = f"{int(found['n_active_train']):,} active tokens in training"
+    if found.get("n_active") is not None:
+        held_out = f"{int(found['n_active']):,} active tokens held out"
+        if found.get("n_sentences"):
+            held_out += f" in {int(found['n_sentences']):,} sentences"
+        held_out += f"; {int(found['n_active_train']):,} in training"
+    if not found["explained"]:
+        lines = [html.P(found["text"], className="mb-1 fst-italic", title=EXPLAIN_TIP)]
+        if detection is not None:  # the best rule, scored though it fell short
+            lines.append(
+                html.Div(
+                    "its best rule on held-out sentences: detection "
+                    + ui.interval_text(
+                        detection, found.get("detection_low"), found.get("detection_high")
+                    )
+                    + " (chance 0.50)",
+                    className="small text-muted",
+                )
+            )
+        lines.append(html.Div(held_out, className="small text-muted mb-2"))
+        return lines
+    scores = [
+        (
+            "detection",
+            ui.interval_text(detection, found.get("detection_low"), found.get("detection_high"))
+            + " (chance 0.50)",
+            "balanced accuracy of the rule as a detector of the factor's active tokens on "
+            "held-out sentences, each activation quintile weighted the same; 95% interval",
+        ),
+        (
+            "top quintile",
+            ui.number(found.get("detection_top")),
+            "the same detection for the factor's strongest fifth of activations alone",
+        ),
+        ("AUROC", ui.number(found.get("auroc")), "ranked by how many of the rule's terms hold"),
+        (
+            "precision",
+            ui.number(found.get("precision")),
+            "of the tokens the rule picks, the share where the factor is active",
+        ),
+        (
+            "localisation",
+            f"{ui.number(found.get('localisation'))} "
+            f"(chance {ui.number(found.get('localisation_chance'))})",
+            "does the rule pick the sentence's most active token; chance: a token at random",
+        ),
+    ]
+    return [
+        html.P(found["text"], className="fs-5 fw-semibold mb-1", title=EXPLAIN_TIP),
+        html.Div(
+            [
+                html.Span(
+                    [html.Span(f"{name} ", className="text-muted"), value],
+                    className="me-3 text-nowrap",
+                    title=tip,
+                )
+                for name, value, tip in scores
+            ],
+            className="small d-flex flex-wrap",
+        ),
+        html.Div(held_out, className="small text-muted mb-2"),
+    ]
+
+
+EXPLAIN_TIP = (
+    "The best rule of one or two token features (word, lemma, part of speech, WordNet "
+    "class, neighbouring word, position), chosen on training sentences and scored on "
+    "held-out sentences never seen when it was chosen (`factorscope explain`)."
+)
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def _controls_line(evidence: logic.FactorEvidence) -> html.Div:
+    """The controls' detection at this layer, or why there is none to compare with."""
+    shown = evidence.dictionary_id
+    controls = evidence.controls
+    if evidence.kind == "control":
+        parts: list[Any] = [
+            f"Dictionary {shown} is a control (random atoms) of dictionary "
+            f"{evidence.parent_id}: its rules are the baseline a learned factor is judged by."
+        ]
+    elif not controls["controls"]:
+        commands = logic.control_commands(shown)
+        parts = [
+            "No control dictionary to compare with: ",
+            ui.command(commands[0]),
+            ", then ",
+            ui.command(commands[1]),
+            " (N: the control's id) and ",
+            ui.command(commands[2]),
+            ".",
+        ]
+    elif not controls["n_scored"]:
+        which = ", ".join(map(str, controls["controls"]))
+        parts = [
+            f"The controls ({_plural(len(controls['controls']), 'dictionary', 'dictionaries')} "
+            f"{which}) are not explained at layer {evidence.layer}: run ",
+            ui.command(logic.explain_command(shown)),
+            ".",
+        ]
+    else:
+        which = ", ".join(map(str, controls["explained"]))
+        noun = "dictionary" if len(controls["explained"]) == 1 else "dictionaries"
+        parts = [
+            f"Controls' 95th percentile at layer {evidence.layer}: "
+            f"{ui.number(controls['p95'])} (median {ui.number(controls['median'])}; "
+            f"{_plural(controls['n_scored'], 'control factor')}, {noun} {which})."
+        ]
+        detection = (evidence.explanation or {}).get("detection")
+        if detection is not None and controls["p95"] is not None:
+            above = detection > controls["p95"]
+            parts.append(
+                " This factor's detection is above it."
+                if above
+                else " This factor's rule does no better than the controls' 95th percentile."
+            )
+    return html.Div(parts, id=ids.EXPLANATION_CONTROLS, className="small border-top pt-2")
 
 
 # Over 80 lines: one declarative Dash layout (controls, progress, results); no logic to split out.

@@ -134,13 +134,34 @@ def render_word_factors(frame: pl.DataFrame) -> Any:
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, striped=True)
 
 
+LABEL_SOURCES = {
+    "user": ("yours", "a label a person gave this factor"),
+    "auto": (
+        "auto",
+        "the automatic label: the factor's explanation at its peak layer when "
+        "`factorscope explain` found one, else the top words of its contexts",
+    ),
+}
+
+
 def render_label_hits(frame: pl.DataFrame) -> Any:
+    """Each matching label with its factor, marked by who made it (a user's label and
+    the automatic one are both searched)."""
     if frame.height == 0:
         return html.P("No label matches.", className="text-muted")
-    items = [
-        html.Li([ui.factor_link(int(r["factor"])), " ", html.Span(str(r.get("label") or ""))])
-        for r in frame.iter_rows(named=True)
-    ]
+    items = []
+    for r in frame.iter_rows(named=True):
+        name, tip = LABEL_SOURCES.get(str(r.get("source")), (str(r.get("source") or ""), ""))
+        items.append(
+            html.Li(
+                [
+                    ui.factor_link(int(r["factor"])),
+                    " ",
+                    html.Span(str(r.get("label") or "")),
+                    html.Span(name, className="badge text-bg-light ms-2", title=tip),
+                ]
+            )
+        )
     return html.Ul(items, className="list-unstyled")
 
 
