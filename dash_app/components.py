@@ -11,7 +11,14 @@ from dash import dcc, html
 
 from factorscope.dash_app.logic import factor_href
 from factorscope.evidence import claims
-from factorscope.palette import LEVEL_COLORS, LEVEL_THEME, NO_LEVEL_COLOR, THEME_HEX
+from factorscope.palette import (
+    CONTROL_COLOR,
+    LEARNED_COLOR,
+    LEVEL_COLORS,
+    LEVEL_THEME,
+    NO_LEVEL_COLOR,
+    THEME_HEX,
+)
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -528,12 +535,6 @@ def separation_figure(frame: pl.DataFrame, *, title: str, bands: bool = True) ->
 
 # --------------------------------------------------------------------------- evidence
 
-LEARNED_COLOR = "#212529"
-"""The dictionary shown, in the evidence figures (the body colour: the palette's theme
-colours name the levels)."""
-
-CONTROL_COLOR = NO_LEVEL_COLOR
-"""Its random controls (the palette's secondary grey), dashed."""
 
 VERDICT_THEME: dict[str, str] = {
     "beats": "success",

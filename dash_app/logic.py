@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
-from factorscope.evidence import claims
 from factorscope.limits import SQL_MAX_ROWS, TOP_K
+from factorscope.stages import evidence_summary
+from factorscope.stages.evidence_summary import EvidenceView, scored_of  # noqa: F401
 from factorscope.warehouse import comparisons, evidence_read, queries
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
@@ -567,91 +568,15 @@ def _factor_evidence(
     )
 
 
-@dataclass(frozen=True, eq=False)
-class EvidenceView:
-    """What the Evidence page shows for one dictionary beside its controls.
-
-    ``claims`` maps each dictionary (the one shown, then its controls) to its
-    :class:`~factorscope.evidence.claims.LayerClaim` by layer; ``comparisons`` is the
-    shown dictionary against its controls pooled, by layer; ``quality`` the
-    ``layer_quality`` rows of all of them (``role`` 'dictionary' or 'control');
-    ``levels`` each dictionary's level distribution over every factor that fires.
-    """
-
-    dictionary_id: int
-    kind: str
-    parent_id: int | None
-    controls: list[dict[str, Any]]
-    explained_layers: list[int]
-    claims: dict[int, dict[int, claims.LayerClaim]]
-    comparisons: dict[int, claims.Comparison]
-    quality: pl.DataFrame
-    levels: dict[int, dict[str, claims.Share]]
-    explained_dictionaries: list[int] = field(default_factory=list)
-
-    @property
-    def control_ids(self) -> list[int]:
-        return [int(c["dictionary_id"]) for c in self.controls]
-
-    @property
-    def scored_controls(self) -> list[int]:
-        """The controls with scored factors (explained)."""
-        return [d for d in self.control_ids if self.claims.get(d)]
-
-
-def scored_of(frame: pl.DataFrame, dictionary_id: int) -> claims.ScoredFactors:
-    """One dictionary's rows of :func:`evidence_read.scored_factors` as claims' input."""
-    part = frame.filter(pl.col("dictionary_id") == int(dictionary_id))
-    return claims.ScoredFactors.from_columns(
-        int(dictionary_id),
-        layer=part["layer"].to_list(),
-        factor=part["factor"].to_list(),
-        detection=part["detection"].to_list(),
-        word_level=part["word_level"].to_list(),
-        level=part["level"].to_list(),
-    )
-
-
-def evidence_view(db_path: str | Path) -> EvidenceView:
+def evidence_view(db_path: str | Path) -> evidence_summary.EvidenceView:
     """The Evidence page's data for this request's dictionary (cached per file version)."""
     info = PAGE_CACHE.file_info(db_path)
     key = (os.path.realpath(db_path), info.signature, info.dictionary_id, "evidence")
     cached = PAGE_CACHE.get(key)
     if cached is not None:
         return cached
-    shown = info.dictionary_id
     with _connect(db_path) as con:
-        about = evidence_read.dictionary_info(con, shown) or {}
-        controls = evidence_read.dictionary_controls(con, shown)
-        ids = [shown] + [int(c["dictionary_id"]) for c in controls]
-        frame = evidence_read.scored_factors(con, ids, word_level_at=claims.WORD_LEVEL_DETECTION)
-        quality = evidence_read.quality_beside_controls(con, shown)
-        counts = evidence_read.level_counts(con, ids)
-        explained = evidence_read.explained_layers(con, shown)
-        explained_dictionaries = evidence_read.explained_dictionaries(con)
-    scored = {d: scored_of(frame, d) for d in ids}
-    by_dictionary = {d: claims.layer_claims(scored[d]) for d in ids}
-    comparisons_ = claims.compare_layers(
-        scored[shown], [scored[d] for d in ids[1:] if scored[d].layer.size]
-    )
-    levels = {}
-    for d in ids:
-        part = counts.filter(pl.col("dictionary_id") == d)
-        found = dict(zip(part["level"].to_list(), part["n_factors"].to_list(), strict=True))
-        total = sum(found.values())
-        levels[d] = {lv: claims.wilson(int(found.get(lv, 0)), total) for lv in claims.LEVELS}
-    view = EvidenceView(
-        dictionary_id=shown,
-        kind=str(about.get("kind") or "learned"),
-        parent_id=about.get("parent_id"),
-        controls=controls,
-        explained_layers=explained,
-        claims=by_dictionary,
-        comparisons=comparisons_,
-        quality=quality,
-        levels=levels,
-        explained_dictionaries=explained_dictionaries,
-    )
+        view = evidence_summary.summarise_evidence(con, info.dictionary_id)
     PAGE_CACHE.put(key, view)
     return view
 

@@ -25,3 +25,9 @@ LEVEL_COLORS: dict[str, str] = {level: THEME_HEX[theme] for level, theme in LEVE
 
 NO_LEVEL_COLOR = THEME_HEX["secondary"]
 """A factor without a level (it never fires)."""
+
+LEARNED_COLOR = "#212529"
+"""A learned (or imported) dictionary in plots beside its controls: Bootstrap's body text."""
+
+CONTROL_COLOR = NO_LEVEL_COLOR
+"""A control dictionary (random atoms) in plots: grey, the null it stands for."""

@@ -92,7 +92,7 @@ def test_wilson_bounds():
     assert (empty.share, empty.low, empty.high) == (0.0, 0.0, 1.0)
     big = claims.wilson(300, 1000)
     assert big.low < 0.3 < big.high and big.high - big.low == pytest.approx(0.0568, abs=2e-3)
-    assert big.text() == "30% [27%, 33%]"
+    assert big.text() == "30.0% [27.2%, 32.9%]" and big.text(0) == "30% [27%, 33%]"
     with pytest.raises(ValueError, match=r"count must be in 0\.\.n"):
         claims.wilson(11, 10)
     shares = claims.level_shares(["low", "low", "high", None, "mid"])
@@ -116,7 +116,7 @@ def test_bootstrap_interval_contains_the_mean_and_is_seeded():
     assert (one.estimate, one.low, one.high, one.n) == (0.9, 0.9, 0.9, 1)
     with pytest.raises(ValueError, match="n_boot"):
         claims.bootstrap_mean(values, n_boot=3)
-    assert found.text().startswith(f"{values.mean():.2f} [")
+    assert found.text().startswith(f"{values.mean():.3f} [")
 
 
 @pytest.mark.timeout(30)

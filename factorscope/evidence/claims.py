@@ -69,8 +69,9 @@ class Interval:
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
-    def text(self, digits: int = 2) -> str:
-        """``0.91 [0.88, 0.94]``."""
+    def text(self, digits: int = 3) -> str:
+        """``0.912 [0.883, 0.941]`` (three digits: a mean of 1,000 factors' detections has
+        an interval about 0.01 wide, which two digits would hide)."""
         return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
@@ -85,8 +86,8 @@ class Share:
     low: float
     high: float
 
-    def text(self, digits: int = 0) -> str:
-        """``12% [9%, 16%]``."""
+    def text(self, digits: int = 1) -> str:
+        """``12.0% [9.1%, 15.6%]``."""
         return (
             f"{100 * self.share:.{digits}f}% "
             f"[{100 * self.low:.{digits}f}%, {100 * self.high:.{digits}f}%]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from factorscope.palette import LEVEL_COLORS, NO_LEVEL_COLOR
+from factorscope.palette import CONTROL_COLOR, LEARNED_COLOR, LEVEL_COLORS, NO_LEVEL_COLOR
 from factorscope.report.model import ReportData
 from factorscope.warehouse.queries import LEVELS
 
@@ -26,6 +26,7 @@ class Figures:
     quality: Path | None
     examples: dict[tuple[str, int], Path] = field(default_factory=dict)
     senses: Path | None = None
+    evidence: Path | None = None
 
     @property
     def all(self) -> list[Path]:
@@ -35,6 +36,7 @@ class Figures:
             *([self.quality] if self.quality else []),
             *self.examples.values(),
             *([self.senses] if self.senses else []),
+            *([self.evidence] if self.evidence else []),
         ]
 
 
@@ -61,7 +63,32 @@ def draw_figures(figures_dir: Path, data: ReportData) -> Figures:
     if data.senses and data.senses["summary"]:
         figures.senses = figures_dir / "senses.png"
         plot_senses(figures.senses, data.senses["summary"])
+    view = data.evidence
+    if view is not None and view.claims.get(view.dictionary_id):
+        figures.evidence = figures_dir / "evidence.png"
+        plot_evidence(figures.evidence, view.claims, view.dictionary_id, view.scored_controls)
     return figures
+
+
+def plot_evidence(path: Path, claims: dict, shown: int, controls: list[int]) -> None:
+    """Mean held-out detection per layer with 95% intervals: dictionary, controls, chance."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=WIDE)
+    series = [(shown, f"dictionary {shown}", LEARNED_COLOR)]
+    series += [(c, f"control {c}", CONTROL_COLOR) for c in controls]
+    for d, name, color in series:
+        layers = sorted(x for x in claims[d] if claims[d][x].detection is not None)
+        est = [claims[d][x].detection.estimate for x in layers]
+        low = [claims[d][x].detection.estimate - claims[d][x].detection.low for x in layers]
+        high = [claims[d][x].detection.high - claims[d][x].detection.estimate for x in layers]
+        ax.errorbar(layers, est, yerr=[low, high], marker="o", capsize=3, color=color, label=name)
+    ax.axhline(0.5, color="#999999", linestyle=":", label="chance")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mean held-out detection")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIGURE_DPI)
+    plt.close(fig)
 
 
 def plot_senses(path: Path, summary: list[dict]) -> None:

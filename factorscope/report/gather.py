@@ -16,7 +16,8 @@ from factorscope.report.model import (
     ExampleData,
     ReportData,
 )
-from factorscope.warehouse import queries, senses
+from factorscope.stages.evidence_summary import EvidenceView, summarise_evidence
+from factorscope.warehouse import evidence_read, queries, senses
 from factorscope.warehouse.connection import Connection
 from factorscope.warehouse.queries import LEVELS, WarehouseReader
 
@@ -49,6 +50,7 @@ def gather(
             top_factors = {f for pair in tops.values() for f in (*pair[0], *pair[1])} - {None}
             labels = queries.factor_labels(con, sorted(top_factors))
             sense_probe = _senses(con)
+            evidence = _evidence(con, int(overview["dictionary_id"]))
     finally:
         reader.close()
     return ReportData(
@@ -65,7 +67,15 @@ def gather(
         spread_last=spread_last,
         labels=labels,
         senses=sense_probe,
+        evidence=evidence,
     )
+
+
+def _evidence(con: Connection, dictionary_id: int) -> EvidenceView | None:
+    """The dictionary's evidence beside its controls, or None before schema 7."""
+    if not evidence_read.has_evidence_tables(con):
+        return None
+    return summarise_evidence(con, dictionary_id)
 
 
 def _senses(con: Connection) -> dict[str, Any] | None:

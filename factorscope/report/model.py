@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factorscope.stages.evidence_summary import EvidenceView
+
 DEFAULT_WORDS = ("left", "right", "bank", "play")
 """Frequent ambiguous words whose factors the polysemy check compares."""
 
@@ -61,6 +63,9 @@ class ReportData:
     senses: dict[str, Any] | None = None
     """The sense probe of the active dictionary (``factorscope probe``), None if unprobed:
     ``info`` (source, settings, counts) and ``summary`` (rows of ``sense_probe_summary``)."""
+    evidence: EvidenceView | None = None
+    """The dictionary's explanations beside its controls (``factorscope explain``, the
+    Evidence page's numbers), None on a file made before schema 7."""
 
 
 # ----------------------------------------------------------------------------- computed
