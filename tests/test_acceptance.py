@@ -198,6 +198,18 @@ def _walk(walk: Walk, *, senses: bool = True) -> None:
     pg.locator("#factor-contexts-table tr.fs-context-row").first.wait_for()
     walk.check("3-other-layer")
 
+    # What it means (issue 20): its rule at this layer, scored on held-out sentences,
+    # beside the Gaussian control's distribution (the pipeline's [evidence] made both).
+    card = pg.locator("#factor-explanation")
+    card.wait_for()
+    text = card.inner_text()
+    assert "detection" in text or "too rare" in text or "no short rule" in text, text
+    controls = pg.locator("#factor-explanation-controls")
+    controls.get_by_text(
+        re.compile(rf"Controls' 95th percentile at layer {other}: 0\.\d+")
+    ).wait_for()
+    walk.check("3b-explanation")
+
     # Explain with LIME: the saliency map appears.
     pg.locator("#lime-samples").fill("40")
     pg.locator("#lime-count").fill("1")
@@ -293,8 +305,22 @@ def test_a_user_walks_through_the_served_demo(demo_db: Path, serve, browser, wor
     walk = Walk(browser, base, "first", workdir)
     try:
         _walk(walk)
+        _walk_evidence(walk)
     finally:
         walk.close()
+
+
+def _walk_evidence(walk: Walk) -> None:
+    """The Evidence page: the dictionary against its control, per layer, with a verdict."""
+    pg = walk.pg
+    pg.locator("#nav-evidence").click()
+    pg.wait_for_url(re.compile(r"/evidence"))
+    pg.locator("#evidence-figure .js-plotly-plot").wait_for()
+    table = pg.locator("#evidence-table")
+    table.get_by_text(re.compile(r"beats|cannot tell|does not beat")).first.wait_for()
+    assert "control" in table.inner_text()
+    pg.locator("#evidence-quality").get_by_text("FVU").first.wait_for()
+    walk.check("13-evidence")
 
 
 @pytest.mark.timeout(1800)
