@@ -16,7 +16,7 @@ APT_PACKAGES_TEST := fortunes wordnet-base chromium chromium-driver nodejs
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report readme test test-fast lint lint-imports format bench bench-large status clean
+.PHONY: setup setup-test ingest learn encode probe pipeline serve demo report readme test test-fast lint lint-imports format bench bench-large bench-explain status clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,11 @@ bench: setup-test
 # bench/results/large.json and shown by the next `make bench` summary.
 bench-large: setup
 	$(BIN)/python bench/run_all.py --out bench/results --only large
+
+# A Gaussian control and `explain` on make demo's database (copied, never written),
+# recorded in bench/results/explain.json.
+bench-explain: setup
+	$(BIN)/python bench/run_all.py --out bench/results --only explain
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache test-artifacts

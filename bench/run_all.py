@@ -26,11 +26,13 @@ BENCHMARKS = [
     ("segmentation", "bench_segmentation.py"),
     ("gpu", "bench_gpu.py"),
     ("large", "bench_large.py"),
+    ("explain", "bench_explain.py"),
 ]
 
-OPT_IN = {"large"}
+OPT_IN = {"large", "explain"}
 """Benchmarks run only when named (``--only large``, ``make bench-large``): the large run
-takes about 40 minutes. The summary still shows their last recorded result."""
+takes about 40 minutes, and ``explain`` needs ``make demo``'s database (``make
+bench-explain``). The summary still shows their last recorded result."""
 
 
 def targets_table(result: Path) -> list[str]:
