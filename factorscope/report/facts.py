@@ -84,6 +84,7 @@ def run_facts(summary: ReportSummary, data: ReportData) -> dict[str, Any]:
         "levels": dict(summary.level_counts),
         "timings": {k: v for k, v in summary.timings.items()},
         "senses": senses,
+        "evidence": _evidence_facts(data),
         "made_with": {
             "factorscope": __version__,
             "python": platform.python_version(),
@@ -93,6 +94,49 @@ def run_facts(summary: ReportSummary, data: ReportData) -> dict[str, Any]:
             "cpus": os.cpu_count(),
         },
     }
+
+
+def _evidence_facts(data: ReportData) -> dict[str, Any] | None:
+    """Per layer: mean held-out detection of the dictionary and of its controls, and the
+    verdict (None when the run was not explained or has no control)."""
+    view = data.evidence
+    if view is None or not view.comparisons:
+        return None
+    layers = []
+    for layer, c in sorted(view.comparisons.items()):
+        if c.learned is None or c.control is None or c.difference is None:
+            continue
+        layers.append(
+            {
+                "layer": layer,
+                "detection": c.learned.estimate,
+                "control": c.control.estimate,
+                "difference": c.difference.estimate,
+                "difference_low": c.difference.low,
+                "difference_high": c.difference.high,
+                "verdict": c.verdict,
+            }
+        )
+    return {"dictionary_id": view.dictionary_id, "controls": view.scored_controls, "layers": layers}
+
+
+def _evidence_sentence(evidence: dict[str, Any] | None) -> str:
+    if not evidence or not evidence["layers"]:
+        return " The run was not explained against a control."
+    layers = evidence["layers"]
+    beats = [x for x in layers if x["verdict"] == "beats"]
+    det = [x["detection"] for x in layers]
+    ctl = [x["control"] for x in layers]
+    text = (
+        f" Explained (`factorscope explain`, held-out sentences), its factors' mean detection "
+        f"is {min(det):.3f}–{max(det):.3f} per layer against {min(ctl):.3f}–{max(ctl):.3f} for "
+        f"a Gaussian control at the same mean L0 (chance 0.5): it beats the control at "
+        f"{len(beats)} of {len(layers)} layers"
+    )
+    if beats:
+        gaps = [x["difference"] for x in beats]
+        text += f", by {min(gaps):.3f}–{max(gaps):.3f}"
+    return text + "."
 
 
 def write_facts(path: Path, facts: dict[str, Any]) -> None:
@@ -140,7 +184,10 @@ def readme_block(facts: dict[str, Any]) -> str:
         )
         + ", and the levels are "
         f"{levels.get('low', 0):,} low / {levels.get('mid', 0):,} mid / "
-        f"{levels.get('high', 0):,} high." + _senses_sentence(facts.get("senses")) + " Stage "
+        f"{levels.get('high', 0):,} high."
+        + _senses_sentence(facts.get("senses"))
+        + _evidence_sentence(facts.get("evidence"))
+        + " Stage "
         "times of that run, which depend on the machine and on what else it ran: ingest "
         f"{_seconds(timings.get('ingest_seconds'))}, learn "
         f"{_seconds(timings.get('fit_seconds'))}, encode {_seconds(timings.get('encode_seconds'))}"
