@@ -70,16 +70,25 @@ def read_layer_codes(
 
 
 def explain_targets(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> list[dict]:
-    """The dictionary and its encoded controls, the dictionary first."""
-    cur = con.execute(
-        """
+    """The dictionary and its controls, the dictionary first (a file read before schema 7,
+    read-only and so not migrated, has no controls)."""
+    has_kind = con.execute(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_name = 'dictionaries' AND column_name = 'kind'"
+    ).fetchall()[0][0]
+    if has_kind:
+        sql = """
         SELECT dictionary_id, n_factors, coalesce(kind, 'learned') AS kind, parent_id, status
         FROM dictionaries
         WHERE dictionary_id = ? OR (parent_id = ? AND kind = 'control')
         ORDER BY dictionary_id <> ?, dictionary_id
-        """,
-        [dictionary_id, dictionary_id, dictionary_id],
-    )
+        """
+    else:
+        sql = """
+        SELECT dictionary_id, n_factors, 'learned' AS kind, NULL AS parent_id, status
+        FROM dictionaries WHERE dictionary_id = ? AND ? = ? ORDER BY dictionary_id
+        """
+    cur = con.execute(sql, [dictionary_id, dictionary_id, dictionary_id])
     names = [c[0] for c in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 

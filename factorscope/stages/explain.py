@@ -32,7 +32,8 @@ from factorscope.progress import progress_bar
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import explanations as ew
 from factorscope.warehouse import queries, store
-from factorscope.warehouse.publish import check_db_path_writable, staged_database
+from factorscope.warehouse.connection import connect
+from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
 
 @dataclass(frozen=True)
@@ -99,28 +100,16 @@ def run_explain(db_path, config: ExplainConfig) -> ExplainSummary:
     check_db_path_writable(db_path)
     started = time.perf_counter()
     settings = config.settings()
-    with staged_database(db_path) as con:
+    # Everything checked on a read-only connection first: a bad file or a bad choice is
+    # refused before a staging copy exists.
+    con = connect(newest_copy(db_path), read_only=True)
+    try:
         run = store.require_run(con)
-        if run_shard(run) is not None:
-            raise InputError(f"{db_path} holds one shard of a run: explain the merged run")
-        target = (
-            queries.active_dictionary_id(con)
-            if config.dictionary_id is None
-            else config.dictionary_id
-        )
+        target = _check_target(con, run, db_path, config.dictionary_id)
+    finally:
+        con.close()
+    with staged_database(db_path) as con:
         targets = ew.explain_targets(con, target)
-        if not targets or targets[0]["dictionary_id"] != target:
-            raise InputError(f"dictionary {target} does not exist in {db_path}")
-        if targets[0]["status"] != "encoded":
-            raise InputError(
-                f"dictionary {target} is not encoded: run `factorscope encode --dictionary "
-                f"{target}` first"
-            )
-        if targets[0]["kind"] == "control":
-            raise InputError(
-                f"dictionary {target} is a control: explain its parent "
-                f"{targets[0]['parent_id']}, which explains its controls too"
-            )
         chosen = targets if config.controls else targets[:1]
         skipped = tuple(d["dictionary_id"] for d in chosen if d["status"] != "encoded")
         chosen = [d for d in chosen if d["status"] == "encoded"]
@@ -166,6 +155,27 @@ def run_explain(db_path, config: ExplainConfig) -> ExplainSummary:
         tagged,
         skipped,
     )
+
+
+def _check_target(con, run: dict, db_path, dictionary_id: int | None) -> int:
+    """The dictionary to explain, refused with one line unless it can be explained."""
+    if run_shard(run) is not None:
+        raise InputError(f"{db_path} holds one shard of a run: explain the merged run")
+    target = queries.active_dictionary_id(con) if dictionary_id is None else dictionary_id
+    targets = ew.explain_targets(con, target)
+    if not targets or targets[0]["dictionary_id"] != target:
+        raise InputError(f"dictionary {target} does not exist in {db_path}")
+    if targets[0]["status"] != "encoded":
+        raise InputError(
+            f"dictionary {target} is not encoded: run `factorscope encode --dictionary "
+            f"{target}` first"
+        )
+    if targets[0]["kind"] == "control":
+        raise InputError(
+            f"dictionary {target} is a control: explain its parent "
+            f"{targets[0]['parent_id']}, which explains its controls too"
+        )
+    return target
 
 
 def _ensure_tags(con) -> int:
