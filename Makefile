@@ -87,7 +87,8 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(MAKE) --no-print-directory lint-imports
 
-# The layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml).
+# The layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml), and no import
+# cycle inside any room (tools/import_cycles.py).
 # import-linter finds a package's modules by walking its folder, and ingest/, sparse/,
 # warehouse/, dash_app/ sit beside factorscope/ on disk; so it reads a copy of the
 # tree laid out as the wheel installs it (and run there, so that copy is imported).
@@ -97,6 +98,7 @@ lint-imports: setup
 	cp -R factorscope $(LINT_TREE)/
 	for d in ingest sparse warehouse dash_app; do cp -R $$d $(LINT_TREE)/factorscope/; done
 	cd $(LINT_TREE) && $(abspath $(BIN))/lint-imports --no-cache $(CURDIR)/pyproject.toml
+	$(BIN)/python tools/import_cycles.py $(LINT_TREE)/factorscope
 
 format: setup
 	$(BIN)/ruff format .

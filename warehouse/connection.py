@@ -11,7 +11,6 @@ import errno
 import functools
 import os
 import re
-import sys
 import threading
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ from factorscope.errors import (
 )
 from factorscope.warehouse import summary_files
 from factorscope.warehouse.parquet import attached_roots
+from factorscope.warehouse.session import writer_session
 
 Connection = duckdb.DuckDBPyConnection
 """The connection type, for annotations above the warehouse (which never import duckdb)."""
@@ -321,16 +321,6 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             if explained is not None:
                 raise explained from e
         raise
-    return con
-
-
-def writer_session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """Session settings of a writer connection or cursor (DuckDB keeps them per session).
-
-    DuckDB's own bar for long statements (the sort of a large encode's codes) helps in a
-    terminal and floods a log file with a line per percent: shown on a terminal only.
-    """
-    con.execute(f"SET enable_progress_bar = {'true' if sys.stderr.isatty() else 'false'}")
     return con
 
 

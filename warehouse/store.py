@@ -540,41 +540,6 @@ def unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
     return None
 
 
-def settle_unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
-    """Bring a staging copy that holds an unfinished encode to a consistent state.
-
-    ``ingest`` and ``learn`` call it before they publish a staging copy, so a published
-    file never shows codes without their summaries. An encode whose codes are complete
-    (status ``encoded``) gets its summaries rebuilt; one killed among its chunks is
-    dropped (its partial codes, and the summaries of the codes it had replaced) and
-    its dictionary is ``learned`` again, to be encoded by the next ``encode``.
-    Returns the dictionary settled, if any.
-    """
-    from factorscope.warehouse import summaries  # summaries imports this module
-
-    dictionary_id = unfinished_encode(con)
-    if dictionary_id is None:
-        return None
-    status = con.execute(
-        "SELECT status FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
-    ).fetchall()[0][0]
-    if status == "encoded":
-        summaries.refresh_summaries(con, dictionary_id=dictionary_id)
-        return dictionary_id
-    with transaction(con):
-        con.execute("DELETE FROM codes WHERE dictionary_id = ?", [dictionary_id])
-        con.execute("DELETE FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id])
-        con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id = ?", [dictionary_id])
-        con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
-        for table in summaries.summary_tables():
-            # Table names come from the shipped summary files, never from a caller.
-            con.execute(f"DELETE FROM {table} WHERE dictionary_id = ?", [dictionary_id])
-        con.execute(
-            "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [dictionary_id]
-        )
-    return dictionary_id
-
-
 def done_encode_chunks(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> set[int]:
     rows = con.execute(
         "SELECT chunk FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id]

@@ -59,7 +59,7 @@ from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
 from factorscope.limits import TOP_K
 from factorscope.warehouse import store, summary_files
-from factorscope.warehouse.connection import writer_session
+from factorscope.warehouse.session import writer_session
 
 log = logging.getLogger(__name__)
 
@@ -350,3 +350,37 @@ PYTHON_FILLED: dict[str, Callable[[duckdb.DuckDBPyConnection, int, SummarySettin
     "neighbors": write_neighbors,
 }
 """Summaries whose file has a table and a view but no SQL merge, filled here instead."""
+
+
+def settle_unfinished_encode(con: duckdb.DuckDBPyConnection) -> int | None:
+    """Bring a staging copy that holds an unfinished encode to a consistent state.
+
+    The stages that write a staging copy (ingest, learn, probe, compare) call it before
+    they work in it, so a published
+    file never shows codes without their summaries. An encode whose codes are complete
+    (status ``encoded``) gets its summaries rebuilt; one killed among its chunks is
+    dropped (its partial codes, and the summaries of the codes it had replaced) and
+    its dictionary is ``learned`` again, to be encoded by the next ``encode``.
+    Returns the dictionary settled, if any.
+    """
+    dictionary_id = store.unfinished_encode(con)
+    if dictionary_id is None:
+        return None
+    status = con.execute(
+        "SELECT status FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
+    ).fetchall()[0][0]
+    if status == "encoded":
+        refresh_summaries(con, dictionary_id=dictionary_id)
+        return dictionary_id
+    with store.transaction(con):
+        con.execute("DELETE FROM codes WHERE dictionary_id = ?", [dictionary_id])
+        con.execute("DELETE FROM encode_chunks WHERE dictionary_id = ?", [dictionary_id])
+        con.execute("DELETE FROM encode_chunk_stats WHERE dictionary_id = ?", [dictionary_id])
+        con.execute("DELETE FROM layer_quality WHERE dictionary_id = ?", [dictionary_id])
+        for table in summary_tables():
+            # Table names come from the shipped summary files, never from a caller.
+            con.execute(f"DELETE FROM {table} WHERE dictionary_id = ?", [dictionary_id])
+        con.execute(
+            "UPDATE dictionaries SET status = 'learned' WHERE dictionary_id = ?", [dictionary_id]
+        )
+    return dictionary_id

@@ -36,7 +36,7 @@ from factorscope.sparse.compare import (
     stability,
 )
 from factorscope.stages.learn import load_learner, read_sample
-from factorscope.warehouse import comparisons, store
+from factorscope.warehouse import comparisons, store, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
@@ -229,7 +229,7 @@ def run_compare(
     kind = "split" if side == "a" else "merge"
     with staged_database(db_path) as con:
         # An encode killed in this staging copy must not be published half done.
-        store.settle_unfinished_encode(con)
+        summaries.settle_unfinished_encode(con)
         row["seconds"] = round(time.perf_counter() - started, 3)
         comparison_id = comparisons.write_comparison(
             con, row, matches=matches, best=_best_table(cos), splits=_splits_table(splits, kind)

@@ -35,7 +35,7 @@ from factorscope.ingest.sampling import in_sample, sample_threshold
 from factorscope.limits import token_id
 from factorscope.progress import progress_bar
 from factorscope.stages.sharding import ShardSpec, run_shard
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import Connection, connect, schema_version
 from factorscope.warehouse.publish import (
     check_db_path_writable,
@@ -415,7 +415,7 @@ def _finished_before(
     if previous is not None and previous["status"] == "ingested":
         started = time.perf_counter()
         with staged_database(db_path, carry_if=store.same_run_as_published) as con:
-            store.settle_unfinished_encode(con)
+            summaries.settle_unfinished_encode(con)
         seconds = time.perf_counter() - started
         return _summary(db_path, previous, shard, from_staging=True, seconds=seconds)
     return None

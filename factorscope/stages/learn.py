@@ -33,7 +33,7 @@ from factorscope.sparse import (
     make_control,
 )
 from factorscope.stages.sharding import run_shard
-from factorscope.warehouse import store
+from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
 
@@ -293,7 +293,7 @@ def run_learn(
     if staged is not None:
         # Stored in the staging copy by a learn killed before it was published.
         with staged_database(db_path) as con:
-            store.settle_unfinished_encode(con)
+            summaries.settle_unfinished_encode(con)
         n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
         summary = LearnSummary(staged["dictionary_id"], n_factors, 0, 0.0, False, from_staging=True)
         return _announce_staged(summary, public, existing)
@@ -325,7 +325,7 @@ def run_learn(
     state["learn_config"] = wanted
     with staged_database(db_path) as con:
         # An encode killed in this staging copy must not be published half done.
-        store.settle_unfinished_encode(con)
+        summaries.settle_unfinished_encode(con)
         dictionary_id = store.save_dictionary(
             con,
             components=learner.components_,
@@ -423,7 +423,7 @@ def run_learn_control(db_path: str | Path, config: ControlConfig) -> LearnSummar
     if staged is not None:
         # Stored in the staging copy by a learn killed before it was published.
         with staged_database(db_path) as con:
-            store.settle_unfinished_encode(con)
+            summaries.settle_unfinished_encode(con)
         outcome = ControlOutcome.from_stored(staged["params"]["learn_config"])
         n_factors = int(staged["params"].get("params", {}).get("n_factors") or 0)
         summary = LearnSummary(
@@ -472,7 +472,7 @@ def run_learn_control(db_path: str | Path, config: ControlConfig) -> LearnSummar
     }
     with staged_database(db_path) as con:
         # An encode killed in this staging copy must not be published half done.
-        store.settle_unfinished_encode(con)
+        summaries.settle_unfinished_encode(con)
         dictionary_id = store.save_dictionary(
             con,
             components=learner.components_,

@@ -58,7 +58,7 @@ from factorscope.ingest.corpus import CorpusConfig, read_corpus
 from factorscope.ingest.runner import TokenizedSentence, hidden_states, tokenize
 from factorscope.progress import progress_bar
 from factorscope.stages.live import RunCoder
-from factorscope.warehouse import queries, senses, store
+from factorscope.warehouse import queries, senses, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
 
@@ -426,7 +426,7 @@ def run_probe(
     scores, occ_rows = _score(groups, order, states, codes, n_layers)
     seconds = time.perf_counter() - started
     with staged_database(db_path) as wcon:
-        store.settle_unfinished_encode(wcon)
+        summaries.settle_unfinished_encode(wcon)
         senses.write_probe(
             wcon,
             dictionary_id=coder.dictionary_id,
