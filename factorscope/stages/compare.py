@@ -24,7 +24,6 @@ import scipy.sparse as sp
 
 from factorscope.errors import InputError
 from factorscope.progress import stderr_console
-from factorscope.sparse import SparseEncoder
 from factorscope.sparse.compare import (
     STABLE_COSINES,
     SplitRule,
@@ -35,7 +34,8 @@ from factorscope.sparse.compare import (
     match_one_to_one,
     stability,
 )
-from factorscope.stages.learn import load_learner, read_sample
+from factorscope.stages.coder import coder_for
+from factorscope.stages.learn import read_sample
 from factorscope.warehouse import comparisons, store, summaries
 from factorscope.warehouse.connection import connect
 from factorscope.warehouse.publish import check_db_path_writable, newest_copy, staged_database
@@ -129,7 +129,7 @@ def _sample(db_path: Path, config: CompareConfig) -> tuple[np.ndarray, np.ndarra
 
 
 def _codes(record: store.DictionaryRecord, X: np.ndarray, layers: np.ndarray) -> sp.csr_matrix:
-    return SparseEncoder(load_learner(record)).transform(X, layers=layers)
+    return coder_for(record).transform(X, layers=layers)
 
 
 def _matches_table(match, method: str, cos: np.ndarray, jac: np.ndarray) -> pa.Table:

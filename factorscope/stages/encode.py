@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from factorscope.crashpoints import crashpoint
-from factorscope.errors import InputError, WarehouseError
+from factorscope.errors import InputError
 from factorscope.progress import stderr_console
-from factorscope.sparse import SparseEncoder
+from factorscope.stages.coder import coder_for
 from factorscope.stages.encode_loop import (
     ChunkEncoder,
     DuckDBSink,
@@ -30,7 +30,6 @@ from factorscope.stages.encode_loop import (
     encode_chunks,
     load_run_model,
 )
-from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import queries, store
 from factorscope.warehouse.connection import connect
@@ -127,13 +126,7 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         seconds = time.perf_counter() - started
         return EncodeSummary(record.dictionary_id, 0, 0, seconds, False, quality, levels, True)
 
-    learner = load_learner(record)
-    encoder = SparseEncoder(learner, backend=config.backend)
-    if record.components.shape[1] != run["hidden_size"]:
-        raise WarehouseError(
-            f"dictionary {record.dictionary_id} has {record.components.shape[1]}-dim atoms but "
-            f"the model's hidden size is {run['hidden_size']}"
-        )
+    encoder = coder_for(record, backend=config.backend, hidden_size=run["hidden_size"])
     # When ingest kept every vector (--sample-size all), encode reads them back instead
     # of running the model again: the same numbers, and no model needed.
     from_stored = run["sample_size"] == run["n_tokens"] * run["n_layers"]

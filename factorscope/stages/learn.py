@@ -32,6 +32,7 @@ from factorscope.sparse import (
     DictionaryLearner,
     make_control,
 )
+from factorscope.stages.coder import load_learner
 from factorscope.stages.sharding import run_shard
 from factorscope.warehouse import store, summaries
 from factorscope.warehouse.connection import connect
@@ -568,8 +569,3 @@ def _import_npy(
     return LearnSummary(
         dictionary_id, learner.components_.shape[0], 0, learner.fit_seconds_, False, imported=True
     )
-
-
-def load_learner(record: store.DictionaryRecord) -> DictionaryLearner:
-    """Rebuild the fitted learner (atoms and preprocessing) from its stored record."""
-    return DictionaryLearner.from_dict(record.params, record.components)

@@ -14,8 +14,8 @@ from typing import Any
 from factorscope.errors import WarehouseError
 from factorscope.ingest.model import LoadedModel
 from factorscope.sparse import SparseEncoder
+from factorscope.stages.coder import coder_for
 from factorscope.stages.encode_loop import EncodeConfig, load_run_model
-from factorscope.stages.learn import load_learner
 from factorscope.warehouse import queries, store
 
 
@@ -52,7 +52,7 @@ class RunCoder:
         loaded = load_run_model(run, EncodeConfig(device=device, threads=threads))
         return cls(
             loaded=loaded,
-            encoder=SparseEncoder(load_learner(record), n_jobs=1),
+            encoder=coder_for(record, n_jobs=1, hidden_size=loaded.hidden_size),
             dictionary_id=record.dictionary_id,
             max_length=int(run["config"]["max_length"]),
             keep_special=bool(run["config"]["keep_special"]),

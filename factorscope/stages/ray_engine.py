@@ -93,11 +93,10 @@ class EncodeActor:
     (``chunk``, ``n_codes``)."""
 
     def __init__(self, *, run: dict, record, config: EncodeConfig, out_dir: str, shard: int):
-        from factorscope.sparse import SparseEncoder
+        from factorscope.stages.coder import coder_for
         from factorscope.stages.encode_loop import ChunkEncoder, load_run_model
-        from factorscope.stages.learn import load_learner
 
-        encoder = SparseEncoder(load_learner(record), backend=config.backend)
+        encoder = coder_for(record, backend=config.backend)
         self.encode = ChunkEncoder(
             encoder, load_run_model(run, config), run, batch_size=config.batch_size
         )

@@ -27,7 +27,7 @@ import pyarrow as pa
 from factorscope import __version__
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
-from factorscope.sparse import SparseEncoder
+from factorscope.stages.coder import coder_for
 from factorscope.stages.encode_loop import (
     ChunkEncoder,
     EncodeConfig,
@@ -35,7 +35,6 @@ from factorscope.stages.encode_loop import (
     encode_chunks,
     load_run_model,
 )
-from factorscope.stages.learn import load_learner
 from factorscope.stages.sharding import ShardSpec, run_shard, shard_of
 from factorscope.warehouse import shards as wshards
 from factorscope.warehouse import store, summaries
@@ -361,9 +360,8 @@ def run_shard_encode(
     if check_out_dir(layout, info):
         return ShardSummary(layout.root, shard, "local", 0, 0, 0, 0, 0.0, True)
 
-    encoder = SparseEncoder(load_learner(job.record), backend=config.backend)
     loaded = load_run_model(job.run, config)
-    _check_model(loaded, job)
+    encoder = coder_for(job.record, backend=config.backend, hidden_size=loaded.hidden_size)
     totals = encode_chunks(
         _ShardChunks(job),
         range(len(job.chunks())),
@@ -384,11 +382,3 @@ def check_k(partial_k: int, importance_k: int) -> None:
         raise InputError(f"partial_k must be positive, not {partial_k}")
     if importance_k < 1:
         raise InputError(f"importance_k must be positive, not {importance_k}")
-
-
-def _check_model(loaded, job: ShardJob) -> None:
-    if loaded.hidden_size != job.record.components.shape[1]:
-        raise WarehouseError(
-            f"dictionary {job.record.dictionary_id} has {job.record.components.shape[1]}-dim "
-            f"atoms but the model's hidden size is {loaded.hidden_size}"
-        )

@@ -1,0 +1,46 @@
+"""The one way a stored dictionary becomes a coder.
+
+Encode, shard encode, the Ray actors, live analysis (the Analyze page, probe, effects)
+and compare all code vectors with a stored dictionary; each used to build its own
+``SparseEncoder`` from the record, with its own hidden-size check. Here is the only
+construction, so the same record gives the same solver with the same settings wherever
+it codes (issue 24).
+"""
+
+from __future__ import annotations
+
+from factorscope.errors import WarehouseError
+from factorscope.sparse import DictionaryLearner, SparseEncoder
+from factorscope.warehouse import store
+
+DEFAULT_BACKEND = "spams"
+
+
+def load_learner(record: store.DictionaryRecord) -> DictionaryLearner:
+    """Rebuild the fitted learner (atoms and preprocessing) from its stored record."""
+    return DictionaryLearner.from_dict(record.params, record.components)
+
+
+def coder_for(
+    record: store.DictionaryRecord,
+    *,
+    backend: str | None = None,
+    n_jobs: int = -1,
+    hidden_size: int | None = None,
+) -> SparseEncoder:
+    """The coder of a stored dictionary: its atoms, preprocessing and lambda, with the
+    solver ``backend`` (default SPAMS). ``hidden_size``: the model's, checked against the
+    atoms' (a dictionary of another model is refused with one line)."""
+    if hidden_size is not None:
+        check_width(record, hidden_size)
+    return SparseEncoder(load_learner(record), backend=backend or DEFAULT_BACKEND, n_jobs=n_jobs)
+
+
+def check_width(record: store.DictionaryRecord, hidden_size: int) -> None:
+    """The dictionary's atoms have the model's hidden size."""
+    width = record.components.shape[1]
+    if width != int(hidden_size):
+        raise WarehouseError(
+            f"dictionary {record.dictionary_id} has {width}-dim atoms but the model's hidden "
+            f"size is {hidden_size}"
+        )
