@@ -242,9 +242,8 @@ def encode(
     the database; `factorscope merge` builds the warehouse from the folders.
     """
     from factorscope.cli.checks import check_output_folder
-    from factorscope.errors import InputError
-    from factorscope.stages.encode import run_encode
-    from factorscope.stages.engines import run_shard_folder
+    from factorscope.stages.encode import EncodeSummary
+    from factorscope.stages.engines import run_encode_with
 
     config = EncodeConfig(
         dictionary_id=dictionary,
@@ -255,31 +254,20 @@ def encode(
     )
     if out is not None:
         check_output_folder(out)
-    if shard is None and out is None and dictionary_db is None and engine == DEFAULT_ENGINE:
-        summary = run_encode(db, config)
-        typer.echo(summary.line())
-        _print_quality(summary.quality, summary.level_counts)
-        return
-    if out is None:
-        raise InputError(
-            f"--shard, --dictionary-db and --engine other than {DEFAULT_ENGINE} write a shard "
-            "folder: give --out DIR"
-        )
-    from factorscope.stages.sharding import ShardSpec
-
-    # Without --shard: the shard --db was ingested as, or else the whole run.
-    request = ShardFolderRequest(
-        db=db,
+    summary = run_encode_with(
+        engine,
+        db,
+        config,
         out=out,
-        config=config,
-        shard=ShardSpec.parse(shard) if shard is not None else None,
+        shard=shard,
         dictionary_db=dictionary_db,
         partial_k=partial_k,
         workers=workers,
         ray_address=ray_address,
     )
-    result = run_shard_folder(engine, request)
-    typer.echo(result.line())
+    typer.echo(summary.line())
+    if isinstance(summary, EncodeSummary):
+        _print_quality(summary.quality, summary.level_counts)
 
 
 @app.command()

@@ -73,6 +73,48 @@ DEFAULT_ENGINE = "local"
 """The engine of ``encode`` without ``--engine`` (the only one that can write ``--db``)."""
 
 
+def run_encode_with(
+    engine: str,
+    db: Path,
+    config: Any,
+    *,
+    out: Path | None = None,
+    shard: str | None = None,
+    dictionary_db: Path | None = None,
+    partial_k: int = TOP_K,
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> Any:
+    """``encode``'s choice of where the codes go: the database itself (the default engine,
+    no ``--out``), or a shard folder written by ``engine``. Returns the stage's summary
+    (an :class:`~.encode.EncodeSummary` for the database)."""
+    from factorscope.errors import InputError
+
+    if shard is None and out is None and dictionary_db is None and engine == DEFAULT_ENGINE:
+        from factorscope.stages.encode import run_encode
+
+        return run_encode(db, config)
+    if out is None:
+        raise InputError(
+            f"--shard, --dictionary-db and --engine other than {DEFAULT_ENGINE} write a shard "
+            "folder: give --out DIR"
+        )
+    from factorscope.stages.sharding import ShardSpec
+
+    # Without --shard: the shard --db was ingested as, or else the whole run.
+    request = ShardFolderRequest(
+        db=db,
+        out=out,
+        config=config,
+        shard=ShardSpec.parse(shard) if shard is not None else None,
+        dictionary_db=dictionary_db,
+        partial_k=partial_k,
+        workers=workers,
+        ray_address=ray_address,
+    )
+    return run_shard_folder(engine, request)
+
+
 def run_shard_folder(engine: str, request: ShardFolderRequest) -> Any:
     """Run ``engine`` (a name in :data:`ENGINES`) on ``request``."""
     from factorscope.errors import InputError
