@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError, WarehouseError
+from factorscope.stages.sharding import check_complete_shards
 from factorscope.warehouse import senses, store, summaries
 from factorscope.warehouse.parquet import ShardLayout, attached_roots, write_roots_sidecar
 from factorscope.warehouse.publish import check_db_path_writable, staged_database
@@ -75,16 +76,9 @@ def read_shards(shard_dirs: list[str | Path]) -> list[tuple[ShardLayout, dict]]:
         for key in ("n_shards", "partial_k", "importance_k"):
             if job[key] != first[key]:
                 raise InputError(f"{layout.root}: {key} {job[key]} differs from {first[key]}")
-    n = first["n_shards"]
-    indices = sorted(m["job"]["shard"] for _, m in found)
-    if indices != list(range(n)):
-        missing = sorted(set(range(n)) - set(indices))
-        dupes = sorted({i for i in indices if indices.count(i) > 1})
-        raise InputError(
-            f"the shard folders must hold shards 0..{n - 1} once each"
-            + (f"; missing {missing}" if missing else "")
-            + (f"; repeated {dupes}" if dupes else "")
-        )
+    check_complete_shards(
+        [(m["job"]["shard"], m["job"]["n_shards"]) for _, m in found], "shard folders"
+    )
     return sorted(found, key=lambda item: item[1]["job"]["shard"])
 
 

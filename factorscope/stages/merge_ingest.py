@@ -21,7 +21,7 @@ from pathlib import Path
 
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
-from factorscope.stages.sharding import run_shard
+from factorscope.stages.sharding import check_complete_shards, run_shard
 from factorscope.warehouse import queries, store
 from factorscope.warehouse import shards as wshards
 from factorscope.warehouse.connection import connect
@@ -75,17 +75,8 @@ def read_shard_runs(shard_dbs: list[str | Path]) -> list[tuple[Path, dict]]:
                 raise InputError(
                     f"{path} is a shard of another run than {first_path} ({key} differs)"
                 )
-    n = run_shard(first).count
-    indices = sorted(run_shard(run).index for _, run in found)
-    if any(run_shard(run).count != n for _, run in found) or indices != list(range(n)):
-        missing = sorted(set(range(n)) - set(indices))
-        dupes = sorted({i for i in indices if indices.count(i) > 1})
-        raise InputError(
-            f"the shard databases must hold shards 0..{n - 1} of {n} once each"
-            + (f"; missing {missing}" if missing else "")
-            + (f"; repeated {dupes}" if dupes else "")
-            + ("" if missing or dupes else "; they were ingested with different shard counts")
-        )
+    shards = [run_shard(run) for _, run in found]
+    check_complete_shards([(s.index, s.count) for s in shards], "shard databases")
     return sorted(found, key=lambda item: run_shard(item[1]).index)
 
 

@@ -63,3 +63,21 @@ def run_shard(run: dict) -> ShardSpec | None:
     """
     data = run["config"].get("shard")
     return None if data is None else ShardSpec(int(data["index"]), int(data["count"]))
+
+
+def check_complete_shards(shards: list[tuple[int, int]], what: str) -> None:
+    """``shards``: the (index, count) of each shard given; they must be shards 0..n-1 of
+    one count n, once each. ``what`` names them in the one-line error ("shard folders")."""
+    from factorscope.errors import InputError
+
+    n = shards[0][1]
+    indices = sorted(index for index, _ in shards)
+    if any(count != n for _, count in shards) or indices != list(range(n)):
+        missing = sorted(set(range(n)) - set(indices))
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        raise InputError(
+            f"the {what} must hold shards 0..{n - 1} of {n} once each"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; repeated {dupes}" if dupes else "")
+            + ("" if missing or dupes else "; they were made with different shard counts")
+        )
