@@ -30,9 +30,9 @@ from factorscope.ingest.corpus import (
     read_corpus_with_report,
 )
 from factorscope.ingest.model import LoadedModel, load_model
-from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
+from factorscope.ingest.runner import TokenizedSentence, hidden_states, tokenize
 from factorscope.ingest.sampling import in_sample, sample_threshold
-from factorscope.limits import token_id
+from factorscope.limits import check_setting, token_id
 from factorscope.progress import progress_bar
 from factorscope.stages.sharding import ShardSpec, run_shard
 from factorscope.warehouse import store, summaries
@@ -70,14 +70,9 @@ class IngestConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if not 2 <= self.max_length <= MAX_POSITIONS:
-            raise InputError(f"max_length must be in 2..{MAX_POSITIONS}, not {self.max_length}")
-        if self.chunk_size < 1:
-            raise InputError("chunk_size must be positive")
-        if self.batch_size < 1:
-            raise InputError("batch_size must be positive")
-        if self.sample_size is not None and self.sample_size < 0:
-            raise InputError("sample_size must be >= 0 (or 'all')")
+        # limits.LIMITS is the one table of ranges: the CLI, the TOML and this API agree
+        for key in ("max_length", "chunk_size", "batch_size", "sample_size"):
+            check_setting(key, getattr(self, key), key)
 
     def to_dict(self) -> dict:
         data = asdict(self)

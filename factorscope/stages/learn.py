@@ -20,6 +20,7 @@ import numpy as np
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.ingest.sampling import sample_keys
+from factorscope.limits import check_setting
 from factorscope.progress import progress_bar, stderr_console
 from factorscope.sparse import (
     BISECTION_VECTORS,
@@ -55,10 +56,9 @@ class LearnConfig:
     n_jobs: int = -1
 
     def __post_init__(self) -> None:
-        if self.n_factors < 1:
-            raise InputError("n_factors must be at least 1")
-        if not self.lambda1 > 0:
-            raise InputError("lambda1 must be positive")
+        # limits.LIMITS is the one rule for these ranges: CLI, TOML and Python API alike
+        for key in ("n_factors", "lambda1", "n_iter", "max_vectors", "batch_size"):
+            check_setting(key, getattr(self, key), key)
         if self.preprocessing not in PREPROCESSING_CHOICES:
             raise InputError(
                 f"preprocessing must be one of {sorted(PREPROCESSING_CHOICES)}, "
