@@ -28,12 +28,20 @@ def coder_for(
     n_jobs: int = -1,
     hidden_size: int | None = None,
 ) -> SparseEncoder:
-    """The coder of a stored dictionary: its atoms, preprocessing and lambda, with the
+    """The coder of a stored dictionary: its atoms, preprocessing and lambda (the
+    ``lambda1`` column), with the
     solver ``backend`` (default SPAMS). ``hidden_size``: the model's, checked against the
     atoms' (a dictionary of another model is refused with one line)."""
     if hidden_size is not None:
         check_width(record, hidden_size)
-    return SparseEncoder(load_learner(record), backend=backend or DEFAULT_BACKEND, n_jobs=n_jobs)
+    # lambda is read from the dictionaries.lambda1 column, the value the app, the quality
+    # table and the shard fingerprint show, not from the estimator's JSON copy of it
+    return SparseEncoder(
+        load_learner(record),
+        lambda1=float(record.lambda1),
+        backend=backend or DEFAULT_BACKEND,
+        n_jobs=n_jobs,
+    )
 
 
 def check_width(record: store.DictionaryRecord, hidden_size: int) -> None:
