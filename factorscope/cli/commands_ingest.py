@@ -40,8 +40,74 @@ OverwriteOption = Annotated[
 ]
 
 
-# Over 80 lines: typer declares one annotated parameter per option; the body only builds the
-# config and calls the stage.
+# The options of `ingest` that only it takes, declared once here so that the command's
+# signature reads as a list of its options.
+SplitOption = Annotated[
+    SplitChoice,
+    typer.Option("--split", help="lines: one sentence a line; paragraphs: split into sentences."),
+]
+SplitterOption = Annotated[
+    SplitterChoice,
+    typer.Option(
+        "--splitter",
+        help="Sentence splitter for paragraphs (regex reproduces runs made before sentencex).",
+    ),
+]
+MinWordsOption = Annotated[
+    int, limited("min_words", "--min-words", help="Drop sentences with fewer words.")
+]
+MaxWordsOption = Annotated[
+    int, limited("max_words", "--max-words", help="Drop sentences with more words.")
+]
+MaxSentencesOption = Annotated[
+    str,
+    limited(
+        "max_sentences",
+        "--max-sentences",
+        help="Keep at most this many sentences (seeded sample), or 'all'.",
+    ),
+]
+SampleSizeOption = Annotated[
+    str,
+    limited(
+        "sample_size",
+        "--sample-size",
+        help="Token x layer vectors kept for learning the dictionary, or 'all'.",
+    ),
+]
+MaxLengthOption = Annotated[
+    int, limited("max_length", "--max-length", help="Truncate sentences at this many pieces.")
+]
+ChunkSizeOption = Annotated[
+    int, limited("chunk_size", "--chunk-size", help="Sentences per committed chunk.")
+]
+BatchSizeOption = Annotated[
+    int, limited("batch_size", "--batch-size", help="Sentences per forward pass.")
+]
+KeepSpecialOption = Annotated[
+    bool, typer.Option(help="Store [CLS]/[SEP]-like special tokens as contexts too.")
+]
+DedupeOption = Annotated[
+    bool,
+    typer.Option("--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."),
+]
+ResplitOption = Annotated[
+    bool,
+    typer.Option(
+        "--resplit/--no-resplit",
+        help="Cut a segment over --max-words again (line breaks, then the regex rule) "
+        "before dropping it (--no-resplit reproduces runs made before).",
+    ),
+]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Ingest only shard i of n (e.g. 0/4) of the corpus into --db; "
+        "join the shards with `merge-ingest`."
+    ),
+]
+
+
 @app.command()
 def ingest(
     db: DbOption = DEFAULT_DB,
@@ -49,79 +115,24 @@ def ingest(
     model: ModelOption = None,
     format: CorpusFormatOption = CorpusConfig.format,
     field: FieldOption = CorpusConfig.field,
-    split: Annotated[
-        SplitChoice,
-        typer.Option(
-            "--split", help="lines: one sentence a line; paragraphs: split into sentences."
-        ),
-    ] = CorpusConfig.split,
-    splitter: Annotated[
-        SplitterChoice,
-        typer.Option(
-            "--splitter",
-            help="Sentence splitter for paragraphs (regex reproduces runs made before sentencex).",
-        ),
-    ] = CorpusConfig.splitter,
-    min_words: Annotated[
-        int, limited("min_words", "--min-words", help="Drop sentences with fewer words.")
-    ] = CorpusConfig.min_words,
-    max_words: Annotated[
-        int, limited("max_words", "--max-words", help="Drop sentences with more words.")
-    ] = CorpusConfig.max_words,
-    max_sentences: Annotated[
-        str,
-        limited(
-            "max_sentences",
-            "--max-sentences",
-            help="Keep at most this many sentences (seeded sample), or 'all'.",
-        ),
-    ] = all_or(CorpusConfig.max_sentences),
-    sample_size: Annotated[
-        str,
-        limited(
-            "sample_size",
-            "--sample-size",
-            help="Token x layer vectors kept for learning the dictionary, or 'all'.",
-        ),
-    ] = all_or(IngestConfig.sample_size),
-    max_length: Annotated[
-        int, limited("max_length", "--max-length", help="Truncate sentences at this many pieces.")
-    ] = IngestConfig.max_length,
-    chunk_size: Annotated[
-        int, limited("chunk_size", "--chunk-size", help="Sentences per committed chunk.")
-    ] = IngestConfig.chunk_size,
-    batch_size: Annotated[
-        int, limited("batch_size", "--batch-size", help="Sentences per forward pass.")
-    ] = IngestConfig.batch_size,
-    keep_special: Annotated[
-        bool, typer.Option(help="Store [CLS]/[SEP]-like special tokens as contexts too.")
-    ] = IngestConfig.keep_special,
+    split: SplitOption = CorpusConfig.split,
+    splitter: SplitterOption = CorpusConfig.splitter,
+    min_words: MinWordsOption = CorpusConfig.min_words,
+    max_words: MaxWordsOption = CorpusConfig.max_words,
+    max_sentences: MaxSentencesOption = all_or(CorpusConfig.max_sentences),
+    sample_size: SampleSizeOption = all_or(IngestConfig.sample_size),
+    max_length: MaxLengthOption = IngestConfig.max_length,
+    chunk_size: ChunkSizeOption = IngestConfig.chunk_size,
+    batch_size: BatchSizeOption = IngestConfig.batch_size,
+    keep_special: KeepSpecialOption = IngestConfig.keep_special,
     seed: SeedOption = IngestConfig.seed,
-    dedupe: Annotated[
-        bool,
-        typer.Option(
-            "--dedupe/--no-dedupe", help="Drop repeated sentences (--no-dedupe keeps them)."
-        ),
-    ] = CorpusConfig.dedupe,
-    resplit: Annotated[
-        bool,
-        typer.Option(
-            "--resplit/--no-resplit",
-            help="Cut a segment over --max-words again (line breaks, then the regex rule) "
-            "before dropping it (--no-resplit reproduces runs made before).",
-        ),
-    ] = CorpusConfig.resplit,
+    dedupe: DedupeOption = CorpusConfig.dedupe,
+    resplit: ResplitOption = CorpusConfig.resplit,
     metadata: MetadataFieldsOption = "",
     label_field: LabelFieldOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            help="Ingest only shard i of n (e.g. 0/4) of the corpus into --db; "
-            "join the shards with `merge-ingest`."
-        ),
-    ] = None,
+    shard: ShardOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Read a corpus, run the model, store sentences, tokens and a hidden-state sample.
