@@ -114,55 +114,9 @@ def build_synthetic_db(
     zipf /= zipf.sum()
 
     with publish.staged_database(path, fresh=True) as con:
-        n_chunks = (n_sentences + chunk_size - 1) // chunk_size
-        store.create_run(
-            con,
-            model="synthetic",
-            model_path=None,
-            revision=None,
-            corpus="synthetic-words",
-            config={"synthetic": True, "seed": seed, "n_sentences": n_sentences},
-            config_hash=f"synthetic-{seed}-{n_sentences}",
-            n_layers=n_layers,
-            hidden_size=hidden_size,
-            n_sentences=n_sentences,
-            n_tokens=0,
-            n_chunks=n_chunks,
-            sample_size=0,
-            status="ingesting",
-            factorscope_version="synthetic",
+        token_chunks = _write_ingest(
+            con, rng, vocab, zipf, n_sentences, n_layers, hidden_size, chunk_size, seed
         )
-        token_chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        n_tokens_total = 0
-        n_sampled_total = 0
-        for chunk in range(n_chunks):
-            start = chunk * chunk_size
-            stop = min(start + chunk_size, n_sentences)
-            sentences, tokens, word_ids = _make_text(rng, vocab, zipf, start, stop)
-            token_ids = tokens.column("token_id").to_numpy()
-            n_sample = min(token_ids.size, max(1, 4096 // n_chunks))
-            picked = np.sort(rng.choice(token_ids.size, size=n_sample, replace=False))
-            sample_layers = np.repeat(np.arange(n_layers, dtype=np.int16), n_sample)
-            sample_ids = np.tile(token_ids[picked], n_layers)
-            sample_vectors = rng.standard_normal((sample_ids.size, hidden_size)).astype(np.float32)
-            store.write_ingest_chunk(
-                con,
-                chunk=chunk,
-                sentences=sentences,
-                tokens=tokens,
-                sample_layers=sample_layers,
-                sample_token_ids=sample_ids,
-                sample_vectors=sample_vectors,
-                seconds=0.01,
-            )
-            token_chunks.append((token_ids, word_ids))
-            n_tokens_total += token_ids.size
-            n_sampled_total += sample_ids.size
-        con.execute(
-            "UPDATE runs SET n_tokens = ?, sample_size = ? WHERE run_id = 1",
-            [n_tokens_total, n_sampled_total],
-        )
-        store.finish_run(con, 1.0)
 
         dictionary_id = store.save_dictionary(
             con,
@@ -192,6 +146,71 @@ def build_synthetic_db(
             refresh_summaries(con)
     log.info("synthetic database written to %s", path)
     return path
+
+
+def _write_ingest(
+    con: duckdb.DuckDBPyConnection,
+    rng: np.random.Generator,
+    vocab: np.ndarray,
+    zipf: np.ndarray,
+    n_sentences: int,
+    n_layers: int,
+    hidden_size: int,
+    chunk_size: int,
+    seed: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The run: sentences, tokens and a hidden-state sample, chunk by chunk, as ingest
+    writes them; returns each chunk's (token ids, word ids) for the codes."""
+    n_chunks = (n_sentences + chunk_size - 1) // chunk_size
+    store.create_run(
+        con,
+        model="synthetic",
+        model_path=None,
+        revision=None,
+        corpus="synthetic-words",
+        config={"synthetic": True, "seed": seed, "n_sentences": n_sentences},
+        config_hash=f"synthetic-{seed}-{n_sentences}",
+        n_layers=n_layers,
+        hidden_size=hidden_size,
+        n_sentences=n_sentences,
+        n_tokens=0,
+        n_chunks=n_chunks,
+        sample_size=0,
+        status="ingesting",
+        factorscope_version="synthetic",
+    )
+    token_chunks: list[tuple[np.ndarray, np.ndarray]] = []
+    n_tokens_total = 0
+    n_sampled_total = 0
+    for chunk in range(n_chunks):
+        start = chunk * chunk_size
+        stop = min(start + chunk_size, n_sentences)
+        sentences, tokens, word_ids = _make_text(rng, vocab, zipf, start, stop)
+        token_ids = tokens.column("token_id").to_numpy()
+        n_sample = min(token_ids.size, max(1, 4096 // n_chunks))
+        picked = np.sort(rng.choice(token_ids.size, size=n_sample, replace=False))
+        sample_layers = np.repeat(np.arange(n_layers, dtype=np.int16), n_sample)
+        sample_ids = np.tile(token_ids[picked], n_layers)
+        sample_vectors = rng.standard_normal((sample_ids.size, hidden_size)).astype(np.float32)
+        store.write_ingest_chunk(
+            con,
+            chunk=chunk,
+            sentences=sentences,
+            tokens=tokens,
+            sample_layers=sample_layers,
+            sample_token_ids=sample_ids,
+            sample_vectors=sample_vectors,
+            seconds=0.01,
+        )
+        token_chunks.append((token_ids, word_ids))
+        n_tokens_total += token_ids.size
+        n_sampled_total += sample_ids.size
+    con.execute(
+        "UPDATE runs SET n_tokens = ?, sample_size = ? WHERE run_id = 1",
+        [n_tokens_total, n_sampled_total],
+    )
+    store.finish_run(con, 1.0)
+    return token_chunks
 
 
 def _make_text(
