@@ -386,3 +386,32 @@ def test_sharded_ingest_learn_encode_merge_equal_a_single_run(
     _assert_same(single, merged, (*COMPARED, "codes"))
     assert _run_row(merged) == _run_row(tiny_pipeline_db)
     assert main(["ingest", "--db", str(tmp_path / "bad.duckdb"), "--shard", "4/4"]) == 2
+
+
+@pytest.mark.slow
+def test_a_dictionary_keeps_its_id_kind_and_lambda_through_shards_and_merge(
+    tiny_pipeline_db, tmp_path
+):
+    """Issue 24: dictionary 3 of the run database (a control of dictionary 2, lambda of its
+    own) is dictionary 3, a control of 2, with the same lambda, in the merged warehouse;
+    it used to become dictionary 1, learned."""
+    from factorscope.stages.encode import EncodeConfig
+    from factorscope.stages.learn import ControlConfig, LearnConfig, run_learn, run_learn_control
+
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    second = run_learn(db, LearnConfig(n_factors=16, lambda1=0.04, seed=5))
+    control = run_learn_control(db, ControlConfig(kind="gaussian", parent_id=second.dictionary_id))
+    assert (second.dictionary_id, control.dictionary_id) == (2, 3)
+    dirs = _encode_shards(
+        db, tmp_path / "shards", 2, config=EncodeConfig(dictionary_id=control.dictionary_id)
+    )
+    merged = tmp_path / "merged.duckdb"
+    run_merge(merged, dirs)
+    sql = "SELECT dictionary_id, kind, parent_id, lambda1, n_factors FROM dictionaries"
+    con = connect(db, read_only=True)
+    try:
+        want = con.execute(sql + " WHERE dictionary_id = 3").fetchall()
+    finally:
+        con.close()
+    assert _rows(merged, "(" + sql + ")") == want
+    assert {r[0] for r in _rows(merged, "(SELECT DISTINCT dictionary_id FROM codes)")} == {3}

@@ -219,6 +219,11 @@ def build_merged_warehouse(
             seed=dictionary["seed"],
             fit_seconds=dictionary["fit_seconds"],
             source=dictionary["source"],
+            # the run database's id and kind (a manifest written before they were kept
+            # has neither: the merged dictionary is then 1, learned)
+            dictionary_id=dictionary.get("dictionary_id"),
+            kind=dictionary.get("kind") or "learned",
+            parent_id=dictionary.get("parent_id"),
         )
         con.register("_m_sentences", files_dataset([lay.sentences for lay in layouts]))
         con.register("_m_tokens", files_dataset([lay.tokens for lay in layouts]))

@@ -378,8 +378,12 @@ def save_dictionary(
     source: str,
     kind: str = "learned",
     parent_id: int | None = None,
+    dictionary_id: int | None = None,
 ) -> int:
     """Store a new dictionary (status 'learned') and return its id.
+
+    ``dictionary_id``: the id to store it under (a merge keeps the run database's id, so
+    a dictionary is the same number wherever it is encoded); default the next free one.
 
     ``kind`` is ``'learned'``, ``'imported'`` (``learn --from-npy``) or ``'control'``
     (``learn --control``, whose ``parent_id`` names the dictionary it is a control of).
@@ -398,9 +402,10 @@ def save_dictionary(
         }
     )
     with transaction(con):
-        dictionary_id = con.execute(
-            "SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries"
-        ).fetchall()[0][0]
+        if dictionary_id is None:
+            dictionary_id = con.execute(
+                "SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries"
+            ).fetchall()[0][0]
         con.execute(
             "INSERT INTO dictionaries (dictionary_id, run_id, n_factors, hidden_size, lambda1, "
             "preprocessing, seed, fit_seconds, source, params, status, kind, parent_id) "

@@ -310,7 +310,10 @@ def finish_shard(
                     "seed",
                     "fit_seconds",
                     "source",
+                    "kind",
+                    "parent_id",
                 )
+                if k in row
             },
             "counts": {
                 "sentences": job.sentences.num_rows,
