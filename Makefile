@@ -88,7 +88,8 @@ lint: setup
 	$(MAKE) --no-print-directory lint-imports
 
 # The layers of docs/ARCHITECTURE.md ([tool.importlinter] in pyproject.toml), and no import
-# cycle inside any room (tools/import_cycles.py).
+# cycle inside any room (tools/import_cycles.py), no function over 100 lines of code
+# (tools/long_functions.py).
 # import-linter finds a package's modules by walking its folder, and ingest/, sparse/,
 # warehouse/, dash_app/ sit beside factorscope/ on disk; so it reads a copy of the
 # tree laid out as the wheel installs it (and run there, so that copy is imported).
@@ -99,6 +100,7 @@ lint-imports: setup
 	for d in ingest sparse warehouse dash_app; do cp -R $$d $(LINT_TREE)/factorscope/; done
 	cd $(LINT_TREE) && $(abspath $(BIN))/lint-imports --no-cache $(CURDIR)/pyproject.toml
 	$(BIN)/python tools/import_cycles.py $(LINT_TREE)/factorscope
+	$(BIN)/python tools/long_functions.py factorscope ingest sparse warehouse dash_app
 
 format: setup
 	$(BIN)/ruff format .

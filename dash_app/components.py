@@ -642,3 +642,503 @@ def detection_figure(
             hovermode="closest",
         ),
     }
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def sig(value: float | None, digits: int = 3) -> str:
+    """A measure as the Effects card prints it (``digits`` significant digits); "–" for
+    a missing one."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+EFFECT_MEASURES: tuple[tuple[str, str, str], ...] = (
+    (
+        "embedding_shift",
+        "sentence embedding turned (1 − cos)",
+        "the pooled sentence embedding (the mean of the last layer over the sentence) "
+        "before and after, averaged over the top-context sentences",
+    ),
+    (
+        "embedding_change",
+        "sentence embedding moved (‖Δ‖ / ‖e‖)",
+        "the length of the pooled embedding's change over its length",
+    ),
+    (
+        "state_change",
+        "same tokens' last layer moved (‖Δx‖ / ‖x‖)",
+        "at the tokens where the factor was removed, the last layer's state change over its length",
+    ),
+    (
+        "state_cosine",
+        "same tokens' last layer, cos(before, after)",
+        "1 means unchanged",
+    ),
+    (
+        "output_kl",
+        "output distribution moved (KL, nats)",
+        "KL(clean ‖ edited) of the head's prediction at the edited tokens",
+    ),
+    (
+        "top_logprob_change",
+        "log p of the clean top prediction",
+        "change of the log-probability of the token predicted before the edit",
+    ),
+)
+"""The measures of the Effects card: key (warehouse.effects.MEASURES), name, tooltip."""
+
+HEADLINE_NAME = {
+    "embedding_shift": "turns the sentence embedding by",
+    "output_kl": "moves the output distribution by KL",
+}
+
+
+def output_kind_note(kind: str | None, text: dict[str, str], **kwargs: Any) -> html.P:
+    """What the run's model gives (``text``: logic.OUTPUT_KIND_TEXT)."""
+    found = text.get(kind or "")
+    if found is None:
+        found = (
+            "The run's model could not be read: the effect it gives (sentence embedding, "
+            "or output tokens with a language-model head) shows once measured."
+        )
+    return html.P(found, className="small text-muted mb-2 fs-effect-kind", **kwargs)
+
+
+def effect_headline(effect: dict[str, Any], headline: str) -> html.P:
+    """“Removing factor 12 at layer 3 … turns the sentence embedding by 0.0312
+    (control 0.0021)”: the measure that leads, beside its control's."""
+    factor, layer = effect["factor"], effect["layer"]
+    value = effect["ablation"].get(headline)
+    control = effect["control"].get(headline)
+    where = (
+        f"(mean α {sig(effect.get('mean_alpha'))} at {effect['n_tokens']:,} tokens of "
+        f"{effect['n_sentences']:,} top-context sentences; the edit is "
+        f"{sig(100 * effect['edit_rel'] if effect.get('edit_rel') is not None else None, 2)}% "
+        "of the state's length)"
+    )
+    ratio = ""
+    if value is not None and control:
+        ratio = f", {value / control:.3g}× the random direction of the same norm"
+    return html.P(
+        [
+            f"Removing factor {factor} at layer {layer} {where} ",
+            html.Strong(f"{HEADLINE_NAME.get(headline, headline)} {sig(value)}"),
+            " ",
+            html.Span(f"(control {sig(control)})", className="fs-effect-control"),
+            ratio,
+            ".",
+        ],
+        className="mb-2 fs-effect-headline",
+    )
+
+
+def effect_measures_table(effect: dict[str, Any]) -> dbc.Table:
+    """Each measure of the factor's removal beside the random direction's (the control)."""
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th("measure"),
+                html.Th(f"removing f{effect['factor']}", className="text-end"),
+                html.Th(
+                    "control",
+                    className="text-end",
+                    title="a random direction of exactly the same norm, removed at the same tokens",
+                ),
+            ]
+        )
+    )
+    rows = []
+    for key, name, tip in EFFECT_MEASURES:
+        value, control = effect["ablation"].get(key), effect["control"].get(key)
+        if value is None and control is None:
+            continue
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(name, title=tip),
+                    html.Td(sig(value), className="text-end font-monospace"),
+                    html.Td(sig(control), className="text-end font-monospace text-muted"),
+                ]
+            )
+        )
+    return dbc.Table(
+        [head, html.Tbody(rows)], size="sm", className="mb-2 fs-effect-measures", hover=True
+    )
+
+
+def output_tokens_tables(output: dict[str, dict[str, list]], kind: str) -> Any:
+    """The tokens a factor promotes and suppresses, as two short tables side by side."""
+    found = output.get(kind) or {}
+    cols = []
+    for direction, title, color in (
+        ("promoted", "Promoted", "success"),
+        ("suppressed", "Suppressed", "danger"),
+    ):
+        rows = [
+            html.Tr(
+                [
+                    html.Td(html.Code(t["token"]), className="fs-output-token"),
+                    html.Td(f"{t['effect']:+.3g}", className="text-end font-monospace"),
+                ]
+            )
+            for t in found.get(direction, [])
+        ]
+        cols.append(
+            dbc.Col(
+                dbc.Table(
+                    [
+                        html.Thead(
+                            html.Tr(
+                                [
+                                    html.Th(title, className=f"text-{color}"),
+                                    html.Th("Δ log p", className="text-end"),
+                                ]
+                            )
+                        ),
+                        html.Tbody(rows),
+                    ],
+                    size="sm",
+                    className=f"mb-2 fs-output-tokens fs-{direction}",
+                ),
+                xs=6,
+            )
+        )
+    return dbc.Row(cols, className="g-2")
+
+
+def _sentences_moved(sentences: list[dict[str, Any]], limit: int = 5) -> Any:
+    if not sentences:
+        return None
+    rows = []
+    for s in sentences[:limit]:
+        text = str(s.get("text") or "")
+        short = text if len(text) <= 160 else text[:159] + "…"
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(short, title=text),
+                    html.Td(sig(s["embedding_shift"]), className="text-end font-monospace"),
+                    html.Td(
+                        sig(s["control_embedding_shift"]),
+                        className="text-end font-monospace text-muted",
+                    ),
+                    html.Td(str(s["n_tokens"]), className="text-end"),
+                ]
+            )
+        )
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th("sentences moved most"),
+                html.Th("1 − cos", className="text-end"),
+                html.Th("control", className="text-end"),
+                html.Th("tokens", className="text-end", title="tokens edited in it"),
+            ]
+        )
+    )
+    return dbc.Table(
+        [head, html.Tbody(rows)], size="sm", className="mb-2 fs-effect-sentences", hover=True
+    )
+
+
+def neighbor_effects_table(frame: pl.DataFrame | None, effect: dict[str, Any] | None) -> Any:
+    """The stored effects of the factor's nearest neighbours (by atom cosine), beside
+    this factor's, each with its control."""
+    if frame is None or frame.height == 0:
+        return html.P(
+            [
+                "No neighbour's effect is stored yet (",
+                command("factorscope effects"),
+                " measures every factor at its peak layer).",
+            ],
+            className="small text-muted mb-0 fs-neighbor-effects",
+        )
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th("neighbour"),
+                html.Th("cosine", className="text-end"),
+                html.Th("layer", className="text-end"),
+                html.Th("effect", className="text-end"),
+                html.Th("control", className="text-end"),
+            ]
+        )
+    )
+    rows = []
+    if effect is not None:
+        kind = effect.get("output_kind")
+        measure = "embedding_shift" if kind == "sentence-embedding" else "output_kl"
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(f"f{effect['factor']} (this factor)", className="fw-semibold"),
+                    html.Td("1", className="text-end"),
+                    html.Td(str(effect["layer"]), className="text-end"),
+                    html.Td(sig(effect["ablation"].get(measure)), className="text-end"),
+                    html.Td(sig(effect["control"].get(measure)), className="text-end text-muted"),
+                ],
+                className="table-light",
+            )
+        )
+    for r in frame.iter_rows(named=True):
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(factor_link(int(r["neighbor"]), int(r["layer"]))),
+                    html.Td(sig(r["cosine"]), className="text-end"),
+                    html.Td(str(r["layer"]), className="text-end"),
+                    html.Td(sig(r["effect"]), className="text-end font-monospace"),
+                    html.Td(sig(r["control"]), className="text-end font-monospace text-muted"),
+                ]
+            )
+        )
+    return dbc.Table(
+        [head, html.Tbody(rows)], size="sm", hover=True, className="mb-0 fs-neighbor-effects"
+    )
+
+
+def effect_body(
+    effect: dict[str, Any],
+    *,
+    headline: str,
+    neighbors: pl.DataFrame | None = None,
+) -> html.Div:
+    """A measured effect: the headline beside its control, every measure beside the
+    control's, the sentences moved most, the output tokens with a head, the neighbours'."""
+    if not effect.get("n_tokens"):
+        return html.Div(
+            html.P(
+                f"Factor {effect['factor']} is not active in its top contexts at layer "
+                f"{effect['layer']}: there is nothing to remove there.",
+                className="text-muted mb-0",
+            ),
+            className="fs-effect",
+        )
+    if effect.get("source") == "on-demand":
+        source: list[Any] = [f"Measured on demand ({sig(effect.get('seconds'), 2)} s)"]
+    else:
+        source = [
+            "Stored by ",
+            command("factorscope effects"),
+            " (every factor at its peak layer)",
+        ]
+    settings = effect.get("settings") or {}
+    if settings.get("n_contexts"):
+        source.append(f"; up to {settings['n_contexts']} top-context sentences")
+    parts: list[Any] = [
+        effect_headline(effect, headline),
+        effect_measures_table(effect),
+    ]
+    output = effect.get("output_tokens") or {}
+    if output.get("ablation"):
+        parts.append(
+            html.H6("Output tokens (through the upper layers and the head)", className="mt-2 mb-1")
+        )
+        parts.append(output_tokens_tables(output, "ablation"))
+    if output.get("direct"):
+        parts.append(
+            html.H6(
+                "Direct effect (the head alone on the last layer, the atom removed there)",
+                className="mt-2 mb-1",
+                title="The head applied to the clean last-layer states with the factor's atom "
+                "removed there, no upper layers in between",
+            )
+        )
+        parts.append(output_tokens_tables(output, "direct"))
+    sentences = _sentences_moved(effect.get("sentences") or [])
+    if sentences is not None:
+        parts.append(sentences)
+    parts.append(html.H6("Neighbours' effects", className="mt-2 mb-1"))
+    parts.append(neighbor_effects_table(neighbors, effect))
+    parts.append(html.Div([*source, "."], className="small text-muted mt-2 fs-effect-source"))
+    return html.Div(parts, className="fs-effect")
+
+
+# --------------------------------------------------------------------------- steering
+
+
+def _terms(terms: list, labels: dict[str, str], steered: int) -> list[Any]:
+    """``0.52·f7 0.31·f12`` as wire-form spans (a factor's label as its tooltip; the
+    steered factor in bold)."""
+    out: list[Any] = []
+    for f, a in terms:
+        label = labels.get(str(f))
+        css = "fs-factor-term" + (" fs-steered-factor" if int(f) == steered else "")
+        span = element("Span", f"{a:.2f}·f{f}", css)
+        if label:
+            span["props"]["title"] = label
+        out += [span, " "]
+    return out or ["0"]
+
+
+def _changes(pairs: list, layer: int) -> list[Any]:
+    out: list[Any] = []
+    for f, d in pairs:  # a space between terms: where the line may break
+        out += [
+            html.Span(
+                [factor_link(int(f), layer), html.Span(f" {d:+.3g}", className="small")],
+                className="fs-factor-term",
+            ),
+            " ",
+        ]
+    return out or ["–"]
+
+
+def steer_result(data: dict[str, Any]) -> html.Div:
+    """What steering changed (logic.steer_text): the sentence embedding, then per layer
+    from the steered one up, the tokens' top factors before → after and the factors
+    that rose and fell most; with a head, the top predictions before and after."""
+    parts: list[Any] = [
+        _steer_summary(data),
+        _steer_overview(data),
+        html.Div([_steer_layer(data, x) for x in data["layers"]], className="fs-analyze mb-2"),
+        _steer_predictions(data.get("predictions")),
+    ]
+    return html.Div(parts, className="fs-steer-result")
+
+
+def _steer_summary(data: dict[str, Any]) -> html.P:
+    factor, layer = data["factor"], data["layer"]
+    how = {
+        "typical": (
+            " (the strength: the mean α of its strongest contexts at layer "
+            f"{data.get('strength_layer')})"
+        ),
+        "default": " (the strength: 1.0, as it never fires)",
+    }.get(data.get("strength_source", ""), "")
+    steered = sum(t["steered"] for t in data["tokens"])
+    cosine = data["embedding_cosine"]
+    below = ""
+    if layer == 1:
+        below = " Layer 0 is unchanged: the edit only reaches the layers above it."
+    elif layer > 1:
+        below = f" Layers 0–{layer - 1} are unchanged: the edit only reaches the layers above it."
+    return html.P(
+        [
+            f"Added {data['strength']:.3g} × f{factor} (dictionary {data['dictionary']}) at "
+            f"layer {layer} to {steered} of {len(data['tokens'])} tokens{how}. ",
+            html.Strong(
+                f"Sentence embedding: cos(before, after) = {cosine:.4f} "
+                f"(1 − cos = {sig(1.0 - cosine)})",
+                className="fs-steer-embedding",
+            ),
+            "." + below,
+        ],
+        className="mb-2 fs-steer-summary",
+    )
+
+
+def _steer_overview(data: dict[str, Any]) -> dbc.Table:
+    """One row per layer: how many tokens' top factor changed, and what rose and fell."""
+    factor = data["factor"]
+    rows = [
+        html.Tr(
+            [
+                html.Td(str(x["layer"])),
+                html.Td(f"{x['top_changed']} / {len(x['rows'])}", className="text-end"),
+                html.Td(f"{x['mean_cosine']:.3f}", className="text-end font-monospace"),
+                html.Td(
+                    f"{sig(x['factor_before'])} → {sig(x['factor_after'])}",
+                    className="text-end font-monospace text-nowrap",
+                ),
+                html.Td(_changes(x["gains"], x["layer"])),
+                html.Td(_changes(x["losses"], x["layer"])),
+            ]
+        )
+        for x in data["layers"]
+    ]
+    head = html.Tr(
+        [
+            html.Th("layer"),
+            html.Th("top factor changed", className="text-end"),
+            html.Th("cos(state)", className="text-end", title="mean over tokens"),
+            html.Th(f"mean α of f{factor}", className="text-end"),
+            html.Th("rose most (Σ Δα)"),
+            html.Th("fell most (Σ Δα)"),
+        ]
+    )
+    return dbc.Table(
+        [html.Thead(head), html.Tbody(rows)],
+        size="sm",
+        hover=True,
+        responsive=True,
+        className="mb-2 fs-steer-overview",
+    )
+
+
+def _steer_layer(data: dict[str, Any], x: dict[str, Any]) -> html.Details:
+    """One layer's tokens, top factors before → after (the last layer open)."""
+    labels, factor = data.get("labels") or {}, data["factor"]
+    rows = [
+        element(
+            "Tr",
+            [
+                element("Td", r["token"], "fs-decomp-word"),
+                element("Td", _terms(r["before"], labels, factor)),
+                element("Td", "→", "text-muted"),
+                element("Td", _terms(r["after"], labels, factor)),
+                element("Td", f"{r['cosine']:.3f}", "text-end font-monospace"),
+            ],
+            "fs-steer-changed" if r["changed"] else None,
+        )
+        for r in x["rows"]
+    ]
+    head = html.Thead(
+        html.Tr(
+            [
+                html.Th("token"),
+                html.Th("before"),
+                html.Th(""),
+                html.Th("after"),
+                html.Th("cos", className="text-end"),
+            ]
+        )
+    )
+    return html.Details(
+        [
+            html.Summary(
+                f"Layer {x['layer']}: top factor changed at {x['top_changed']} of "
+                f"{len(x['rows'])} tokens",
+                className="fs-layer-summary",
+            ),
+            dbc.Table([head, html.Tbody(rows)], size="sm", className="mb-0 fs-steer-tokens"),
+        ],
+        className="mb-1 fs-layer fs-steer-layer",
+        open=x["layer"] == data["layers"][-1]["layer"],
+    )
+
+
+def _steer_predictions(predictions: list[dict[str, Any]] | None) -> html.Div:
+    """With a head, the top predictions before and after; else why there are none."""
+    if predictions is None:
+        return html.P(
+            "This model has no language-model head: there are no predictions to compare; "
+            "the sentence embedding above is its output.",
+            className="small text-muted mb-0",
+        )
+    rows = [
+        html.Tr(
+            [
+                html.Td(p["token"], className="fs-decomp-word"),
+                html.Td(", ".join(f"{w} {q:.2f}" for w, q in p["before"])),
+                html.Td(", ".join(f"{w} {q:.2f}" for w, q in p["after"])),
+            ]
+        )
+        for p in predictions
+    ]
+    return html.Div(
+        [
+            html.H6("Top predictions before → after", className="mt-2 mb-1"),
+            dbc.Table(
+                [
+                    html.Thead(html.Tr([html.Th("token"), html.Th("before"), html.Th("after")])),
+                    html.Tbody(rows),
+                ],
+                size="sm",
+                className="mb-0 fs-steer-predictions",
+            ),
+        ]
+    )

@@ -48,6 +48,16 @@ LIME_PROGRESS = "lime-progress"
 LIME_OUTPUT = "lime-output"
 LIME_FEEDBACK = "lime-feedback"
 
+# Effects card (on the factor explorer)
+EFFECTS = "factor-effects"  # the card's body
+EFFECTS_KIND = "factor-effects-kind"  # what the run's model gives (no head: the embedding)
+EFFECTS_OUTPUT = "factor-effects-output"  # the stored / measured effect, or the button
+EFFECTS_RUN = "factor-effects-run"  # "Measure at layer L"
+EFFECTS_JOB = "factor-effects-job"  # dcc.Store: the running job's id
+EFFECTS_POLL = "factor-effects-poll"  # dcc.Interval
+EFFECTS_FEEDBACK = "factor-effects-feedback"  # "Measuring..." and errors
+EFFECTS_STEER = "factor-effects-steer"  # link: steer with this factor on the Analyze page
+
 # Analyze a sentence (pages/analyze.py)
 ANALYZE_TEXT = "analyze-text"
 ANALYZE_TOP = "analyze-top"
@@ -58,6 +68,12 @@ ANALYZE_MESSAGE = "analyze-message"  # errors and notes from the server
 ANALYZE_SUMMARY = "analyze-summary"  # written by the clientside renderer
 ANALYZE_DICTIONARY = "analyze-dictionary"  # dcc.Store: the dictionary of the page's URL
 ANALYZE_HEADER = "analyze-header"  # which dictionary the page decomposes with
+STEER_FACTOR = "steer-factor"  # the Steer panel: factor number
+STEER_LAYER = "steer-layer"  # dbc.Select of the layers
+STEER_STRENGTH = "steer-strength"  # empty: the factor's typical α at the layer
+STEER_RUN = "steer-run"
+STEER_OUTPUT = "steer-output"  # what changed, per upper layer
+STEER_MESSAGE = "steer-message"  # errors
 
 # Search (pages/search.py)
 SEARCH_WORD = "search-word"

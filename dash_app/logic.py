@@ -27,7 +27,8 @@ from factorscope.errors import FactorscopeError, InputError
 from factorscope.limits import SQL_MAX_ROWS, TOP_K
 from factorscope.stages import evidence_summary
 from factorscope.stages.evidence_summary import EvidenceView, scored_of  # noqa: F401
-from factorscope.warehouse import comparisons, evidence_read, queries
+from factorscope.warehouse import comparisons, evidence_read, queries, store
+from factorscope.warehouse import effects as effects_read
 from factorscope.warehouse.connection import file_signature
 from factorscope.warehouse.queries import LEVELS, MAX_LABEL_LENGTH, WarehouseReader
 from factorscope.warehouse.safe_sql import run_safe_query
@@ -194,6 +195,7 @@ class FactorView:
     auto_label: str | None = None
     interval_bounds: list[dict[str, Any]] = field(default_factory=list)
     evidence: FactorEvidence | None = None
+    effects: FactorEffects | None = None
 
 
 PAGE_CACHE_ENTRIES = 256
@@ -341,6 +343,11 @@ def factor_view(
             if page["encoded"]
             else None
         )
+        effects = (
+            _factor_effects(con, db_path, page["dictionary_id"], factor, page["layer"])
+            if page["encoded"]
+            else None
+        )
     if not page["encoded"]:
         raise InputError(
             f"This database has a dictionary but no codes yet, so no factor is ever "
@@ -367,6 +374,7 @@ def factor_view(
         auto_label=page["auto_label"],
         interval_bounds=list(page["interval_bounds"]),
         evidence=evidence,
+        effects=effects,
     )
     cache.put(key, view)
     if layer is None:  # /factor/5 and /factor/5?layer=<its peak> are the same view
@@ -585,6 +593,321 @@ def evidence_href(dictionary: int | None = None) -> str:
     """The Evidence page of this request's dictionary (or ``dictionary``)."""
     chosen = dictionary if dictionary is not None else _DICTIONARY.get()
     return "/evidence" if chosen is None else f"/evidence?{urlencode({'dictionary': chosen})}"
+
+
+# --------------------------------------------------------------------------- effects
+
+EFFECTS_COMMAND = "factorscope effects"
+"""The command that measures every factor of a dictionary at its peak layer."""
+
+OUTPUT_KIND_TEXT: dict[str, str] = {
+    "sentence-embedding": (
+        "This model has no language-model head: factorscope shows the sentence-embedding "
+        "effect (the mean of the last layer over the sentence, as sentence-transformers "
+        "pools it) and the change of the same tokens' last-layer state."
+    ),
+    "masked-lm": (
+        "This model has a masked-language-model head: factorscope shows the output tokens "
+        "the factor promotes and suppresses, the change of the output distribution, and "
+        "the sentence-embedding effect."
+    ),
+    "causal-lm": (
+        "This model has a causal-language-model head: factorscope shows the output tokens "
+        "the factor promotes and suppresses, the change of the output distribution, and "
+        "the sentence-embedding effect."
+    ),
+}
+"""What the factor page says about the run's model's output, per output kind."""
+
+
+@dataclass(frozen=True, eq=False)
+class FactorEffects:
+    """What is stored of one factor's effects (the factor page's Effects card).
+
+    ``effect``: the stored effect at the layer shown
+    (:func:`factorscope.warehouse.effects.factor_effect`), or None; ``layers``: the
+    layers where one is stored (columns layer, source, output_kind, effect, control);
+    ``neighbors``: the stored effects of its nearest neighbours
+    (:func:`~factorscope.warehouse.effects.neighbor_effects`); ``output_kind``: what the
+    run's model gives (the stored effect's, else its folder's ``config.json``; None when
+    neither says); ``tables``: False on a file made before the effect tables.
+    """
+
+    dictionary_id: int
+    factor: int
+    layer: int
+    effect: dict[str, Any] | None
+    layers: pl.DataFrame
+    neighbors: pl.DataFrame
+    output_kind: str | None
+    tables: bool = True
+
+
+def _factor_effects(
+    con: Any, db_path: str | Path, dictionary_id: int, factor: int, layer: int
+) -> FactorEffects:
+    tables = effects_read.has_effect_tables(con)
+    layers = effects_read.effect_layers(con, dictionary_id, factor)
+    stored = layers.height and int(layer) in layers["layer"].to_list()
+    effect = effects_read.factor_effect(con, dictionary_id, factor, layer) if stored else None
+    kind = effect["output_kind"] if effect is not None else None
+    if kind is None and layers.height:
+        kind = str(layers["output_kind"][0])
+    if kind is None:
+        kind = _model_output_kind(con, db_path)
+    return FactorEffects(
+        dictionary_id=int(dictionary_id),
+        factor=int(factor),
+        layer=int(layer),
+        effect=effect,
+        layers=layers,
+        neighbors=effects_read.neighbor_effects(con, dictionary_id, factor),
+        output_kind=kind,
+        tables=tables,
+    )
+
+
+_OUTPUT_KINDS: dict[tuple, str | None] = {}
+_OUTPUT_KINDS_LOCK = threading.Lock()
+
+
+def _model_output_kind(con: Any, db_path: str | Path) -> str | None:
+    """What the run's model outputs, from its folder's ``config.json`` (read once per
+    file version; no model is loaded): None when the folder cannot be found."""
+    key = (os.path.realpath(db_path), file_signature(db_path))
+    with _OUTPUT_KINDS_LOCK:
+        if key in _OUTPUT_KINDS:
+            return _OUTPUT_KINDS[key]
+    kind = None
+    run = store.get_run(con)
+    if run is not None:
+        kind = model_output_kind(run.get("model"), run.get("model_path"))
+    with _OUTPUT_KINDS_LOCK:
+        _OUTPUT_KINDS[key] = kind
+    return kind
+
+
+def model_output_kind(model: str | None, model_path: str | None = None) -> str | None:
+    """The output kind (``sentence-embedding``, ``masked-lm``, ``causal-lm``) that the
+    config.json of a run's model (its recorded name, else its recorded path) declares."""
+    import json
+    from types import SimpleNamespace
+
+    from factorscope.ingest.intervene import output_kind_of
+    from factorscope.ingest.model import resolve_model
+
+    candidates = []
+    # the packaged model's package may be missing: then the recorded path is tried
+    with contextlib.suppress(Exception):
+        candidates.append(Path(resolve_model(model)[1]))
+    if model_path:
+        candidates.append(Path(model_path))
+    for folder in candidates:
+        config_file = folder / "config.json"
+        try:
+            found = json.loads(config_file.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        architectures = found.get("architectures") if isinstance(found, dict) else None
+        return output_kind_of(SimpleNamespace(architectures=architectures or []))
+    return None
+
+
+def steer_href(factor: int, layer: int, dictionary: int | None = None) -> str:
+    """The Analyze page with its Steer panel set to ``factor`` at ``layer``."""
+    params: dict[str, int] = {"steer": int(factor), "layer": int(layer)}
+    chosen = dictionary if dictionary is not None else _DICTIONARY.get()
+    if chosen is not None:
+        params["dictionary"] = int(chosen)
+    return f"/analyze?{urlencode(params)}"
+
+
+# --------------------------------------------------------------------------- steering
+
+STEER_SHOWN = 3
+"""Top factors per token the Steer result shows before and after."""
+STEER_READ = 8
+"""Top factors per token read from the steered pass (the changes are summed over them)."""
+STEER_CHANGES = 5
+"""Factors listed per layer among the largest gains and losses."""
+
+
+def parse_strength(raw: Any) -> float | None:
+    """A steering strength typed in a box: None when empty (the page then uses the
+    factor's typical α at the layer), else a number from -1000 to 1000."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, bool):
+        raise InputError(f"{raw!r} is not a strength: enter a number such as 2 or -1.5.")
+    text = str(raw).strip()
+    if not isinstance(raw, int | float) and not _NUMBER.match(text):
+        raise InputError(f"{_short(text)!r} is not a strength: enter a number such as 2 or -1.5.")
+    value = float(raw) if isinstance(raw, int | float) else float(text)
+    if value != value or abs(value) > 1000:  # NaN or too large
+        raise InputError("Strength must be a number from -1000 to 1000.")
+    return value
+
+
+def steer_text(
+    analyzer: Any,
+    db_path: str | Path,
+    text: Any,
+    factor_raw: Any,
+    layer_raw: Any,
+    strength_raw: Any = None,
+) -> dict[str, Any]:
+    """Steer a sentence live: add factor ``factor_raw`` at ``strength_raw`` to every token
+    at layer
+    ``layer_raw`` (empty strength: :func:`typical_strength`); what changed at every layer
+    from the steered one up, as the Steer panel draws it.
+
+    ``layers``: one entry per layer from the steered one up, each with ``rows`` (per
+    token: its top factors before and after, whether its top factor changed, the cosine
+    of its state before and after),
+    ``top_changed`` (tokens whose top factor changed), the steered factor's mean α
+    before and after, and ``gains`` / ``losses`` (the factors whose α, summed over the
+    tokens, rose or fell most, among each token's top factors); ``embedding_cosine``:
+    the pooled sentence embedding's cosine before/after; ``predictions``: with a head,
+    the top predictions at each token before and after (None without one).
+    """
+    sentence = text.strip() if isinstance(text, str) else ""
+    if not sentence:
+        raise InputError("Type a sentence to steer.")
+    if len(sentence) > 2000:
+        raise InputError("A sentence can be at most 2000 characters.")
+    info = PAGE_CACHE.file_info(db_path)
+    factor = parse_factor(factor_raw, info.n_factors)
+    if layer_raw is None or (isinstance(layer_raw, str) and not layer_raw.strip()):
+        raise InputError("Choose the layer to add the factor at.")
+    layer = parse_layer(layer_raw, info.layers)
+    strength = parse_strength(strength_raw)
+    source, peak = "typed", None
+    if strength is None:
+        strength, peak = typical_strength(db_path, factor, layer)
+        source = "typical" if peak is not None else "default"
+    run = getattr(analyzer, "steer", None)
+    if run is None:
+        raise InputError("Steering needs the run's model, which this server has not loaded.")
+    result = run(sentence, factor, layer, strength, top=STEER_READ)
+    data = steer_summary(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+    data["strength_source"] = source
+    data["strength_layer"] = peak
+    data["labels"] = {
+        str(f): label for f, label in sorted(factor_labels(db_path, _steer_factors(data)).items())
+    }
+    return data
+
+
+STEER_TYPICAL_CONTEXTS = 20
+"""The default strength is the mean α of this many of the factor's strongest contexts."""
+
+
+def typical_strength(db_path: str | Path, factor: int, layer: int) -> tuple[float, int | None]:
+    """The Steer panel's default strength and the layer it was read at: the mean α of
+    the factor's :data:`STEER_TYPICAL_CONTEXTS` strongest contexts at ``layer`` (as
+    strongly as it fires where it fires), at its peak layer when it never fires at
+    ``layer`` (the dictionary's preprocessing puts every layer on one scale); (1.0, None)
+    for a factor that never fires. (The importance score counts the missing ones of its
+    1,000 largest α as zeros: too small a strength for a rare factor.)"""
+    with _connect(db_path) as con:
+        for at in (int(layer), None):
+            if at is None:
+                level = queries.factor_level(con, int(factor))
+                at = level.get("peak_layer") if level else None
+                if at is None:
+                    break
+            top = queries.top_contexts(con, int(factor), int(at), k=STEER_TYPICAL_CONTEXTS)
+            alphas = [float(a) for a in top["alpha"].to_list() if a] if top.height else []
+            if alphas:
+                return sum(alphas) / len(alphas), int(at)
+    return 1.0, None
+
+
+def _steer_factors(data: dict[str, Any]) -> set[int]:
+    found = {int(data["factor"])}
+    for layer in data["layers"]:
+        found.update(int(f) for f, _ in layer["gains"] + layer["losses"])
+    return found
+
+
+def steer_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The Steer panel's data from a :class:`~factorscope.stages.effects.SteerResult`'s
+    dict (see :func:`steer_text`)."""
+    tokens = [
+        {"text": str(t["text"]), "steered": bool(t["steered"]), "position": int(t["position"])}
+        for t in result["tokens"]
+    ]
+    steered_at = int(result["layer"])
+    layers = []
+    for x in result["layers"]:
+        if int(x["layer"]) < steered_at:
+            continue
+        rows, top_changed, totals = [], 0, {}
+        for t, (before, after) in enumerate(zip(x["before"], x["after"], strict=True)):
+            before = [(int(f), float(a)) for f, a in before]
+            after = [(int(f), float(a)) for f, a in after]
+            first_b = before[0][0] if before else None
+            first_a = after[0][0] if after else None
+            top_changed += first_b != first_a
+            shown_b, shown_a = before[:STEER_SHOWN], after[:STEER_SHOWN]
+            rows.append(
+                {
+                    "token": tokens[t]["text"],
+                    "before": shown_b,
+                    "after": shown_a,
+                    "changed": first_b != first_a,
+                    "cosine": float(x["state_cosine"][t]),
+                }
+            )
+            b, a = dict(before), dict(after)
+            for f in set(b) | set(a):
+                totals[f] = totals.get(f, 0.0) + a.get(f, 0.0) - b.get(f, 0.0)
+        # the steered factor's own change is exact (its α at every token is read)
+        factor = int(result["factor"])
+        totals[factor] = float(sum(x["factor_after"]) - sum(x["factor_before"]))
+        ranked = sorted(totals.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+        gains = [(f, d) for f, d in ranked if d > 1e-6][:STEER_CHANGES]
+        losses = [(f, d) for f, d in ranked if d < -1e-6][:STEER_CHANGES]
+        cosines = [float(c) for c in x["state_cosine"]]
+        n = max(len(cosines), 1)
+        layers.append(
+            {
+                "layer": int(x["layer"]),
+                "rows": rows,
+                "top_changed": int(top_changed),
+                "changed": int(x["changed"]),
+                "mean_cosine": sum(cosines) / n,
+                "min_cosine": min(cosines) if cosines else 1.0,
+                "factor_before": sum(x["factor_before"]) / n,
+                "factor_after": sum(x["factor_after"]) / n,
+                "gains": gains,
+                "losses": losses,
+            }
+        )
+    predictions = None
+    if result.get("predictions") is not None:
+        by_position = {t["position"]: t["text"] for t in tokens}
+        predictions = [
+            {
+                "token": by_position.get(int(p["position"]), str(p["position"])),
+                "before": [(str(w), float(q)) for w, q in p["before"]],
+                "after": [(str(w), float(q)) for w, q in p["after"]],
+            }
+            for p in result["predictions"]
+        ]
+    return {
+        "text": result["text"],
+        "dictionary": int(result["dictionary_id"]),
+        "factor": int(result["factor"]),
+        "layer": steered_at,
+        "strength": float(result["strength"]),
+        "output_kind": str(result["output_kind"]),
+        "tokens": tokens,
+        "n_layers": len(result["layers"]),
+        "layers": layers,
+        "embedding_cosine": float(result["embedding_cosine"]),
+        "predictions": predictions,
+    }
 
 
 # --------------------------------------------------------------------------- other pages

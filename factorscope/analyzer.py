@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from factorscope.ingest.model import LoadedModel
 from factorscope.ingest.runner import MAX_POSITIONS, TokenizedSentence, hidden_states, tokenize
 from factorscope.saliency import Target, Word
 from factorscope.sparse import SparseEncoder
+from factorscope.stages.effects import EffectModel, SteerResult
 from factorscope.stages.live import RunCoder
 from factorscope.warehouse.queries import WarehouseReader
 
@@ -36,6 +38,8 @@ class LiveAnalyzer:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # torch and SPAMS calls from Dash's threads, one at a time
+        self._effects: EffectModel | None = None
+        self._effects_lock = threading.Lock()
 
     @classmethod
     def from_db(
@@ -60,6 +64,27 @@ class LiveAnalyzer:
     @property
     def n_factors(self) -> int:
         return int(self.encoder.components_.shape[0])
+
+    def effect_model(self) -> EffectModel:
+        """The effects of this analyzer's dictionary (ablation, steering): an
+        :class:`~factorscope.stages.effects.EffectModel` on the same loaded model, built
+        on first use and kept. It shares this analyzer's lock, so its edited passes (which
+        hook the model's modules) and the live analysis never run on the model at once.
+        """
+        if self._effects is None:
+            # from_coder takes this analyzer's lock itself around its one model pass (the
+            # check of its hook points); this one only keeps two threads from building it
+            with self._effects_lock:
+                if self._effects is None:
+                    self._effects = EffectModel.from_coder(self, with_head=True)
+        return self._effects
+
+    def steer(
+        self, text: str, factor: int, layer: int, strength: float, **kwargs: Any
+    ) -> SteerResult:
+        """Add ``strength`` times ``factor``'s atom at ``layer`` to ``text``'s tokens and
+        decompose every layer before and after (:meth:`EffectModel.steer`)."""
+        return self.effect_model().steer(text, factor, layer, strength, **kwargs)
 
     def _check(self, text: str) -> str:
         if not isinstance(text, str) or not text.strip():

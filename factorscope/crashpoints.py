@@ -31,6 +31,8 @@ The points (each documented where it is called):
                             written (``encode --engine ray``)
 ``publish.copy``            after a staging copy is written, before it is verified
 ``publish.checkpoint``      before a publish's first checkpoint of ``<db>.wip``
+``effects.chunk``           after a chunk of factors' effects is committed in
+                            ``<db>.wip`` (``factorscope effects``)
 ==========================  ========================================================
 
 The same points take a second hook, ``FACTORSCOPE_DISK_FULL_AT="encode.chunk:2"``: the

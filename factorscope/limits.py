@@ -145,6 +145,9 @@ LIMITS: dict[str, Limit] = {
     "min_examples": Limit("--min-examples", 2, 100_000),
     "max_examples": Limit("--max-examples", 2, 10**9, all_word=True),
     "max_lemmas": Limit("--max-lemmas", 1, 10**9, all_word=True),
+    # effects
+    "contexts": Limit("--contexts", 1, 200),
+    "factors": Limit("--factors", 1, 10**7, all_word=True),
     # serve, sql, report
     "port": Limit("--port", 1, 65535),
     "lime_samples": Limit("--lime-samples", 10, 10_000),

@@ -2,8 +2,9 @@
 
 The real packaged MiniLM over a few hundred sentences of Debian's fortunes goes through
 ``factorscope pipeline`` (a subprocess), ``factorscope serve`` (a subprocess) serves it,
-and headless Chromium walks home → random high factor → another layer → Explain with
-LIME → Analyze → search → label (kept over a reload) → SQL console + CSV → run page.
+and headless Chromium walks home → random high factor → another layer (its explanation,
+its effect measured on demand) → Explain with LIME → Analyze (and steer) → search →
+label (kept over a reload) → SQL console + CSV → run page.
 Every step asserts visible content, no error alert and no browser console error;
 screenshots go to ``test-artifacts/acceptance/``. The walk runs a second time against a
 second server started while ``encode`` of a new dictionary is running.
@@ -212,6 +213,27 @@ def _walk(walk: Walk, *, senses: bool = True, evidence: bool = True) -> None:
         assert "factorscope explain" in text or "detection" in text, text
     walk.check("3b-explanation")
 
+    # What it does (issue 21): its effect at this layer beside the random-direction
+    # control, stored by `factorscope effects` or measured on demand from the page. The
+    # packaged MiniLM has no language-model head: the card says so and shows the
+    # sentence-embedding effect.
+    pg.locator("#factor-effects").wait_for()
+    assert "no language-model head" in pg.locator("#factor-effects-kind").inner_text()
+    measure = pg.locator("#factor-effects-run")
+    if measure.count():  # not stored at this layer: measured on demand
+        assert f"Measure at layer {other}" in measure.inner_text()
+        measure.click()
+    headline = pg.locator("#factor-effects-output .fs-effect-headline")
+    headline.wait_for(timeout=60_000)
+    shown = headline.inner_text()
+    number = r"[0-9.]+(?:e-?\d+)?"
+    assert re.search(rf"turns the sentence embedding by {number} \(control {number}\)", shown), (
+        shown
+    )
+    measures = pg.locator("#factor-effects-output .fs-effect-measures").inner_text()
+    assert "sentence embedding turned" in measures and "control" in measures, measures
+    walk.check("3c-effects")
+
     # Explain with LIME: the saliency map appears.
     pg.locator("#lime-samples").fill("40")
     pg.locator("#lime-count").fill("1")
@@ -235,6 +257,21 @@ def _walk(walk: Walk, *, senses: bool = True, evidence: bool = True) -> None:
     assert "left" in output and "station" in output, output[:500]
     assert re.search(r"\d\.\d\d·", output), output[:500]
     walk.check("5-analyze")
+
+    # Steer (issue 21): add a factor of the sentence's decomposition (of the dictionary
+    # the page decomposed with, which a publish mid-walk does not change) at layer 2, at
+    # its typical strength; the layers above it change, and so does the embedding.
+    steer = int(re.search(r"/factor/(\d+)", link.get_attribute("href")).group(1))
+    pg.locator("#steer-factor").fill(str(steer))
+    pg.locator("#steer-layer").select_option("2")
+    pg.locator("#steer-run").click()
+    pg.locator("#steer-output .fs-steer-summary").wait_for(timeout=120_000)
+    steered = pg.locator("#steer-output").inner_text()
+    assert re.search(rf"× f{steer} \(dictionary \d+\) at layer 2 to ", steered), steered[:500]
+    assert re.search(r"Sentence embedding: cos\(before, after\) = [0-9.]+", steered), steered
+    assert "Layer 6: top factor changed at" in steered and "Layer 1:" not in steered
+    assert pg.locator("#steer-output .fs-steer-overview tbody tr").count() == 5
+    walk.check("5b-steer")
     href = link.get_attribute("href")
     link.click()
     target = re.search(r"/factor/(\d+)", href).group(1)

@@ -14,6 +14,14 @@ the example share their layer-0 factor; where do they part?).
 
 ``?dictionary=N`` (carried by every link of the app) decomposes with dictionary N; the
 page says which dictionary it shows, and its factor links carry it.
+
+**Steer** adds a chosen factor at a chosen strength at a layer to every token of the
+sentence (the run's model runs on from there: :meth:`factorscope.analyzer.LiveAnalyzer.
+steer`, on the same loaded model as the analysis) and shows, per layer from the steered
+one up, how the tokens' top factors changed and which factors rose and fell most, the
+pooled sentence embedding's cosine before/after and, for a model with a language-model
+head, the top predictions before and after. ``?steer=F&layer=L`` (the factor page's
+link) fills the panel in.
 """
 
 from __future__ import annotations
@@ -33,11 +41,18 @@ dash.register_page(__name__, path="/analyze", name="Analyze", title="factorscope
 EXAMPLE = "She left the room and turned left at the station."
 
 
-def layout(text: str | None = None, dictionary: str | None = None, **_query: Any) -> html.Div:
+def layout(
+    text: str | None = None,
+    dictionary: str | None = None,
+    steer: str | None = None,
+    layer: str | None = None,
+    **_query: Any,
+) -> html.Div:
     try:
         with logic.dictionary_scope(dictionary):
             chosen = logic.current_dictionary()
             shown = logic.shown_dictionary(config.db_path())
+            steer_panel = _steer_panel(steer, layer)
         header = html.Span(
             f"Decomposed with dictionary {shown}"
             + ("" if chosen is not None else " (the active one)"),
@@ -84,6 +99,7 @@ def layout(text: str | None = None, dictionary: str | None = None, **_query: Any
                 ],
                 className="mb-3 g-2 align-items-center",
             ),
+            steer_panel,
             dcc.Loading(
                 [
                     dcc.Store(id=ids.ANALYZE_DATA),
@@ -150,3 +166,131 @@ clientside_callback(
     State(ids.ANALYZE_OUTPUT, "id"),
     prevent_initial_call=True,
 )
+
+
+# --------------------------------------------------------------------------- steering
+
+
+def _steer_panel(factor: Any, layer: Any) -> dbc.Card:
+    """The Steer card: factor, layer, strength, Run; filled in from ``?steer=&layer=``
+    when they name a factor and a layer of the dictionary (else left for the user)."""
+    db_path = config.db_path()
+    layers = logic.layer_list(db_path)
+    n_factors = logic.dictionary_size(db_path)
+    try:
+        chosen_factor = logic.parse_factor(factor, n_factors) if factor else None
+    except FactorscopeError:
+        chosen_factor = None
+    try:
+        chosen_layer = logic.parse_layer(layer, layers)
+    except FactorscopeError:
+        chosen_layer = None
+    if chosen_layer is None and layers:
+        chosen_layer = layers[len(layers) // 2]
+    return dbc.Card(
+        [
+            dbc.CardHeader(
+                [
+                    html.Span("Steer"),
+                    html.Span(
+                        "add a factor to every token at a layer and see what changes above it",
+                        className="small text-muted ms-2",
+                    ),
+                ]
+            ),
+            dbc.CardBody(
+                [
+                    _steer_inputs(chosen_factor, chosen_layer, layers, n_factors),
+                    html.P(STRENGTH_TIP, className="small text-muted mb-2"),
+                    dcc.Loading(
+                        [html.Div(id=ids.STEER_MESSAGE), html.Div(id=ids.STEER_OUTPUT)],
+                        type="default",
+                    ),
+                ]
+            ),
+        ],
+        className="mb-3 fs-card",
+    )
+
+
+def _steer_inputs(
+    chosen_factor: int | None, chosen_layer: int | None, layers: list[int], n_factors: int
+) -> dbc.Row:
+    """The Steer card's inputs: factor, layer, strength and the button."""
+    factor_input = dbc.Input(
+        id=ids.STEER_FACTOR,
+        type="text",
+        inputMode="numeric",
+        value=str(chosen_factor) if chosen_factor is not None else "",
+        placeholder=f"0 – {n_factors - 1}",
+        autoComplete="off",
+    )
+    layer_select = dbc.Select(
+        id=ids.STEER_LAYER,
+        options=[{"label": str(x), "value": str(x)} for x in layers],
+        value=str(chosen_layer) if chosen_layer is not None else None,
+    )
+    strength_input = dbc.Input(
+        id=ids.STEER_STRENGTH,
+        type="text",
+        inputMode="decimal",
+        value="",
+        placeholder="typical α",
+        autoComplete="off",
+    )
+    strength_label = dbc.InputGroupText(html.Span("strength", title=STRENGTH_TIP))
+    return dbc.Row(
+        [
+            dbc.Col(
+                dbc.InputGroup([dbc.InputGroupText("factor"), factor_input], size="sm"),
+                xs=6,
+                md=3,
+            ),
+            dbc.Col(
+                dbc.InputGroup([dbc.InputGroupText("layer"), layer_select], size="sm"),
+                xs=6,
+                md=2,
+            ),
+            dbc.Col(dbc.InputGroup([strength_label, strength_input], size="sm"), xs=8, md=4),
+            dbc.Col(dbc.Button("Steer", id=ids.STEER_RUN, color="primary", size="sm"), xs=4, md=2),
+        ],
+        className="g-2 mb-2 align-items-center",
+    )
+
+
+STRENGTH_TIP = (
+    "Strength: the α the factor is added with (its atom times the strength, in the "
+    "dictionary's units); empty: its typical α, the mean α of its 20 strongest contexts "
+    "at that layer (at its peak layer where it never fires at that one); negative: the "
+    "direction is removed."
+)
+
+
+@callback(
+    Output(ids.STEER_OUTPUT, "children"),
+    Output(ids.STEER_MESSAGE, "children"),
+    Input(ids.STEER_RUN, "n_clicks"),
+    State(ids.ANALYZE_TEXT, "value"),
+    State(ids.STEER_FACTOR, "value"),
+    State(ids.STEER_LAYER, "value"),
+    State(ids.STEER_STRENGTH, "value"),
+    State(ids.ANALYZE_DICTIONARY, "data"),
+    prevent_initial_call=True,
+)
+def steer(
+    clicks: Any, text: Any, factor: Any, layer: Any, strength: Any, dictionary: Any = None
+) -> tuple[Any, Any]:
+    """What adding the factor changed (drawn by ``ui.steer_result``), or a message."""
+    if not clicks:
+        return dash.no_update, dash.no_update
+    cfg = config.get_config()
+    try:
+        with logic.dictionary_scope(dictionary):
+            try:
+                analyzer = cfg.analyzer(logic.current_dictionary())
+            except Exception as e:  # no model stored, model files gone, analyzer missing...
+                return None, ui.error_alert(f"Steering is not available for this database: {e}")
+            data = logic.steer_text(analyzer, cfg.db_path, text, factor, layer, strength)
+            return ui.steer_result(data), None
+    except FactorscopeError as e:
+        return None, ui.error_alert(str(e))

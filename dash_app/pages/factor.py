@@ -10,6 +10,15 @@ the layer shown (the best short rule, its held-out detection with its interval a
 other scores) and what the dictionary's random controls score at that layer; when
 nothing was explained, or there is no control, it names the command to run.
 
+The Effects card says what the factor *does* at the layer shown: what removing it at
+its top contexts changes (for the default MiniLM, which has no language-model head, the
+sentence embedding and the same tokens' last layer; with a head, the output tokens it
+promotes and suppresses and its direct effect), each beside the control (a random
+direction of the same norm) and beside its neighbours' effects. ``factorscope effects``
+stores every factor at its peak layer; any other layer is measured on demand by the
+card's button, in the background (``effect_jobs``, polled like LIME), and stored, so a
+reload reads it. Nothing is measured when the page loads.
+
 The URL is the page's state: typing a factor, switching layers or pressing a random
 button navigates (without a reload) to the new URL, and the layout is rebuilt from it,
 so every view can be shared as a link.
@@ -36,7 +45,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback, clientside_callback, ctx, dcc, html, no_update
 
 from factorscope.dash_app import components as ui
-from factorscope.dash_app import config, ids, lime_jobs, logic, navigation
+from factorscope.dash_app import config, effect_jobs, ids, lime_jobs, logic, navigation
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.palette import LEVEL_THEME
 
@@ -86,12 +95,13 @@ def layout(
             # Everything but the LIME card (which may start a job per visit) is drawn
             # once per cached view and kept in the form Dash sends (ui.wire).
             before, after = _rendered(view, "page", lambda: _static_parts(view))
+            effects = _effects_card(view)
             lime = _lime_card(view)
     except FactorscopeError as e:
         return html.Div(
             [_header(factor, None), ui.error_alert(str(e), id=ids.FACTOR_FEEDBACK + "-page")]
         )
-    return html.Div([*before, lime, *after])
+    return html.Div([*before, effects, lime, *after])
 
 
 def _static_parts(view: logic.FactorView) -> tuple[list[Any], list[Any]]:
@@ -562,6 +572,134 @@ def _controls_line(evidence: logic.FactorEvidence) -> html.Div:
     return html.Div(parts, id=ids.EXPLANATION_CONTROLS, className="small border-top pt-2")
 
 
+# --------------------------------------------------------------------------- effects
+
+
+def _effects_card(view: logic.FactorView) -> Any:
+    """What the factor does at the layer shown: its stored effect (``factorscope
+    effects``, or measured here before), else a button that measures it in the
+    background (:mod:`effect_jobs`). Drawn once per view, except a result this process
+    measured on a file it could not store it in."""
+    fx = view.effects
+    if fx is None:
+        return html.Div()
+    if fx.effect is None:
+        found = effect_jobs.recent(config.db_path(), fx.dictionary_id, fx.factor, fx.layer)
+        if found is not None:
+            return _draw_effects_card(view, found)
+    return _rendered(view, "effects", lambda: ui.wire(_draw_effects_card(view, fx.effect)))
+
+
+def _headline(kind: str | None) -> str:
+    return "embedding_shift" if kind in (None, "sentence-embedding") else "output_kl"
+
+
+def _effect_output(view: logic.FactorView, effect: dict | None) -> Any:
+    fx = view.effects
+    if effect is not None:
+        return ui.effect_body(
+            effect, headline=_headline(effect["output_kind"]), neighbors=fx.neighbors
+        )
+    if not view.total_contexts:
+        return html.P(
+            f"Factor {view.factor} is never active at layer {view.layer}: there is nothing "
+            "to remove there.",
+            className="text-muted mb-0",
+        )
+    peak = f" (layer {view.peak_layer} for this factor)" if view.peak_layer is not None else ""
+    stored = [int(x) for x in fx.layers["layer"].to_list()] if fx.layers.height else []
+    parts: list[Any] = [
+        html.Div(
+            [
+                dbc.Button(
+                    f"Measure at layer {view.layer}",
+                    id=ids.EFFECTS_RUN,
+                    color="primary",
+                    size="sm",
+                    className="me-2",
+                ),
+                html.Span(
+                    "removes the factor at its top contexts and, as the control, a random "
+                    "direction of the same norm (about a second)",
+                    className="small text-muted",
+                ),
+            ],
+            className="mb-2",
+        ),
+        html.P(
+            [
+                ui.command(logic.EFFECTS_COMMAND),
+                f" measures every factor at its peak layer{peak}.",
+            ]
+            + (
+                [
+                    " Stored for this factor at layer ",
+                    *_layer_links(view, stored),
+                    ".",
+                ]
+                if stored
+                else []
+            ),
+            className="small text-muted mb-2",
+        ),
+    ]
+    if not fx.tables:
+        parts.append(
+            html.P(
+                "This file was made before the effect tables existed: a measurement is "
+                "kept by this server until the file is replaced, not stored in it.",
+                className="small text-muted mb-2",
+            )
+        )
+    parts.append(html.H6("Neighbours' effects", className="mt-2 mb-1"))
+    parts.append(ui.neighbor_effects_table(fx.neighbors, None))
+    return html.Div(parts)
+
+
+def _layer_links(view: logic.FactorView, layers: list[int]) -> list[Any]:
+    out: list[Any] = []
+    for i, x in enumerate(layers):
+        if i:
+            out.append(", ")
+        out.append(dcc.Link(str(x), href=logic.factor_href(view.factor, x)))
+    return out
+
+
+def _draw_effects_card(view: logic.FactorView, effect: dict | None) -> dbc.Card:
+    fx = view.effects
+    kind = effect["output_kind"] if effect is not None else fx.output_kind
+    return dbc.Card(
+        [
+            dbc.CardHeader(
+                [
+                    html.Span(f"Effects at layer {view.layer}"),
+                    html.Span(
+                        "what removing the factor does to the model",
+                        className="small text-muted ms-2",
+                    ),
+                    dcc.Link(
+                        f"Steer with f{view.factor} on the Analyze page",
+                        id=ids.EFFECTS_STEER,
+                        href=logic.steer_href(view.factor, view.layer),
+                        className="small float-end",
+                    ),
+                ]
+            ),
+            dbc.CardBody(
+                [
+                    ui.output_kind_note(kind, logic.OUTPUT_KIND_TEXT, id=ids.EFFECTS_KIND),
+                    html.Div(_effect_output(view, effect), id=ids.EFFECTS_OUTPUT),
+                    html.Div(id=ids.EFFECTS_FEEDBACK, className="small mt-1"),
+                    dcc.Store(id=ids.EFFECTS_JOB),
+                    dcc.Interval(id=ids.EFFECTS_POLL, interval=300, disabled=True),
+                ],
+                id=ids.EFFECTS,
+            ),
+        ],
+        className="mb-3 fs-card",
+    )
+
+
 # Over 80 lines: one declarative Dash layout (controls, progress, results); no logic to split out.
 def _lime_card(view: logic.FactorView) -> dbc.Card:
     cfg = config.get_config()
@@ -861,3 +999,63 @@ def poll_lime(_n: Any, job_id: str | None) -> tuple:
         return 100, "done", "mb-2 d-none", maps, True
     label = f"{len(state['results'])}/{state['n_targets']} maps · {percent}%"
     return percent, label, "mb-2", maps, False
+
+
+@callback(
+    Output(ids.EFFECTS_JOB, "data"),
+    Output(ids.EFFECTS_POLL, "disabled"),
+    Output(ids.EFFECTS_FEEDBACK, "children"),
+    Input(ids.EFFECTS_RUN, "n_clicks"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def run_effect(clicks: Any, state: dict | None) -> tuple[Any, Any, Any]:
+    """Start measuring the shown factor's effect at the shown layer (in the background)."""
+    if not clicks or not state:
+        return no_update, no_update, no_update
+    cfg = config.get_config()
+    dictionary = state.get("shown")
+    # The page's dictionary, bound now: the job runs on a worker thread outside the scope.
+    get_analyzer = functools.partial(cfg.analyzer, dictionary)
+    job_id = effect_jobs.start(
+        cfg.db_path, get_analyzer, dictionary, state["factor"], state["layer"]
+    )
+    message = html.Span(
+        [
+            dbc.Spinner(size="sm", spinner_class_name="me-2"),
+            f"Measuring factor {state['factor']} at layer {state['layer']}…",
+        ],
+        className="text-muted",
+    )
+    return job_id, False, message
+
+
+@callback(
+    Output(ids.EFFECTS_OUTPUT, "children"),
+    Output(ids.EFFECTS_FEEDBACK, "children", allow_duplicate=True),
+    Output(ids.EFFECTS_POLL, "disabled", allow_duplicate=True),
+    Input(ids.EFFECTS_POLL, "n_intervals"),
+    State(ids.EFFECTS_JOB, "data"),
+    State(ids.FACTOR_STATE, "data"),
+    prevent_initial_call=True,
+)
+def poll_effect(_n: Any, job_id: str | None, state: dict | None) -> tuple[Any, Any, Any]:
+    """The measured effect once its job ends (or its error)."""
+    found = effect_jobs.status(job_id)
+    if found is None:
+        return no_update, "", True
+    if not found["finished"]:
+        return no_update, no_update, False
+    if found["error"]:
+        return no_update, ui.error_alert(found["error"]), True
+    result = found["result"]
+    try:
+        with logic.dictionary_scope(_dictionary_of(state)):
+            view = logic.factor_view(config.db_path(), result["factor"], result["layer"])
+            neighbors = view.effects.neighbors if view.effects is not None else None
+            body = ui.effect_body(
+                result, headline=_headline(result["output_kind"]), neighbors=neighbors
+            )
+    except FactorscopeError as e:
+        return no_update, ui.error_alert(str(e)), True
+    return body, "", True

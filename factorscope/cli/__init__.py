@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from factorscope.cli import (  # noqa: F401  (importing registers the commands)
     commands_compare,
+    commands_effects,
     commands_explain,
     commands_ingest,
     commands_pipeline,
