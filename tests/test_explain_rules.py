@@ -175,3 +175,14 @@ def test_quantile_weights_give_each_quintile_the_same_weight():
 )
 def test_rules_read_as_text(terms, text):
     assert render(terms) == text
+
+
+def test_the_interval_holds_for_a_perfect_rule_and_rounding_above_one():
+    """Quintile weights can sum to a hair above 1 on another machine (float order); the
+    interval must stay finite, and a perfect rule on few tokens still gets a width."""
+    from factorscope.evidence.explain import _half_width
+
+    for tpr in (1.0, 1.0 + 4e-16, 1.0 + 1e-9):
+        half = _half_width(tpr, 20, 1.0, 800)
+        assert np.isfinite(half) and 0.02 < half < 0.1, (tpr, half)
+    assert _half_width(0.5, 10_000, 0.5, 10_000) < 0.01

@@ -435,11 +435,12 @@ def score_rules(
         tp = int(active_dense[hit].sum())
         fp = len(hit) - tp
         tnr = 1.0 - fp / n_i
+        tpr = min(tpr, 1.0)  # a sum of quintile weights can round a hair above 1
         detection = 0.5 * (tpr + tnr)
         top = activity.quantile[entries] == N_QUANTILES - 1
         top_found = float(matched[r[top]].__eq__(len(terms)).mean()) if top.any() else None
         detection_top = None if top_found is None else 0.5 * (top_found + tnr)
-        half = 1.96 * 0.5 * np.sqrt(tpr * (1 - tpr) / n_a + tnr * (1 - tnr) / n_i)
+        half = _half_width(tpr, n_a, tnr, n_i)
         auroc = _auroc(matched[r], activity.weight[entries], matched, active_dense, full)
         precision = tp / len(hit) if len(hit) else None
         loc, chance, n_sent = _localisation(
@@ -466,6 +467,19 @@ def score_rules(
         weight_dense[r] = 0.0
         active_dense[r] = False
     return out
+
+
+def _half_width(tpr: float, n_a: int, tnr: float, n_i: int) -> float:
+    """Half the 95% interval of balanced accuracy: 1.96 standard errors of the mean of two
+    independent proportions, each with Agresti-Coull's adjustment (two successes and two
+    failures added), so a perfect rule on few tokens still gets an interval, and a sum of
+    weights a rounding above 1 never makes a negative variance."""
+
+    def var(p: float, n: int) -> float:
+        q = (min(max(p, 0.0), 1.0) * n + 2.0) / (n + 4.0)
+        return q * (1.0 - q) / (n + 4.0)
+
+    return 1.96 * 0.5 * float(np.sqrt(var(tpr, n_a) + var(tnr, n_i)))
 
 
 def _auroc(
