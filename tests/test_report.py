@@ -354,3 +354,24 @@ def test_report_weighs_the_evidence_against_the_controls(tmp_path: Path) -> None
     assert "The learned dictionary beats its matched-L0 control on mean detection at" in section
     assert f"{control} (control)" in section and "FVU" in section
     assert (out / "figures" / "evidence.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_report_says_which_levels_matter(tiny_pipeline_db: Path, tmp_path: Path) -> None:
+    """Issue 21: the report shows the ablation effects by IS level beside the random
+    direction's, once `factorscope effects` ran; before, it names the command."""
+    from factorscope.stages.effects import EffectsConfig, run_effects
+
+    db = copy_db(tiny_pipeline_db, tmp_path)
+    before = write_report(db, tmp_path / "before", examples_per_level=0).readme.read_text()
+    assert "Not measured on this run: run `factorscope effects`." in before
+    run_effects(db, EffectsConfig(n_contexts=4))
+    text = write_report(db, tmp_path / "after", examples_per_level=0).readme.read_text()
+    section = text.split("## Which levels matter")[1].split("\n## ")[0]
+    rows = [
+        r for r in section.splitlines() if r.split("|")[1:2] in ([" low "], [" mid "], [" high "])
+    ]
+    assert rows, section
+    assert all(r.count("[") == 3 for r in rows), rows  # quartiles twice and an interval
+    assert "embedding_shift" in section and "%" in rows[0], section

@@ -17,7 +17,7 @@ from factorscope.report.model import (
     ReportData,
 )
 from factorscope.stages.evidence_summary import EvidenceView, summarise_evidence
-from factorscope.warehouse import evidence_read, queries, senses
+from factorscope.warehouse import effects, evidence_read, queries, senses
 from factorscope.warehouse.connection import Connection
 from factorscope.warehouse.queries import LEVELS, WarehouseReader
 
@@ -51,6 +51,7 @@ def gather(
             labels = queries.factor_labels(con, sorted(top_factors))
             sense_probe = _senses(con)
             evidence = _evidence(con, int(overview["dictionary_id"]))
+            by_level = effects.effects_by_level(con, int(overview["dictionary_id"])).to_dicts()
     finally:
         reader.close()
     return ReportData(
@@ -68,6 +69,7 @@ def gather(
         labels=labels,
         senses=sense_probe,
         evidence=evidence,
+        effects_by_level=by_level,
     )
 
 

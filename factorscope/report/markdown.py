@@ -84,6 +84,7 @@ def render_markdown(page: Page) -> str:
             *_quality(page),
             *_levels(page),
             *_evidence(page),
+            *_effects(page),
             *_examples(page),
             *(_senses(page) if page.summary.senses else [*_polysemy(page), *_baseline(page)]),
             *_regenerate(page),
@@ -289,6 +290,54 @@ def _evidence(page: Page) -> list[str]:
         lines += [f"![mean detection per layer]({page.rel(page.figures.evidence)})", ""]
     lines += _evidence_levels(view) + _evidence_quality(view)
     return lines
+
+
+def _effects(page: Page) -> list[str]:
+    """Which levels matter: ablation effects by IS level against the random direction."""
+    rows = page.data.effects_by_level
+    head = [
+        "## Which levels matter: removing a factor, against a random direction",
+        "",
+        "`factorscope effects` removes each factor's contribution α·φ at its peak layer from "
+        "the tokens where it is active in its top-context sentences, runs the model's layers "
+        "above, and measures how far the output turns (for a sentence-embedding model such as "
+        "MiniLM: 1 − cos of the pooled sentence embedding; with a language-model head: the KL "
+        "of the output distribution). The control removes a random direction of the same norm "
+        "at the same tokens. Interval: Wilson 95% for the share of factors above their control.",
+        "",
+    ]
+    if not rows:
+        return [*head, "Not measured on this run: run `factorscope effects`.", ""]
+    from factorscope.evidence.claims import wilson
+
+    body = []
+    for r in rows:
+        n = int(r["n_factors"])
+        above = wilson(round(float(r["share_above_control"]) * n), n)
+        body.append(
+            [
+                r["level"],
+                f"{n:,}",
+                f"{r['effect_median']:.4f} [{r['effect_p25']:.4f}, {r['effect_p75']:.4f}]",
+                f"{r['control_median']:.4f} [{r['control_p25']:.4f}, {r['control_p75']:.4f}]",
+                above.text(),
+            ]
+        )
+    measure = rows[0]["measure"]
+    return [
+        *head,
+        *table(
+            [
+                "level",
+                "factors",
+                f"{measure}: median [quartiles]",
+                "control: median [quartiles]",
+                "factors above their control",
+            ],
+            body,
+        ),
+        "",
+    ]
 
 
 def _evidence_levels(view) -> list[str]:

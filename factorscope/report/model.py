@@ -63,6 +63,9 @@ class ReportData:
     senses: dict[str, Any] | None = None
     """The sense probe of the active dictionary (``factorscope probe``), None if unprobed:
     ``info`` (source, settings, counts) and ``summary`` (rows of ``sense_probe_summary``)."""
+    effects_by_level: list[dict[str, Any]] = field(default_factory=list)
+    """``factorscope effects``'s ablation effects by IS level against the random-direction
+    control (rows of ``warehouse.effects.effects_by_level``); empty when not measured."""
     evidence: EvidenceView | None = None
     """The dictionary's explanations beside its controls (``factorscope explain``, the
     Evidence page's numbers), None on a file made before schema 7."""
