@@ -23,6 +23,7 @@ import duckdb
 import polars as pl
 
 from factorscope.errors import InputError
+from factorscope.warehouse.explanations import EXPLANATION_COLUMNS, SCORE_COLUMNS
 from factorscope.warehouse.queries import _as_int, _frame, _rows
 
 WORD_LEVEL_DETECTION = 0.8
@@ -32,28 +33,8 @@ counted word-level (the paper's word factors). The same number as
 
 WORD_FAMILIES = ("word", "lemma")
 
-_EXPLANATION_COLUMNS = (
-    "layer",
-    "factor",
-    "explained",
-    "text",
-    "rule",
-    "rule_kind",
-    "n_terms",
-    "n_active_train",
-    "train_detection",
-    "n_active",
-    "n_inactive",
-    "detection",
-    "detection_low",
-    "detection_high",
-    "detection_top",
-    "auroc",
-    "precision",
-    "n_sentences",
-    "localisation",
-    "localisation_chance",
-)
+# layer, then every column the explain stage writes (warehouse/explanations.py), factor once
+_EXPLANATION_COLUMNS = ("layer", *EXPLANATION_COLUMNS, *SCORE_COLUMNS[1:])
 
 _EXPLANATION_SQL = """
 SELECT CAST(e.layer AS INTEGER) AS layer, e.factor, e.explained, e.text,

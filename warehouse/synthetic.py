@@ -22,6 +22,7 @@ import pyarrow as pa
 from factorscope.errors import InputError
 from factorscope.limits import token_id
 from factorscope.warehouse import publish, store
+from factorscope.warehouse.explanations import EXPLANATION_COLUMNS, SCORE_COLUMNS
 from factorscope.warehouse.summaries import refresh_summaries
 
 log = logging.getLogger(__name__)
@@ -503,30 +504,9 @@ def _explain_synthetic(
         )
 
 
-_EXPLANATION_KEYS = (
-    "factor",
-    "explained",
-    "text",
-    "rule",
-    "rule_kind",
-    "n_terms",
-    "n_active_train",
-    "train_detection",
-)
-_SCORE_KEYS = (
-    "factor",
-    "n_active",
-    "n_inactive",
-    "detection",
-    "detection_low",
-    "detection_high",
-    "detection_top",
-    "auroc",
-    "precision",
-    "n_sentences",
-    "localisation",
-    "localisation_chance",
-)
+# The columns the explain stage writes (one definition: warehouse/explanations.py).
+_EXPLANATION_KEYS = EXPLANATION_COLUMNS
+_SCORE_KEYS = SCORE_COLUMNS
 _MIN_ACTIVE = 20  # as evidence.explain.RuleSettings.min_active
 
 
