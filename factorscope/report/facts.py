@@ -85,6 +85,18 @@ def run_facts(summary: ReportSummary, data: ReportData) -> dict[str, Any]:
         "timings": {k: v for k, v in summary.timings.items()},
         "senses": senses,
         "evidence": _evidence_facts(data),
+        "effects_by_level": [
+            {
+                "level": r["level"],
+                "n_factors": int(r["n_factors"]),
+                "measure": r["measure"],
+                "effect_median": float(r["effect_median"]),
+                "control_median": float(r["control_median"]),
+                "share_above_control": float(r["share_above_control"]),
+            }
+            for r in data.effects_by_level
+        ]
+        or None,
         "made_with": {
             "factorscope": __version__,
             "python": platform.python_version(),
@@ -139,6 +151,21 @@ def _evidence_sentence(evidence: dict[str, Any] | None) -> str:
     return text + "."
 
 
+def _effects_sentence(rows: list[dict[str, Any]] | None) -> str:
+    if not rows:
+        return " Ablation effects were not measured."
+    parts = [
+        f"{r['level']} {r['effect_median']:.4f} vs {r['control_median']:.4f} "
+        f"({100 * r['share_above_control']:.0f}% of {r['n_factors']:,} factors above)"
+        for r in rows
+    ]
+    return (
+        " Removing a factor at its peak layer (`factorscope effects`) turns the sentence "
+        "embedding (median 1 − cos) by " + "; ".join(parts) + " against a random direction "
+        "of the same norm."
+    )
+
+
 def write_facts(path: Path, facts: dict[str, Any]) -> None:
     path.write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -187,6 +214,7 @@ def readme_block(facts: dict[str, Any]) -> str:
         f"{levels.get('high', 0):,} high."
         + _senses_sentence(facts.get("senses"))
         + _evidence_sentence(facts.get("evidence"))
+        + _effects_sentence(facts.get("effects_by_level"))
         + " Stage "
         "times of that run, which depend on the machine and on what else it ran: ingest "
         f"{_seconds(timings.get('ingest_seconds'))}, learn "
