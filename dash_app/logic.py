@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import polars as pl
 
 from factorscope.errors import FactorscopeError, InputError
-from factorscope.limits import SQL_MAX_ROWS, TOP_K
+from factorscope.limits import LIMITS, SQL_MAX_ROWS, TOP_K
 from factorscope.stages import evidence_summary
 from factorscope.stages.evidence_summary import EvidenceView, scored_of  # noqa: F401
 from factorscope.warehouse import comparisons, evidence_read, queries, store
@@ -88,8 +88,15 @@ def parse_layer(raw: Any, layers: list[int]) -> int | None:
     return int(text)
 
 
-def parse_n_samples(raw: Any, *, low: int = 10, high: int = 10_000, name: str = "Samples") -> int:
-    """LIME's sample count (or another bounded count, named ``name``) from a number box."""
+def parse_n_samples(
+    raw: Any,
+    *,
+    low: int = int(LIMITS["lime_samples"].low),
+    high: int = int(LIMITS["lime_samples"].high),
+    name: str = "Samples",
+) -> int:
+    """LIME's sample count (its range: ``limits.LIMITS["lime_samples"]``, as ``serve
+    --lime-samples``), or another bounded count named ``name``, from a number box."""
     try:
         value = int(str(raw).strip()) if raw is not None else None
     except ValueError:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from factorscope.errors import FactorscopeError, InputError
+from factorscope.limits import check_setting
 
 MASK = "[UNK]"
 KERNEL_WIDTH = 25.0  # LimeTextExplainer's default
@@ -197,8 +198,7 @@ def explain(
     """
     from sklearn.utils import check_random_state
 
-    if int(n_samples) < 10:
-        raise InputError(f"n_samples must be at least 10 (got {n_samples})")
+    check_setting("lime_samples", n_samples, "n_samples")
     if int(batch_size) < 1:
         raise InputError(f"batch_size must be at least 1 (got {batch_size})")
     word_index, piece = int(word_index), int(piece)
