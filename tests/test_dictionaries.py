@@ -154,7 +154,7 @@ _COPIED = {
     "tokens": "*",
     "hidden_states": "*",
     "ingest_chunks": "*",
-    "dictionaries": "* EXCLUDE (encoded_at, kind, parent_id)",
+    "dictionaries": "* EXCLUDE (encoded_at, kind, parent_id, encode_solver)",
     "dictionary_atoms": "*",
     "codes": "layer, factor, token_id, alpha",
     "encode_chunks": "*",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,13 @@ def test_every_token_at_every_layer_is_encoded(tiny_pipeline_db: Path) -> None:
 
 @pytest.mark.runcompare
 def test_stored_codes_equal_live_analysis(tiny_pipeline_db: Path) -> None:
-    """The app's live analyzer reproduces exactly what encode stored for a corpus sentence."""
+    """The app's live analyzer reproduces exactly what encode stored for a corpus sentence,
+    with the solver the encode recorded (issue 24: it used to be recorded nowhere)."""
     analyzer = LiveAnalyzer.from_db(tiny_pipeline_db)
+    ((recorded,),) = rows(tiny_pipeline_db, "SELECT encode_solver FROM dictionaries")
+    solver = json.loads(recorded)
+    assert solver == {"backend": "spams", "version": metadata.version("spams-bin")}
+    assert analyzer.encoder.backend == solver["backend"]
     ((text,),) = rows(tiny_pipeline_db, "SELECT text FROM sentences WHERE sentence_idx = 1")
     decomposition = analyzer.decompose(text, top=TINY_FACTORS)
     for token in decomposition:

@@ -360,6 +360,8 @@ class DictionaryRecord:
     params: dict
     status: str
     source: str
+    encode_solver: dict | None = None
+    """The solver its last encode used ({"backend", "version"}; schema 009), if recorded."""
 
     @property
     def n_factors(self) -> int:
@@ -484,6 +486,7 @@ def load_dictionary(
         params=json.loads(meta["params"]),
         status=meta["status"],
         source=meta["source"],
+        encode_solver=json.loads(meta["encode_solver"]) if meta.get("encode_solver") else None,
     )
 
 
@@ -662,6 +665,7 @@ def finish_encoding(
     *,
     sort_codes: bool = True,
     staging: Path | None = None,
+    solver: dict | None = None,
 ) -> None:
     """Sort the codes for fast per-(factor, layer) reads and derive per-layer quality.
 
@@ -672,7 +676,8 @@ def finish_encoding(
     it, every dictionary's codes already in the table are rewritten sorted (the cost
     grows with all encoded dictionaries). ``sort_codes=False`` leaves ``codes`` as it
     is (a view over attached Parquet). The dictionary's ``encoded_at`` makes it the
-    active one (the default of the views).
+    active one (the default of the views). ``solver``: the backend and version that wrote
+    the codes, recorded in ``dictionaries.encode_solver``.
     """
     meta = _one_dict(
         con, "SELECT n_factors, lambda1 FROM dictionaries WHERE dictionary_id = ?", [dictionary_id]
@@ -742,7 +747,7 @@ def finish_encoding(
             },
         )
         con.execute(
-            "UPDATE dictionaries SET status = 'encoded', encoded_at = current_timestamp "
-            "WHERE dictionary_id = ?",
-            [dictionary_id],
+            "UPDATE dictionaries SET status = 'encoded', encoded_at = current_timestamp, "
+            "encode_solver = coalesce(?, encode_solver) WHERE dictionary_id = ?",
+            [json.dumps(solver, sort_keys=True) if solver else None, dictionary_id],
         )

@@ -9,6 +9,8 @@ it codes (issue 24).
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from factorscope.errors import WarehouseError
 from factorscope.sparse import DictionaryLearner, SparseEncoder
 from factorscope.warehouse import store
@@ -29,11 +31,14 @@ def coder_for(
     hidden_size: int | None = None,
 ) -> SparseEncoder:
     """The coder of a stored dictionary: its atoms, preprocessing and lambda (the
-    ``lambda1`` column), with the
-    solver ``backend`` (default SPAMS). ``hidden_size``: the model's, checked against the
+    ``lambda1`` column), with the solver ``backend`` (default: the one its encode
+    recorded, else SPAMS). ``hidden_size``: the model's, checked against the
     atoms' (a dictionary of another model is refused with one line)."""
     if hidden_size is not None:
         check_width(record, hidden_size)
+    if backend is None and record.encode_solver:
+        # the solver that wrote the stored codes, so live codes reproduce them
+        backend = record.encode_solver.get("backend")
     # lambda is read from the dictionaries.lambda1 column, the value the app, the quality
     # table and the shard fingerprint show, not from the estimator's JSON copy of it
     return SparseEncoder(
@@ -42,6 +47,21 @@ def coder_for(
         backend=backend or DEFAULT_BACKEND,
         n_jobs=n_jobs,
     )
+
+
+SOLVER_PACKAGES = {"spams": "spams-bin", "torch": "torch"}
+"""The package whose version says which solver a backend ran (recorded per encode)."""
+
+
+def solver_identity(backend: str | None) -> dict:
+    """``{"backend", "version"}`` of the solver ``backend`` names, as an encode records it
+    (``dictionaries.encode_solver``) and live analysis checks it."""
+    name = backend or DEFAULT_BACKEND
+    try:
+        version = metadata.version(SOLVER_PACKAGES.get(name, name))
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"backend": name, "version": version}
 
 
 def check_width(record: store.DictionaryRecord, hidden_size: int) -> None:

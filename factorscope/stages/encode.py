@@ -22,7 +22,7 @@ import numpy as np
 from factorscope.crashpoints import crashpoint
 from factorscope.errors import InputError
 from factorscope.progress import stderr_console
-from factorscope.stages.coder import coder_for
+from factorscope.stages.coder import coder_for, solver_identity
 from factorscope.stages.encode_loop import (
     ChunkEncoder,
     DuckDBSink,
@@ -155,7 +155,9 @@ def run_encode(db_path: str | Path, config: EncodeConfig | None = None) -> Encod
         del chunk_encoder, loaded
         _return_free_memory()
         with stderr_console.status("sorting codes and building summaries"):
-            store.finish_encoding(con, record.dictionary_id, staging=staging)
+            store.finish_encoding(
+                con, record.dictionary_id, staging=staging, solver=solver_identity(config.backend)
+            )
             crashpoint("encode.finished")
             _refresh_summaries(con, record.dictionary_id)
         quality = store.layer_quality_rows(con, record.dictionary_id)
