@@ -21,25 +21,15 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-CLI = [sys.executable, "-c", "import sys; from factorscope.cli import main; sys.exit(main())"]
+from bench_explain import _timed
+
 TARGET_STAGE_S = 600
 TARGET_ON_DEMAND_S = 3.0
-
-
-def _timed(args: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "FACTORSCOPE_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    started = time.perf_counter()
-    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:1])} failed: {done.stderr.strip()[-500:]}")
-    return seconds, done.stdout.strip()
 
 
 def _throughput(db: Path) -> float:
