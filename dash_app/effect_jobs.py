@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from factorscope.dash_app import logic
+from factorscope.dash_app.background import Worker
 from factorscope.errors import FactorscopeError
 from factorscope.warehouse.connection import file_signature
 
@@ -57,26 +57,10 @@ _jobs: dict[str, Job] = {}
 _running: dict[tuple, str] = {}
 _results: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
 _lock = threading.Lock()
-_queue: queue.SimpleQueue | None = None
 
 
 def _key(db_path: str | Path, dictionary_id: int | None, factor: int, layer: int) -> tuple:
     return (os.path.realpath(db_path), dictionary_id, int(factor), int(layer))
-
-
-def _submit(*work: Any) -> None:
-    """Queue work for the one effects worker (a daemon thread, started on first use)."""
-    global _queue
-    with _lock:
-        if _queue is None:
-            _queue = queue.SimpleQueue()
-            threading.Thread(target=_worker, args=(_queue,), name="effects", daemon=True).start()
-        _queue.put(work)
-
-
-def _worker(jobs: queue.SimpleQueue) -> None:
-    while True:
-        _run(*jobs.get())
 
 
 def start(
@@ -98,7 +82,7 @@ def start(
         _running[key] = job_id
         while len(_jobs) > _MAX_JOBS:
             _jobs.pop(next(iter(_jobs)))
-    _submit(_jobs[job_id], db_path, get_analyzer)
+    _worker.submit(_jobs[job_id], db_path, get_analyzer)
     return job_id
 
 
@@ -133,6 +117,9 @@ def _run(job: Job, db_path: str | Path, get_analyzer: Any) -> None:
     finally:
         job.seconds = time.monotonic() - job.started
         job.finished = True
+
+
+_worker = Worker("effects", _run)
 
 
 def status(job_id: str | None) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ Jobs live in this process's memory, which is right for ``app.run``'s one process
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from factorscope import saliency
+from factorscope.dash_app.background import Worker
 from factorscope.errors import FactorscopeError
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,6 @@ class Job:
 
 _jobs: dict[str, Job] = {}
 _lock = threading.Lock()
-_queue: queue.SimpleQueue | None = None
-
-
-def _submit(*work: Any) -> None:
-    """Queue work for the one LIME worker, started on first use.
-
-    The worker is a daemon thread: a server told to stop (Ctrl+C, SIGTERM) exits at
-    once instead of waiting for a LIME map nobody will read.
-    """
-    global _queue
-    with _lock:
-        if _queue is None:
-            _queue = queue.SimpleQueue()
-            threading.Thread(target=_worker, args=(_queue,), name="lime", daemon=True).start()
-        _queue.put(work)
-
-
-def _worker(jobs: queue.SimpleQueue) -> None:
-    while True:
-        _run(*jobs.get())
 
 
 def start(db_path: str | Path, get_analyzer: Any, targets: list[dict], n_samples: int) -> str:
@@ -78,7 +58,7 @@ def start(db_path: str | Path, get_analyzer: Any, targets: list[dict], n_samples
         _jobs[job_id] = job
         while len(_jobs) > _MAX_JOBS:
             _jobs.pop(next(iter(_jobs)))
-    _submit(job, db_path, get_analyzer)
+    _worker.submit(job, db_path, get_analyzer)
     return job_id
 
 
@@ -118,6 +98,9 @@ def _run(job: Job, db_path: str | Path, get_analyzer: Any) -> None:
         job.error = f"LIME failed: {type(e).__name__}: {e}"
     finally:
         job.finished = True
+
+
+_worker = Worker("lime", _run)
 
 
 def status(job_id: str | None) -> dict[str, Any] | None:
