@@ -324,20 +324,15 @@ def run_learn(
     crashpoint("learn.fitted")
     state = learner.to_dict()
     state["learn_config"] = wanted
-    with staged_database(db_path) as con:
-        # An encode killed in this staging copy must not be published half done.
-        summaries.settle_unfinished_encode(con)
-        dictionary_id = store.save_dictionary(
-            con,
-            components=learner.components_,
-            lambda1=config.lambda1,
-            preprocessing=state["preprocessor"] or {},
-            params=state,
-            seed=config.seed,
-            fit_seconds=learner.fit_seconds_,
-            source=source,
-        )
-        crashpoint("learn.saved")
+    dictionary_id = _store_learner(
+        db_path,
+        learner,
+        state,
+        lambda1=config.lambda1,
+        seed=config.seed,
+        fit_seconds=learner.fit_seconds_,
+        source=source,
+    )
     summary = LearnSummary(
         dictionary_id, learner.components_.shape[0], n_vectors, learner.fit_seconds_, False
     )
@@ -471,22 +466,17 @@ def run_learn_control(db_path: str | Path, config: ControlConfig) -> LearnSummar
         "n_bisection_vectors": control.n_bisection_vectors,
         "parent_lambda1": float(parent_learner.lambda1),
     }
-    with staged_database(db_path) as con:
-        # An encode killed in this staging copy must not be published half done.
-        summaries.settle_unfinished_encode(con)
-        dictionary_id = store.save_dictionary(
-            con,
-            components=learner.components_,
-            lambda1=search.lambda1,
-            preprocessing=state["preprocessor"] or {},
-            params=state,
-            seed=config.seed,
-            fit_seconds=control.seconds,
-            source=f"{CONTROL_SOURCE}{config.kind}",
-            kind="control",
-            parent_id=parent.dictionary_id,
-        )
-        crashpoint("learn.saved")
+    dictionary_id = _store_learner(
+        db_path,
+        learner,
+        state,
+        lambda1=search.lambda1,
+        seed=config.seed,
+        fit_seconds=control.seconds,
+        source=f"{CONTROL_SOURCE}{config.kind}",
+        kind="control",
+        parent_id=parent.dictionary_id,
+    )
     summary = LearnSummary(
         dictionary_id,
         learner.components_.shape[0],
@@ -496,6 +486,38 @@ def run_learn_control(db_path: str | Path, config: ControlConfig) -> LearnSummar
         control=ControlOutcome.from_stored(state["learn_config"]),
     )
     return _announce_staged(summary, public, existing)
+
+
+def _store_learner(
+    db_path: Path,
+    learner: DictionaryLearner,
+    state: dict,
+    *,
+    lambda1: float,
+    seed: int,
+    fit_seconds: float,
+    source: str,
+    kind: str = "learned",
+    parent_id: int | None = None,
+) -> int:
+    """Store a fitted (or control) learner in the staging copy and publish it; its id."""
+    with staged_database(db_path) as con:
+        # An encode killed in this staging copy must not be published half done.
+        summaries.settle_unfinished_encode(con)
+        dictionary_id = store.save_dictionary(
+            con,
+            components=learner.components_,
+            lambda1=lambda1,
+            preprocessing=state["preprocessor"] or {},
+            params=state,
+            seed=seed,
+            fit_seconds=fit_seconds,
+            source=source,
+            kind=kind,
+            parent_id=parent_id,
+        )
+        crashpoint("learn.saved")
+    return dictionary_id
 
 
 def _announce_staged(summary: LearnSummary, public: list[dict], staged: list[dict]) -> LearnSummary:
