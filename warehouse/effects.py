@@ -384,6 +384,18 @@ def assemble(row: dict, tokens: list[dict], sentences: list[dict]) -> dict[str, 
     }
 
 
+def _headline(alias: str) -> str:
+    """The headline measure (:data:`HEADLINE`) of a ``factor_effects`` row and its
+    control's, as SQL columns ``effect`` and ``control``; ``alias``: the table's alias."""
+    t = f"{alias}." if alias else ""
+    return (
+        f"CASE WHEN {t}output_kind = 'sentence-embedding' THEN {t}embedding_shift "
+        f"ELSE {t}output_kl END AS effect, "
+        f"CASE WHEN {t}output_kind = 'sentence-embedding' THEN {t}control_embedding_shift "
+        f"ELSE {t}control_output_kl END AS control"
+    )
+
+
 def effect_layers(con: duckdb.DuckDBPyConnection, dictionary_id: int, factor: int) -> pl.DataFrame:
     """The layers where a factor's effect is stored: columns layer, source, headline
     measure and its control's (see :data:`HEADLINE`), output_kind."""
@@ -400,12 +412,9 @@ def effect_layers(con: duckdb.DuckDBPyConnection, dictionary_id: int, factor: in
         )
     return _frame(
         con,
-        """
+        f"""
         SELECT CAST(layer AS INTEGER) AS layer, source, output_kind,
-               CASE WHEN output_kind = 'sentence-embedding' THEN embedding_shift
-                    ELSE output_kl END AS effect,
-               CASE WHEN output_kind = 'sentence-embedding' THEN control_embedding_shift
-                    ELSE control_output_kl END AS control
+               {_headline("")}
         FROM factor_effects WHERE dictionary_id = $d AND factor = $f ORDER BY layer
         """,
         {"d": d, "f": factor},
@@ -439,17 +448,14 @@ def neighbor_effects(
         )
     return _frame(
         con,
-        """
+        f"""
         WITH near AS (
             SELECT neighbor, cosine FROM summary_neighbors
             WHERE dictionary_id = $d AND factor = $f
             ORDER BY cosine DESC, neighbor LIMIT $limit
         )
         SELECT n.neighbor, n.cosine, CAST(e.layer AS INTEGER) AS layer, e.source,
-               CASE WHEN e.output_kind = 'sentence-embedding' THEN e.embedding_shift
-                    ELSE e.output_kl END AS effect,
-               CASE WHEN e.output_kind = 'sentence-embedding' THEN e.control_embedding_shift
-                    ELSE e.control_output_kl END AS control,
+               {_headline("e")},
                e.state_change, e.control_state_change
         FROM near n
         JOIN factor_effects e ON e.dictionary_id = $d AND e.factor = n.neighbor
@@ -489,13 +495,10 @@ def effects_by_level(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> pl.D
         return empty
     frame = _frame(
         con,
-        """
+        f"""
         WITH e AS (
             SELECT v.level, f.output_kind,
-                   CASE WHEN f.output_kind = 'sentence-embedding' THEN f.embedding_shift
-                        ELSE f.output_kl END AS effect,
-                   CASE WHEN f.output_kind = 'sentence-embedding' THEN f.control_embedding_shift
-                        ELSE f.control_output_kl END AS control,
+                   {_headline("f")},
                    f.state_change, f.control_state_change
             FROM factor_effects f
             JOIN summary_levels v
@@ -542,12 +545,9 @@ def effect_values(con: duckdb.DuckDBPyConnection, dictionary_id: int) -> pl.Data
         )
     return _frame(
         con,
-        """
+        f"""
         SELECT f.factor, CAST(f.layer AS INTEGER) AS layer, v.level,
-               CASE WHEN f.output_kind = 'sentence-embedding' THEN f.embedding_shift
-                    ELSE f.output_kl END AS effect,
-               CASE WHEN f.output_kind = 'sentence-embedding' THEN f.control_embedding_shift
-                    ELSE f.control_output_kl END AS control
+               {_headline("f")}
         FROM factor_effects f
         JOIN summary_levels v
           ON v.dictionary_id = f.dictionary_id AND v.factor = f.factor AND v.peak_layer = f.layer
