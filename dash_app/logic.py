@@ -26,7 +26,6 @@ import polars as pl
 from factorscope.errors import FactorscopeError, InputError
 from factorscope.limits import LIMITS, SQL_MAX_ROWS, TOP_K
 from factorscope.stages import evidence_summary
-from factorscope.stages.evidence_summary import EvidenceView, scored_of  # noqa: F401
 from factorscope.warehouse import comparisons, evidence_read, queries, store
 from factorscope.warehouse import effects as effects_read
 from factorscope.warehouse.connection import file_signature

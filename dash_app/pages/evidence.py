@@ -23,6 +23,7 @@ from factorscope.dash_app import components as ui
 from factorscope.dash_app import config, ids, logic, navigation
 from factorscope.errors import FactorscopeError
 from factorscope.evidence import claims
+from factorscope.stages.evidence_summary import EvidenceView
 
 dash.register_page(__name__, path="/evidence", name="Evidence", title="factorscope · evidence")
 
@@ -36,7 +37,7 @@ def layout(dictionary: str | None = None, **_query: Any) -> html.Div:
         return html.Div([html.H3("Evidence"), ui.error_alert(str(e))])
 
 
-def _layout(view: logic.EvidenceView) -> html.Div:
+def _layout(view: EvidenceView) -> html.Div:
     title = html.H3(["Evidence ", navigation.dictionary_badge(view.dictionary_id)])
     intro = html.P(
         "What each factor means and how sure we are: the best short rule of every factor "
@@ -70,7 +71,7 @@ def _layout(view: logic.EvidenceView) -> html.Div:
 # --------------------------------------------------------------------------- messages
 
 
-def _control_note(view: logic.EvidenceView) -> dbc.Alert:
+def _control_note(view: EvidenceView) -> dbc.Alert:
     parent = view.parent_id
     return dbc.Alert(
         [
@@ -84,7 +85,7 @@ def _control_note(view: logic.EvidenceView) -> dbc.Alert:
     )
 
 
-def _messages(view: logic.EvidenceView) -> html.Div:
+def _messages(view: EvidenceView) -> html.Div:
     shown = view.dictionary_id
     alerts: list[Any] = []
     if not view.explained_layers:
@@ -201,7 +202,7 @@ def _verdict_cell(comparison: claims.Comparison | None, has_controls: bool) -> h
     )
 
 
-def layer_rows(view: logic.EvidenceView) -> list[html.Tr]:
+def layer_rows(view: EvidenceView) -> list[html.Tr]:
     """One row per layer and dictionary: the dictionary shown first (with its verdict
     against the controls pooled), then each control."""
     rows = []
@@ -229,7 +230,7 @@ def layer_rows(view: logic.EvidenceView) -> list[html.Tr]:
     return rows
 
 
-def _layers_card(view: logic.EvidenceView) -> dbc.Card:
+def _layers_card(view: EvidenceView) -> dbc.Card:
     head = html.Thead(
         html.Tr(
             [
@@ -317,7 +318,7 @@ def quality_table(quality: pl.DataFrame, shown: int) -> Any:
     return dbc.Table([head, html.Tbody(body)], size="sm", hover=True, className="mb-0 small")
 
 
-def _quality_card(view: logic.EvidenceView) -> dbc.Card:
+def _quality_card(view: EvidenceView) -> dbc.Card:
     return dbc.Card(
         [
             dbc.CardHeader(
@@ -330,7 +331,7 @@ def _quality_card(view: logic.EvidenceView) -> dbc.Card:
     )
 
 
-def _levels_card(view: logic.EvidenceView) -> dbc.Card:
+def _levels_card(view: EvidenceView) -> dbc.Card:
     head = html.Thead(
         html.Tr(
             [html.Th("dictionary"), html.Th("factors that fire", className="text-end")]

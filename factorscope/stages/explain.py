@@ -114,11 +114,17 @@ def run_explain(db_path, config: ExplainConfig) -> ExplainSummary:
         skipped = tuple(d["dictionary_id"] for d in chosen if d["status"] != "encoded")
         chosen = [d for d in chosen if d["status"] == "encoded"]
         n_layers = int(run["n_layers"])
+        done = {
+            d["dictionary_id"]: set()
+            if config.force
+            else ew.finished_layers(con, d["dictionary_id"], settings)
+            for d in chosen
+        }
         todo = [
             (d, layer)
             for d in chosen
             for layer in range(n_layers)
-            if config.force or layer not in ew.finished_layers(con, d["dictionary_id"], settings)
+            if layer not in done[d["dictionary_id"]]
         ]
         reused = len(chosen) * n_layers - len(todo)
         tagged = _ensure_tags(con)
